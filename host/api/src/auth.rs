@@ -1,0 +1,228 @@
+//! API key authentication, scopes, rate limiting and the audit trail of mutating requests.
+//!
+//! [`authenticate`] runs on every `/api/v1` route: it resolves the bearer key (through a
+//! short-lived cache so a hot key costs no query), counts the request against the key's
+//! rate limit, and after the handler records an audit entry for any mutating request the
+//! handler did not already record inside its own transaction. Handlers state the scope they
+//! need by taking [`Auth<R>`](Auth).
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hephaestus_core::keys::{self, Scope};
+use hephaestus_store::audit::{self, AuditEntry};
+use hephaestus_store::keys::ApiKey;
+
+use crate::AppState;
+use crate::error::AppError;
+
+/// The key a request was made with, once authenticated.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub key_id: String,
+    pub scope: Scope,
+}
+
+/// Put on a response whose audit entry was written in the request's own transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Audited;
+
+/// Remembers recent key lookups. Revocations made through this host drop the entry at once;
+/// made elsewhere (the CLI, another host), they take effect within the TTL.
+#[derive(Debug)]
+pub struct KeyCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (Instant, ApiKey)>>,
+}
+
+/// Bounds the cache so a flood of distinct valid keys cannot grow it without end.
+const KEY_CACHE_MAX: usize = 10_000;
+
+impl KeyCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, hash: &str) -> Option<ApiKey> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(hash)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, key)| key.clone())
+    }
+
+    fn put(&self, hash: String, key: ApiKey) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= KEY_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(hash, (Instant::now(), key));
+    }
+
+    pub fn forget_key(&self, key_id: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|_, (_, k)| k.id != key_id);
+    }
+}
+
+fn bearer(parts_headers: &axum::http::HeaderMap) -> Result<&str, AppError> {
+    let value = parts_headers
+        .get(header::AUTHORIZATION)
+        .ok_or(AppError::Unauthorized(
+            "missing API key: send `Authorization: Bearer hk_…`",
+        ))?;
+    let value = value
+        .to_str()
+        .map_err(|_| AppError::Unauthorized("invalid API key"))?;
+    let (scheme, token) = value.split_once(' ').ok_or(AppError::Unauthorized(
+        "Authorization must be `Bearer <API key>`",
+    ))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AppError::Unauthorized(
+            "Authorization must be `Bearer <API key>`",
+        ));
+    }
+    Ok(token.trim())
+}
+
+async fn resolve(state: &AppState, token: &str) -> Result<ApiKey, AppError> {
+    if !keys::looks_like_key(token) {
+        return Err(AppError::Unauthorized("invalid API key"));
+    }
+    let hash = keys::hash(token);
+    let key = match state.key_cache.get(&hash) {
+        Some(key) => key,
+        None => {
+            let key = hephaestus_store::keys::find_by_hash(&state.store, &hash)
+                .await?
+                .ok_or(AppError::Unauthorized("invalid API key"))?;
+            state.key_cache.put(hash, key.clone());
+            key
+        }
+    };
+    if key.revoked_at.is_some() {
+        return Err(AppError::Unauthorized("this API key has been revoked"));
+    }
+    Ok(key)
+}
+
+fn is_mutating(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Middleware for every `/api/v1` route except the signature-authenticated webhooks.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let key = match bearer(req.headers()) {
+        Ok(token) => resolve(&state, token).await,
+        Err(e) => Err(e),
+    };
+    let key = match key {
+        Ok(key) => key,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(retry_after) = state
+        .limiter
+        .check(&state.store, &key.id, key.rate_limit)
+        .await
+    {
+        return AppError::RateLimited { retry_after }.into_response();
+    }
+    let method = req.method().clone();
+    let path = original_path(&req);
+    let request_id = request_id(req.headers());
+    req.extensions_mut().insert(Principal {
+        key_id: key.id.clone(),
+        scope: key.scope,
+    });
+    let response = next.run(req).await;
+    if is_mutating(&method) && response.extensions().get::<Audited>().is_none() {
+        let entry = AuditEntry::new(
+            Some(key.id),
+            method.as_str(),
+            &path,
+            response.status().as_u16(),
+            request_id,
+        );
+        if let Err(e) = audit::record_alone(&state.store, &entry).await {
+            tracing::error!(error = %e, "could not write the audit entry");
+        }
+    }
+    response
+}
+
+/// The path as the client sent it: nested routers see it without their prefix.
+pub fn original_path<B>(req: &axum::http::Request<B>) -> String {
+    req.extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map(|u| u.path().to_string())
+        .unwrap_or_else(|| req.uri().path().to_string())
+}
+
+pub fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The scope a route needs, as a type.
+pub trait RequiredScope {
+    const SCOPE: Scope;
+}
+
+#[derive(Debug)]
+pub struct ReadScope;
+#[derive(Debug)]
+pub struct WriteScope;
+#[derive(Debug)]
+pub struct AdminScope;
+
+impl RequiredScope for ReadScope {
+    const SCOPE: Scope = Scope::Read;
+}
+impl RequiredScope for WriteScope {
+    const SCOPE: Scope = Scope::Write;
+}
+impl RequiredScope for AdminScope {
+    const SCOPE: Scope = Scope::Admin;
+}
+
+/// The authenticated key, checked to have at least scope `R`.
+#[derive(Debug)]
+pub struct Auth<R>(pub Principal, PhantomData<R>);
+
+pub type ReadKey = Auth<ReadScope>;
+pub type WriteKey = Auth<WriteScope>;
+pub type AdminKey = Auth<AdminScope>;
+
+impl<R: RequiredScope, S: Send + Sync> FromRequestParts<S> for Auth<R> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AppError> {
+        let principal = parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or(AppError::Unauthorized("missing API key"))?;
+        if !principal.scope.allows(R::SCOPE) {
+            return Err(AppError::Forbidden {
+                have: principal.scope,
+                need: R::SCOPE,
+            });
+        }
+        Ok(Auth(principal, PhantomData))
+    }
+}

@@ -1,0 +1,289 @@
+//! `/api/v1/revenue/customers`: create, read, list, export and erase customers.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hephaestus_core::Timestamp;
+use hephaestus_core::customer::{Customer, Metadata, NewCustomer};
+use hephaestus_core::event::{NewEvent, kind};
+use hephaestus_core::ids::{self, prefix};
+use hephaestus_store::{customers, events, idempotency};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::auth::{ReadKey, WriteKey};
+use crate::error::{ApiResult, AppError};
+use crate::extract::{Json, PathId, Query};
+use crate::write::{self, RequestMeta, Written};
+
+/// A customer as the API shows it. Erased customers keep their id and timestamps; their
+/// personal fields are null.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerView {
+    /// `cus_…`
+    pub id: String,
+    /// Always `customer`.
+    pub object: &'static str,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub metadata: Metadata,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+    /// When the customer's personal data was erased, if it was.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub erased_at: Option<Timestamp>,
+}
+
+impl From<&Customer> for CustomerView {
+    fn from(c: &Customer) -> Self {
+        CustomerView {
+            id: c.id.clone(),
+            object: "customer",
+            email: c.email.clone(),
+            name: c.name.clone(),
+            metadata: c.metadata.clone(),
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+            erased_at: c.erased_at,
+        }
+    }
+}
+
+fn view(c: &Customer) -> Value {
+    json!(CustomerView::from(c))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCustomer {
+    /// Unique across customers, compared case-insensitively. At most 254 characters.
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+    /// At most 256 characters.
+    #[schema(example = "Ada Lovelace")]
+    pub name: Option<String>,
+    /// Up to 50 string pairs; keys up to 40 characters, values up to 500.
+    pub metadata: Option<Metadata>,
+}
+
+/// Creates a customer. An email already in use answers 409 `customer_exists` with the
+/// existing customer's id in `existing_id`.
+#[utoipa::path(
+    post, path = "/api/v1/revenue/customers", tag = "customers",
+    request_body = CreateCustomer,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a retried request")),
+    responses(
+        (status = 201, body = CustomerView),
+        (status = 400, body = crate::openapi::ErrorBody),
+        (status = 409, body = crate::openapi::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    auth: WriteKey,
+    meta: RequestMeta,
+    body: Json<CreateCustomer>,
+) -> Response {
+    let req = body.value;
+    let new = match NewCustomer::validate(req.email, req.name, req.metadata) {
+        Ok(new) => new,
+        Err(e) => return AppError::from(e).into_response(),
+    };
+    write::run(&state, &auth.0, &meta, &body.raw, async |tx| {
+        let now = Timestamp::now();
+        match customers::insert(tx, &new, now).await? {
+            Ok(customer) => {
+                let event = NewEvent::new(
+                    kind::CUSTOMER_CREATED,
+                    &customer.id,
+                    Some(customer.id.clone()),
+                    json!({ "customer_id": customer.id }),
+                    now,
+                );
+                events::append(tx, &event).await?;
+                Ok(write::created(&customer.id, view(&customer)))
+            }
+            Err(existing_id) => Err(AppError::Conflict {
+                code: "customer_exists",
+                message: format!("a customer with this email already exists: {existing_id}"),
+                details: Map::from_iter([("existing_id".to_string(), json!(existing_id))]),
+            }),
+        }
+    })
+    .await
+}
+
+fn not_found(id: String) -> AppError {
+    AppError::NotFound {
+        kind: "customer",
+        id,
+    }
+}
+
+async fn load(state: &AppState, id: String) -> ApiResult<Customer> {
+    if !ids::is_well_formed(prefix::CUSTOMER, &id) {
+        return Err(not_found(id));
+    }
+    customers::get(&state.store, &id)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/revenue/customers/{id}", tag = "customers",
+    params(("id" = String, Path, description = "`cus_…`")),
+    responses((status = 200, body = CustomerView), (status = 404, body = crate::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    _auth: ReadKey,
+    PathId(id): PathId,
+) -> ApiResult<axum::Json<Value>> {
+    Ok(axum::Json(view(&load(&state, id).await?)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// 1 to 100, default 10.
+    pub limit: Option<i64>,
+    /// A customer id from the previous page: the page starts after it (lists run newest first).
+    pub starting_after: Option<String>,
+    /// Only the customer with this email (case-insensitive).
+    pub email: Option<String>,
+}
+
+/// Checks `limit` and `starting_after`, shared by every list.
+pub fn page_params(
+    limit: Option<i64>,
+    starting_after: Option<String>,
+    id_prefix: &str,
+) -> ApiResult<(i64, Option<String>)> {
+    let limit = limit.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return Err(AppError::invalid("limit", "must be between 1 and 100"));
+    }
+    if let Some(after) = &starting_after
+        && !ids::is_well_formed(id_prefix, after)
+    {
+        return Err(AppError::invalid(
+            "starting_after",
+            format!("must be an id like {id_prefix}_…"),
+        ));
+    }
+    Ok((limit, starting_after))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/revenue/customers", tag = "customers",
+    params(ListParams),
+    responses((status = 200, description = "`{object: list, data: [customer], has_more}`"), (status = 400, body = crate::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    _auth: ReadKey,
+    Query(params): Query<ListParams>,
+) -> ApiResult<axum::Json<Value>> {
+    let (limit, starting_after) =
+        page_params(params.limit, params.starting_after, prefix::CUSTOMER)?;
+    let mut rows = customers::list(
+        &state.store,
+        &customers::ListQuery {
+            limit: limit + 1,
+            starting_after,
+            email: params.email,
+        },
+    )
+    .await?;
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let items: Vec<CustomerView> = rows.iter().map(CustomerView::from).collect();
+    Ok(axum::Json(write::page(&items, has_more)))
+}
+
+/// Everything held on one customer: the record and every event about it.
+#[utoipa::path(
+    get, path = "/api/v1/revenue/customers/{id}/export", tag = "customers",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "`{customer, events, exported_at}`"), (status = 404, body = crate::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn export(
+    State(state): State<AppState>,
+    _auth: ReadKey,
+    PathId(id): PathId,
+) -> ApiResult<axum::Json<Value>> {
+    let customer = load(&state, id).await?;
+    let events: Vec<Value> = events::for_customer(&state.store, &customer.id)
+        .await?
+        .into_iter()
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "type": e.kind,
+                "subject_id": e.subject_id,
+                "data": e.data,
+                "occurred_at": e.occurred_at,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "object": "customer_export",
+        "customer": view(&customer),
+        "events": events,
+        "exported_at": Timestamp::now(),
+    })))
+}
+
+/// Erases the customer's personal data (email, name, metadata) and keeps the anonymous
+/// record so payments and events still point at an id. Erasing twice is harmless.
+#[utoipa::path(
+    delete, path = "/api/v1/revenue/customers/{id}", tag = "customers",
+    params(("id" = String, Path)),
+    responses((status = 200, body = CustomerView), (status = 404, body = crate::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn erase(
+    State(state): State<AppState>,
+    auth: WriteKey,
+    meta: RequestMeta,
+    PathId(id): PathId,
+) -> Response {
+    if !ids::is_well_formed(prefix::CUSTOMER, &id) {
+        return not_found(id).into_response();
+    }
+    write::run(&state, &auth.0, &meta, b"", async |tx| {
+        let now = Timestamp::now();
+        let customer = match customers::erase(tx, &id, now).await? {
+            Some(erased) => {
+                let event = NewEvent::new(
+                    kind::CUSTOMER_ERASED,
+                    &erased.id,
+                    Some(erased.id.clone()),
+                    json!({ "customer_id": erased.id }),
+                    now,
+                );
+                events::append(tx, &event).await?;
+                idempotency::forget_resource(tx, &erased.id).await?;
+                erased
+            }
+            None => customers::get_in(tx, &id)
+                .await?
+                .ok_or_else(|| not_found(id.clone()))?,
+        };
+        Ok(Written {
+            status: StatusCode::OK,
+            body: view(&customer),
+            resource_id: None,
+        })
+    })
+    .await
+}

@@ -1,0 +1,254 @@
+//! The HTTP API: [`app`] builds the whole router from an [`AppState`]; the server crate
+//! binds it to a socket.
+//!
+//! - [`error`]: the one error type and its JSON shape.
+//! - [`extract`]: strict JSON, query and path extractors that name the field at fault.
+//! - [`auth`]: API keys, scopes, rate limiting and the audit trail.
+//! - [`rate_limit`]: the per-key limiter whose counts are shared through the database.
+//! - [`write`]: the transaction, idempotency and audit path every change takes.
+//! - [`customers`]: the customer routes.
+//! - [`ops`]: health, readiness, metrics, OpenAPI and the audit log.
+//! - [`metrics`], [`openapi`]: Prometheus series and the generated API description.
+//! - [`jobs`]: background upkeep (rate-limit flushes, expiring idempotency records).
+
+pub mod auth;
+pub mod customers;
+pub mod error;
+pub mod extract;
+pub mod jobs;
+pub mod metrics;
+pub mod openapi;
+pub mod ops;
+pub mod rate_limit;
+pub mod write;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hephaestus_store::Store;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use error::AppError;
+use rate_limit::{RateLimit, RateLimiter};
+
+/// Settings the HTTP layer needs; the server crate fills them from its config.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// The default per-key rate limit.
+    pub rate_limit: RateLimit,
+    /// Origins allowed to call the API from a browser; empty allows none.
+    pub cors_origins: Vec<HeaderValue>,
+    /// How long an authenticated key is trusted before it is looked up again.
+    pub key_cache_ttl: Duration,
+    /// A request running longer than this is answered 408 and abandoned.
+    pub request_timeout: Duration,
+    /// How long a claimed `Idempotency-Key` blocks retries if its request died mid-way.
+    pub idempotency_lock_secs: i64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 256 * 1024,
+            rate_limit: RateLimit {
+                limit: 100,
+                window_secs: 1,
+            },
+            cors_origins: Vec::new(),
+            key_cache_ttl: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(30),
+            idempotency_lock_secs: 60,
+        }
+    }
+}
+
+/// Everything a handler can reach. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<ApiConfig>,
+    pub key_cache: Arc<auth::KeyCache>,
+    pub limiter: Arc<RateLimiter>,
+    pub metrics: Arc<metrics::Metrics>,
+    /// Rendered once: the document only changes with the binary.
+    pub openapi: Arc<String>,
+}
+
+impl AppState {
+    pub fn new(store: Store, config: ApiConfig) -> Self {
+        Self {
+            key_cache: Arc::new(auth::KeyCache::new(config.key_cache_ttl)),
+            limiter: Arc::new(RateLimiter::new(config.rate_limit)),
+            metrics: Arc::new(metrics::Metrics::default()),
+            openapi: Arc::new(openapi::document()),
+            config: Arc::new(config),
+            store,
+        }
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole HTTP surface.
+pub fn app(state: AppState) -> Router {
+    app_with(state, Router::new())
+}
+
+/// The HTTP surface plus `extra` routes, which get every layer the product's routes get
+/// (tests use this to prove a panicking handler is contained).
+pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
+    let api = Router::new()
+        .route(
+            "/revenue/customers",
+            get(customers::list).post(customers::create),
+        )
+        .route(
+            "/revenue/customers/{id}",
+            get(customers::get).delete(customers::erase),
+        )
+        .route("/revenue/customers/{id}/export", get(customers::export))
+        .route("/audit", get(ops::audit_list))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+
+    let docs = swagger_ui_dist::generate_routes(swagger_ui_dist::ApiDefinition {
+        uri_prefix: "/docs",
+        api_definition: swagger_ui_dist::OpenApiSource::Uri("/openapi.json"),
+        title: Some("Hephaestus API"),
+    });
+
+    let cors = (!state.config.cors_origins.is_empty()).then(|| {
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(state.config.cors_origins.clone()))
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static(write::IDEMPOTENCY_HEADER),
+            ])
+            .expose_headers([REQUEST_ID, header::RETRY_AFTER])
+            .max_age(Duration::from_secs(600))
+    });
+
+    Router::new()
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .nest("/api/v1", api)
+        .merge(extra)
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(CatchPanicLayer::custom(panic_response))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .with_state(state.clone())
+        .merge(docs)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(
+                    TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
+                        tracing::info_span!(
+                            "request",
+                            method = %req.method(),
+                            path = %req.uri().path(),
+                            request_id = req
+                                .headers()
+                                .get(REQUEST_ID)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or(""),
+                        )
+                    }),
+                )
+                .layer(middleware::from_fn(json_errors_only))
+                .option_layer(cors)
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    state.config.request_timeout,
+                )),
+        )
+}
+
+async fn route_not_found(method: Method, uri: axum::http::Uri) -> AppError {
+    AppError::RouteNotFound {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".to_string());
+    AppError::Internal(anyhow::anyhow!("handler panicked: {detail}")).into_response()
+}
+
+/// The last line of defence for the error contract: any error response that is not JSON
+/// (a layer's 408 or 413, a rejection we did not wrap) is rewritten into the standard shape,
+/// so no client ever sees a plain-text error.
+async fn json_errors_only(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::REQUEST_TIMEOUT => (
+            "request_timeout",
+            "the request took too long and was abandoned",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("unsupported_media_type", "unsupported Content-Type")
+        }
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "method not allowed on this route")
+        }
+        StatusCode::NOT_FOUND => ("route_not_found", "not found"),
+        StatusCode::FORBIDDEN => ("forbidden", "forbidden"),
+        s if s.is_server_error() => ("internal_error", "internal error"),
+        _ => ("invalid_request", "the request could not be processed"),
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    Response::from_parts(parts, Body::from(body.to_string()))
+}

@@ -1,0 +1,97 @@
+//! Prometheus metrics for the HTTP layer: request counts and latency by route and status.
+//! The registry belongs to the app state rather than a global, so several apps (tests) can
+//! live in one process.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<HttpLabels, Counter>,
+    latency: Family<HttpLabels, Histogram>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("hephaestus");
+        let requests = Family::<HttpLabels, Counter>::default();
+        // 100 µs to ~6.5 s: API calls live in the low milliseconds; the tail matters.
+        let latency = Family::<HttpLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.0001, 2.0, 17,
+            ))
+        });
+        registry.register("http_requests", "HTTP requests answered", requests.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request",
+            latency.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe(&self, labels: HttpLabels, seconds: f64) {
+        self.latency.get_or_create(&labels).observe(seconds);
+        self.requests.get_or_create(&labels).inc();
+    }
+
+    /// The Prometheus text exposition of everything registered.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "could not encode metrics");
+        }
+        out
+    }
+}
+
+/// Route-level middleware: runs after routing, so the route template (not the raw path,
+/// which would explode label cardinality with ids) labels the series.
+pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().as_str().to_string();
+    let response = next.run(req).await;
+    state.metrics.observe(
+        HttpLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        },
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}

@@ -1,0 +1,72 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// The shape of every error response.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `invalid_request`, `invalid_json`, `unauthorized`,
+    /// `insufficient_scope`, `resource_missing`, `customer_exists`, `idempotency_key_reused`,
+    /// `idempotency_key_in_use`, `rate_limited`, `payload_too_large`, …
+    pub code: String,
+    /// For people; may change between versions.
+    pub message: String,
+    /// The request field at fault, when there is one.
+    pub field: Option<String>,
+}
+
+struct BearerKey;
+
+impl Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("hk_…")
+                    .description(Some("An API key from `hephaestus keys create`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Hephaestus API",
+        description = "Self-hosted revenue engine: customers, billing, campaigns, analytics and WebAssembly decision plugins."
+    ),
+    paths(
+        crate::customers::create,
+        crate::customers::get,
+        crate::customers::list,
+        crate::customers::export,
+        crate::customers::erase,
+        crate::ops::audit_list,
+        crate::ops::health,
+        crate::ops::ready,
+    ),
+    components(schemas(ErrorBody, ErrorDetail, crate::customers::CustomerView, crate::customers::CreateCustomer)),
+    modifiers(&BearerKey),
+    tags(
+        (name = "customers", description = "Customer records, export and erasure"),
+        (name = "operations", description = "Health, readiness and the audit log"),
+    )
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+pub fn document() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}

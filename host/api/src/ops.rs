@@ -1,0 +1,108 @@
+//! Routes for operators: health, readiness, metrics, the API description, the audit log.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hephaestus_store::audit;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa::IntoParams;
+
+use crate::AppState;
+use crate::auth::AdminKey;
+use crate::customers::page_params;
+use crate::error::ApiResult;
+use crate::extract::Query;
+use crate::write;
+
+/// The process is up. Says nothing about its dependencies.
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200)))]
+pub async fn health() -> axum::Json<Value> {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+/// The process can serve: its database answers.
+#[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200), (status = 503)))]
+pub async fn ready(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => {
+            axum::Json(json!({ "status": "ready", "database": state.store.kind() })).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({ "error": {
+                    "code": "not_ready",
+                    "message": "the database is not reachable",
+                }})),
+            )
+                .into_response()
+        }
+    }
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+pub async fn openapi(State(state): State<AppState>) -> Response {
+    let mut response = state.openapi.as_str().to_string().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    /// 1 to 100, default 10.
+    pub limit: Option<i64>,
+    /// An audit entry id from the previous page (`aud_…`).
+    pub starting_after: Option<String>,
+}
+
+/// Mutating requests, newest first: key, method, path, status, request id, time. Admin only.
+#[utoipa::path(
+    get, path = "/api/v1/audit", tag = "operations", params(AuditParams),
+    responses((status = 200, description = "`{object: list, data: [entry], has_more}`"), (status = 403, body = crate::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn audit_list(
+    State(state): State<AppState>,
+    _auth: AdminKey,
+    Query(params): Query<AuditParams>,
+) -> ApiResult<axum::Json<Value>> {
+    let (limit, starting_after) = page_params(
+        params.limit,
+        params.starting_after,
+        hephaestus_core::ids::prefix::AUDIT,
+    )?;
+    let mut rows = audit::list(&state.store, limit + 1, starting_after.as_deref()).await?;
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "object": "audit_entry",
+                "api_key_id": e.api_key_id,
+                "method": e.method,
+                "path": e.path,
+                "status": e.status,
+                "request_id": e.request_id,
+                "created_at": e.created_at,
+            })
+        })
+        .collect();
+    Ok(axum::Json(write::page(&items, has_more)))
+}

@@ -1,0 +1,271 @@
+//! The write path every creating or changing request takes: claim the `Idempotency-Key`,
+//! run the domain change in one transaction, and commit the audit entry and the stored
+//! response in that same transaction. A replay, a conflicting reuse and a concurrent reuse
+//! are answered here, so handlers only describe their change.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hephaestus_store::audit::{self, AuditEntry};
+use hephaestus_store::idempotency::{self, Claim, IdemKey};
+use hephaestus_store::{Store, Tx};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::AppState;
+use crate::auth::{Audited, Principal, request_id};
+use crate::error::AppError;
+
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// What a successful change answers with.
+#[derive(Debug)]
+pub struct Written {
+    pub status: StatusCode,
+    pub body: Value,
+    /// The object the request made or changed: stored replays naming it can be forgotten
+    /// when it is erased.
+    pub resource_id: Option<String>,
+}
+
+/// Request facts the write path needs, taken before the body is read.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    pub method: Method,
+    pub path: String,
+    pub request_id: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AppError> {
+        let idempotency_key = match parts.headers.get(IDEMPOTENCY_HEADER) {
+            None => None,
+            Some(v) => {
+                let key = v
+                    .to_str()
+                    .ok()
+                    .filter(|k| {
+                        !k.is_empty()
+                            && k.len() <= MAX_IDEMPOTENCY_KEY_LEN
+                            && k.bytes().all(|b| b.is_ascii_graphic())
+                    })
+                    .ok_or_else(|| {
+                        AppError::invalid(
+                            "Idempotency-Key",
+                            format!(
+                                "must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+                            ),
+                        )
+                    })?;
+                Some(key.to_string())
+            }
+        };
+        Ok(RequestMeta {
+            method: parts.method.clone(),
+            path: parts
+                .extensions
+                .get::<axum::extract::OriginalUri>()
+                .map(|u| u.path().to_string())
+                .unwrap_or_else(|| parts.uri.path().to_string()),
+            request_id: request_id(&parts.headers),
+            idempotency_key,
+        })
+    }
+}
+
+/// Gives a claimed key back if the request is abandoned (the client hung up and the
+/// handler's future was dropped) so a retry need not wait for the claim to time out.
+/// Only an unfinished claim is released: a committed request's record says `done`.
+struct ClaimGuard {
+    store: Store,
+    key: Option<IdemKey>,
+}
+
+impl ClaimGuard {
+    fn disarm(&mut self) -> Option<IdemKey> {
+        self.key.take()
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = idempotency::release(&store, &key).await {
+                    tracing::warn!(error = %e, "could not release an abandoned idempotency key");
+                }
+            });
+        }
+    }
+}
+
+/// Runs one change. `body` is the raw request body: with the method and path it is the
+/// fingerprint a reused key is compared on.
+pub async fn run<F>(
+    state: &AppState,
+    who: &Principal,
+    meta: &RequestMeta,
+    body: &[u8],
+    change: F,
+) -> Response
+where
+    F: AsyncFnOnce(&mut Tx) -> Result<Written, AppError>,
+{
+    let idem = meta.idempotency_key.as_ref().map(|key| IdemKey {
+        api_key_id: who.key_id.clone(),
+        key: key.clone(),
+        request_hash: fingerprint(&meta.method, &meta.path, body),
+    });
+    let mut guard = ClaimGuard {
+        store: state.store.clone(),
+        key: None,
+    };
+    if let Some(k) = &idem {
+        match idempotency::claim(&state.store, k, state.config.idempotency_lock_secs).await {
+            Ok(Claim::Acquired) => guard.key = Some(k.clone()),
+            Ok(Claim::Replay { status, body }) => return replay(status, body),
+            Ok(Claim::Mismatch) => {
+                return conflict(
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used with a different request; use a new key",
+                );
+            }
+            Ok(Claim::InProgress) => {
+                return conflict(
+                    "idempotency_key_in_use",
+                    "a request with this Idempotency-Key is still being processed; retry later",
+                );
+            }
+            Err(e) => return AppError::from(e).into_response(),
+        }
+    }
+
+    let entry = |status: StatusCode| {
+        AuditEntry::new(
+            Some(who.key_id.clone()),
+            meta.method.as_str(),
+            &meta.path,
+            status.as_u16(),
+            meta.request_id.clone(),
+        )
+    };
+
+    let outcome: Result<(Written, String), AppError> = async {
+        let mut tx = state.store.begin().await?;
+        let written = change(&mut tx).await?;
+        let text = written.body.to_string();
+        audit::record(&mut tx, &entry(written.status)).await?;
+        if let Some(k) = &idem {
+            idempotency::complete(
+                &mut tx,
+                k,
+                written.status.as_u16(),
+                &text,
+                written.resource_id.as_deref(),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok((written, text))
+    }
+    .await;
+
+    match outcome {
+        Ok((written, text)) => {
+            guard.disarm();
+            let mut response = json_response(written.status, text);
+            response.extensions_mut().insert(Audited);
+            response
+        }
+        Err(err) => {
+            let Some(k) = guard.disarm() else {
+                return err.into_response();
+            };
+            if !err.status().is_client_error() {
+                // A server-side failure is not the request's answer: let a retry run it.
+                if let Err(e) = idempotency::release(&state.store, &k).await {
+                    tracing::warn!(error = %e, "could not release an idempotency key");
+                }
+                return err.into_response();
+            }
+            // The request's own answer (a conflict, a decline): replay it, never re-run it.
+            let status = err.status();
+            let text = err.body().to_string();
+            let stored = async {
+                let mut tx = state.store.begin().await?;
+                idempotency::complete(&mut tx, &k, status.as_u16(), &text, None).await?;
+                audit::record(&mut tx, &entry(status)).await?;
+                tx.commit().await
+            }
+            .await;
+            let mut response = err.into_response();
+            match stored {
+                Ok(()) => {
+                    response.extensions_mut().insert(Audited);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not store a failed request's response");
+                    let _ = idempotency::release(&state.store, &k).await;
+                }
+            }
+            response
+        }
+    }
+}
+
+fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(method.as_str().as_bytes());
+    h.update(b"\n");
+    h.update(path.as_bytes());
+    h.update(b"\n");
+    h.update(body);
+    hex::encode(h.finalize())
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn replay(status: u16, body: String) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut response = json_response(status, body);
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
+
+fn conflict(code: &'static str, message: &str) -> Response {
+    AppError::Conflict {
+        code,
+        message: message.to_string(),
+        details: Map::new(),
+    }
+    .into_response()
+}
+
+/// A `Written` for a freshly made object.
+pub fn created(resource_id: &str, body: Value) -> Written {
+    Written {
+        status: StatusCode::CREATED,
+        body,
+        resource_id: Some(resource_id.to_string()),
+    }
+}
+
+/// The body of a list page.
+pub fn page<T: serde::Serialize>(items: &[T], has_more: bool) -> Value {
+    json!({ "object": "list", "data": items, "has_more": has_more })
+}

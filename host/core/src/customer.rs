@@ -1,0 +1,177 @@
+use std::collections::BTreeMap;
+
+use crate::validation::{ValidationError, check_text};
+use crate::{Timestamp, ids};
+
+pub const MAX_EMAIL_CHARS: usize = 254;
+pub const MAX_NAME_CHARS: usize = 256;
+pub const MAX_METADATA_KEYS: usize = 50;
+pub const MAX_METADATA_KEY_CHARS: usize = 40;
+pub const MAX_METADATA_VALUE_CHARS: usize = 500;
+
+/// Free-form string pairs a client keeps on an object. Ordered, so exports and
+/// responses are stable byte for byte (idempotent replays compare equal).
+pub type Metadata = BTreeMap<String, String>;
+
+/// A customer as stored. After erasure the personal fields are gone and `erased_at` says
+/// when; the id stays so anonymous records (payments, events) keep pointing somewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Customer {
+    pub id: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub metadata: Metadata,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub erased_at: Option<Timestamp>,
+}
+
+/// A validated request to create a customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCustomer {
+    pub id: String,
+    pub email: String,
+    /// The form uniqueness is checked on: two addresses differing only in case are one inbox
+    /// for every provider that matters, so they are one customer.
+    pub email_key: String,
+    pub name: Option<String>,
+    pub metadata: Metadata,
+}
+
+impl NewCustomer {
+    pub fn validate(
+        email: String,
+        name: Option<String>,
+        metadata: Option<Metadata>,
+    ) -> Result<Self, ValidationError> {
+        let email = validate_email(email.trim())?;
+        if let Some(name) = &name {
+            if name.trim().is_empty() {
+                return Err(ValidationError::new("name", "must not be empty when given"));
+            }
+            check_text("name", name, MAX_NAME_CHARS)?;
+        }
+        let metadata = metadata.unwrap_or_default();
+        validate_metadata(&metadata)?;
+        Ok(Self {
+            id: ids::new_id(ids::prefix::CUSTOMER),
+            email_key: email.to_lowercase(),
+            email,
+            name,
+            metadata,
+        })
+    }
+}
+
+/// Accepts the addresses people actually use (`local@domain.tld`) and rejects display-name
+/// forms, IP literals, dotless domains and anything with spaces or controls.
+pub fn validate_email(email: &str) -> Result<String, ValidationError> {
+    let invalid = || {
+        ValidationError::new(
+            "email",
+            "must be a valid email address like name@example.com",
+        )
+    };
+    if email.is_empty() {
+        return Err(ValidationError::new("email", "must not be empty"));
+    }
+    check_text("email", email, MAX_EMAIL_CHARS)?;
+    // Whitespace, and the invisible characters used to make one address look like another
+    // (zero-width and bidirectional controls), have no place in an address anyone types.
+    let invisible = |c: char| matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}');
+    if email.chars().any(|c| c.is_whitespace() || invisible(c)) {
+        return Err(invalid());
+    }
+    let parsed = email_address::EmailAddress::parse_with_options(
+        email,
+        email_address::Options::default().without_display_text(),
+    )
+    .map_err(|_| invalid())?;
+    let domain = parsed.domain();
+    let domain_ok = !domain.starts_with('[')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && domain
+            .split('.')
+            .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
+    if !domain_ok {
+        return Err(invalid());
+    }
+    Ok(email.to_string())
+}
+
+pub fn validate_metadata(metadata: &Metadata) -> Result<(), ValidationError> {
+    if metadata.len() > MAX_METADATA_KEYS {
+        return Err(ValidationError::new(
+            "metadata",
+            format!("must have at most {MAX_METADATA_KEYS} keys"),
+        ));
+    }
+    for (key, value) in metadata {
+        if key.is_empty() {
+            return Err(ValidationError::new("metadata", "keys must not be empty"));
+        }
+        check_text(&format!("metadata.{key}"), key, MAX_METADATA_KEY_CHARS)?;
+        check_text(&format!("metadata.{key}"), value, MAX_METADATA_VALUE_CHARS)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_addresses() {
+        for ok in [
+            "a@example.com",
+            "first.last+tag@sub.example.co.uk",
+            "Ünïcødé@例え.jp",
+        ] {
+            assert!(validate_email(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_addresses() {
+        for bad in [
+            "",
+            "plain",
+            "a@b",
+            "a@@b.com",
+            "Name <a@b.com>",
+            "a b@c.com",
+            "a@[127.0.0.1]",
+            "a@-x.com",
+            "a@x..com",
+            "a@example.com\n",
+            "a\u{0}@example.com",
+            "a\u{202e}@example.com",
+            "a\u{200b}b@example.com",
+        ] {
+            assert!(validate_email(bad).is_err(), "{bad:?}");
+        }
+        let long = format!("{}@example.com", "a".repeat(250));
+        assert!(validate_email(&long).is_err());
+    }
+
+    #[test]
+    fn case_variants_share_one_key() {
+        let a = NewCustomer::validate("Ann@Example.com".into(), None, None).unwrap();
+        let b = NewCustomer::validate("ann@example.COM".into(), None, None).unwrap();
+        assert_eq!(a.email_key, b.email_key);
+        assert_eq!(a.email, "Ann@Example.com");
+    }
+
+    #[test]
+    fn metadata_limits() {
+        let mut m = Metadata::new();
+        for i in 0..=MAX_METADATA_KEYS {
+            m.insert(format!("k{i}"), "v".into());
+        }
+        assert_eq!(validate_metadata(&m).unwrap_err().field, "metadata");
+        let m = Metadata::from([("k".to_string(), "v".repeat(501))]);
+        assert_eq!(validate_metadata(&m).unwrap_err().field, "metadata.k");
+    }
+}

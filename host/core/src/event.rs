@@ -1,0 +1,57 @@
+//! The domain event log's record. Every state change writes one in the same transaction as
+//! the change; analytics, campaign triggers and experiments consume the log in `seq` order and
+//! never read domain tables. Payloads hold ids and amounts, never personal data, so erasing a
+//! customer needs no rewrite of history.
+
+use crate::{Timestamp, ids};
+
+/// Event type names. Kept as constants so producers and consumers cannot drift apart.
+pub mod kind {
+    pub const CUSTOMER_CREATED: &str = "customer.created";
+    pub const CUSTOMER_ERASED: &str = "customer.erased";
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub id: String,
+    pub kind: &'static str,
+    /// The customer the event concerns, if any: lets exports and per-customer timelines
+    /// find events without parsing payloads.
+    pub customer_id: Option<String>,
+    /// The object that changed (a customer, a payment, …).
+    pub subject_id: String,
+    pub data: serde_json::Value,
+    pub occurred_at: Timestamp,
+}
+
+impl NewEvent {
+    pub fn new(
+        kind: &'static str,
+        subject_id: impl Into<String>,
+        customer_id: Option<String>,
+        data: serde_json::Value,
+        occurred_at: Timestamp,
+    ) -> Self {
+        Self {
+            id: ids::new_id(ids::prefix::EVENT),
+            kind,
+            customer_id,
+            subject_id: subject_id.into(),
+            data,
+            occurred_at,
+        }
+    }
+}
+
+/// An event as read back from the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Position in the log; consumers remember the last one they processed.
+    pub seq: i64,
+    pub id: String,
+    pub kind: String,
+    pub customer_id: Option<String>,
+    pub subject_id: String,
+    pub data: serde_json::Value,
+    pub occurred_at: Timestamp,
+}

@@ -1,0 +1,18 @@
+//! Domain types shared by every part of the host. No I/O lives here.
+//!
+//! - [`ids`]: prefixed, opaque, time-ordered identifiers (`cus_…`, `evt_…`).
+//! - [`time`]: the UTC timestamp every table and response uses.
+//! - [`keys`]: API key secrets, their hashes and the scope ladder.
+//! - [`customer`]: the customer record and the validation of what clients send for it.
+//! - [`event`]: the append-only domain event that analytics, triggers and experiments read.
+//! - [`validation`]: the one error a domain check returns, naming the field to blame.
+
+pub mod customer;
+pub mod event;
+pub mod ids;
+pub mod keys;
+pub mod time;
+pub mod validation;
+
+pub use time::Timestamp;
+pub use validation::ValidationError;

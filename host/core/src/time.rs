@@ -1,0 +1,51 @@
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Serialize, Serializer};
+
+/// A UTC instant with microsecond precision. Stored as integer microseconds since the Unix
+/// epoch on both databases, so ordering and range filters behave the same on SQLite (which
+/// has no timestamp type) and PostgreSQL; shown to clients as RFC 3339.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Self(Utc::now().timestamp_micros())
+    }
+
+    pub fn from_micros(micros: i64) -> Self {
+        Self(micros)
+    }
+
+    pub fn as_micros(self) -> i64 {
+        self.0
+    }
+
+    pub fn add_secs(self, secs: i64) -> Self {
+        Self(self.0.saturating_add(secs.saturating_mul(1_000_000)))
+    }
+
+    pub fn to_rfc3339(self) -> String {
+        DateTime::<Utc>::from_timestamp_micros(self.0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(SecondsFormat::Micros, true)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_rfc3339())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_utc_with_micros() {
+        assert_eq!(
+            Timestamp::from_micros(1_700_000_000_123_456).to_rfc3339(),
+            "2023-11-14T22:13:20.123456Z"
+        );
+    }
+}

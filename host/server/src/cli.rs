@@ -1,0 +1,209 @@
+//! The command line: `serve`, `migrate`, `keys create|list|revoke`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hephaestus_api::AppState;
+use hephaestus_core::keys::Scope;
+use hephaestus_store::{Store, keys, redact_url};
+
+use crate::config::{self, ServeArgs, StorageArgs};
+use crate::{server, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(name = "hephaestus", version, about = "Self-hosted revenue engine")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (migrates the database first).
+    Serve(Box<ServeArgs>),
+    /// Apply database migrations and exit.
+    Migrate(StorageArgs),
+    /// Create, list and revoke API keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it once. Only its hash is stored.
+    Create {
+        /// A name people will recognise, e.g. `billing-service`.
+        #[arg(long)]
+        name: String,
+        /// read, write or admin; each includes the ones before it.
+        #[arg(long)]
+        scope: Scope,
+        /// Requests per window for this key, instead of the server's default.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+        rate_limit: Option<i64>,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id (`key_…`). Requests with it fail with 401.
+    Revoke { id: String },
+}
+
+pub fn main() -> ExitCode {
+    if let Err(e) = config::load_env() {
+        eprintln!("hephaestus: configuration error: {e:#}");
+        return ExitCode::from(2);
+    }
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hephaestus: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hephaestus: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn open(storage: &StorageArgs) -> anyhow::Result<Store> {
+    let url = storage.resolve_url()?;
+    let store = Store::connect(&url, &storage.pool_settings())
+        .await
+        .with_context(|| format!("cannot open the database {}", redact_url(&url)))?;
+    store
+        .migrate()
+        .await
+        .context("cannot migrate the database")?;
+    Ok(store)
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(*args).await,
+        Command::Migrate(storage) => {
+            telemetry::init("text");
+            let store = open(&storage).await?;
+            println!("migrations applied ({})", store.kind());
+            store.close().await;
+            Ok(())
+        }
+        Command::Keys { action, storage } => {
+            let store = open(&storage).await?;
+            let result = keys_command(&store, action).await;
+            store.close().await;
+            result
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    telemetry::init(&args.log_format);
+    let store = open(&args.storage).await?;
+    if let Some(created) = keys::bootstrap_admin(&store).await? {
+        // stdout, once: the only time this key can be seen.
+        println!("admin API key: {}", created.secret.secret);
+        println!(
+            "  (shown once; create more with: hephaestus keys create --name NAME --scope read|write|admin)"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("HEPHAESTUS_ADDR: cannot listen on {}", args.addr))?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        database = store.kind(),
+        "hephaestus listening"
+    );
+    let state = AppState::new(store, args.api_config());
+    server::run(
+        listener,
+        state.clone(),
+        hephaestus_api::app(state),
+        server::shutdown_signal(),
+        Duration::from_secs(args.shutdown_grace_secs),
+    )
+    .await
+}
+
+async fn keys_command(store: &Store, action: KeysCommand) -> anyhow::Result<()> {
+    match action {
+        KeysCommand::Create {
+            name,
+            scope,
+            rate_limit,
+        } => {
+            if name.trim().is_empty() || name.chars().count() > 100 {
+                anyhow::bail!("--name must be 1 to 100 characters");
+            }
+            let created = keys::create(store, &name, scope, rate_limit).await?;
+            eprintln!(
+                "created {} ({}, scope {}); the key is shown once:",
+                created.key.id, created.key.name, created.key.scope
+            );
+            println!("{}", created.secret.secret);
+        }
+        KeysCommand::List { json } => {
+            let all = keys::list(store).await?;
+            if json {
+                let rows: Vec<serde_json::Value> = all
+                    .iter()
+                    .map(|k| {
+                        serde_json::json!({
+                            "id": k.id, "name": k.name, "scope": k.scope,
+                            "prefix": k.display_prefix, "rate_limit": k.rate_limit,
+                            "created_at": k.created_at, "last_used_at": k.last_used_at,
+                            "revoked_at": k.revoked_at,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<30} {:<6} {:<10} {:<20} {:<28} {:<28} NAME",
+                    "ID", "SCOPE", "PREFIX", "STATUS", "CREATED", "LAST USED"
+                );
+                for k in &all {
+                    let status = match k.revoked_at {
+                        Some(_) => "revoked",
+                        None => "active",
+                    };
+                    println!(
+                        "{:<30} {:<6} {:<10} {:<20} {:<28} {:<28} {}",
+                        k.id,
+                        k.scope,
+                        k.display_prefix,
+                        status,
+                        k.created_at.to_rfc3339(),
+                        k.last_used_at
+                            .map(|t| t.to_rfc3339())
+                            .unwrap_or_else(|| "-".into()),
+                        k.name
+                    );
+                }
+            }
+        }
+        KeysCommand::Revoke { id } => match keys::revoke(store, &id).await? {
+            Some(k) => println!("revoked {} ({})", k.id, k.name),
+            None => anyhow::bail!("no key with id {id}"),
+        },
+    }
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! One typed configuration. Precedence: command-line flags, then environment variables, then
+//! a `.env` file in the working directory (loaded without overriding the environment).
+//! Anything unknown or malformed stops the start with a message naming the setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::http::HeaderValue;
+use clap::Args;
+use hephaestus_api::ApiConfig;
+use hephaestus_api::rate_limit::RateLimit;
+use hephaestus_store::PoolSettings;
+
+/// Where the data lives; shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Folder for the embedded database and other local state; created if missing.
+    #[arg(long, env = "HEPHAESTUS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// `sqlite://PATH` or `postgres://USER@HOST/DB`. Default: a SQLite file in the data folder.
+    #[arg(long, env = "DATABASE_URL", value_parser = parse_database_url, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Connections to PostgreSQL, or reader connections to SQLite (which has one writer).
+    #[arg(long, env = "HEPHAESTUS_DB_MAX_CONNECTIONS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_max_connections: u32,
+}
+
+impl StorageArgs {
+    /// The database URL to use, creating the data folder for the SQLite default.
+    pub fn resolve_url(&self) -> anyhow::Result<String> {
+        match &self.database_url {
+            Some(url) => Ok(url.clone()),
+            None => {
+                std::fs::create_dir_all(&self.data_dir).with_context(|| {
+                    format!(
+                        "HEPHAESTUS_DATA_DIR: cannot create {}",
+                        self.data_dir.display()
+                    )
+                })?;
+                Ok(format!(
+                    "sqlite://{}",
+                    self.data_dir.join("hephaestus.db").display()
+                ))
+            }
+        }
+    }
+
+    pub fn pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            max_connections: self.db_max_connections,
+            ..PoolSettings::default()
+        }
+    }
+}
+
+/// Settings of `hephaestus serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    /// Address to listen on.
+    #[arg(long, env = "HEPHAESTUS_ADDR", default_value = "127.0.0.1:8000")]
+    pub addr: SocketAddr,
+
+    /// Default per-key rate limit: `N/s`, `N/m`, `N/h`, or `off`. A key's own limit wins.
+    #[arg(long, env = "HEPHAESTUS_RATE_LIMIT", default_value = "100/s")]
+    pub rate_limit: RateLimit,
+
+    /// Browser origins allowed to call the API (comma-separated, e.g.
+    /// `https://admin.example.com`). Empty: no cross-origin access.
+    #[arg(long, env = "HEPHAESTUS_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<HeaderValue>,
+
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "HEPHAESTUS_MAX_BODY_BYTES", default_value_t = 256 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub max_body_bytes: u64,
+
+    /// Seconds before a request is abandoned with 408.
+    #[arg(long, env = "HEPHAESTUS_REQUEST_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout_secs: u64,
+
+    /// Milliseconds an authenticated key is trusted before it is looked up again; bounds how
+    /// long a revocation made by another process takes to apply. 0 looks up every request.
+    #[arg(long, env = "HEPHAESTUS_KEY_CACHE_TTL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub key_cache_ttl_ms: u64,
+
+    /// Seconds in-flight requests get to finish after SIGTERM before the process exits anyway.
+    #[arg(long, env = "HEPHAESTUS_SHUTDOWN_GRACE_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_grace_secs: u64,
+
+    /// Log format: `text` for people, `json` for log pipelines.
+    #[arg(long, env = "HEPHAESTUS_LOG_FORMAT", default_value = "text",
+          value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+impl ServeArgs {
+    pub fn api_config(&self) -> ApiConfig {
+        ApiConfig {
+            max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
+            rate_limit: self.rate_limit,
+            cors_origins: self.cors_origins.clone(),
+            key_cache_ttl: Duration::from_millis(self.key_cache_ttl_ms),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            ..ApiConfig::default()
+        }
+    }
+}
+
+fn parse_database_url(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.starts_with("sqlite:") || s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        Ok(s.to_string())
+    } else {
+        Err("must start with sqlite:, postgres:// or postgresql://".to_string())
+    }
+}
+
+fn parse_origin(s: &str) -> Result<HeaderValue, String> {
+    let s = s.trim();
+    let ok = (s.starts_with("http://") || s.starts_with("https://"))
+        && !s.ends_with('/')
+        && s.split("://")
+            .nth(1)
+            .is_some_and(|host| !host.is_empty() && !host.contains('/'));
+    if !ok {
+        return Err(format!(
+            "`{s}` is not an origin like https://app.example.com (scheme and host, no path)"
+        ));
+    }
+    HeaderValue::from_str(s).map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// Every environment variable this program reads under its own prefix. Anything else with
+/// the prefix is a typo that would otherwise be silently ignored.
+pub const KNOWN_SETTINGS: &[&str] = &[
+    "HEPHAESTUS_ADDR",
+    "HEPHAESTUS_DATA_DIR",
+    "HEPHAESTUS_DB_MAX_CONNECTIONS",
+    "HEPHAESTUS_RATE_LIMIT",
+    "HEPHAESTUS_CORS_ORIGINS",
+    "HEPHAESTUS_MAX_BODY_BYTES",
+    "HEPHAESTUS_REQUEST_TIMEOUT_SECS",
+    "HEPHAESTUS_KEY_CACHE_TTL_MS",
+    "HEPHAESTUS_SHUTDOWN_GRACE_SECS",
+    "HEPHAESTUS_LOG_FORMAT",
+    "HEPHAESTUS_LOG",
+];
+
+/// Loads `.env` (never overriding the real environment) and rejects unknown
+/// `HEPHAESTUS_*` settings.
+pub fn load_env() -> anyhow::Result<()> {
+    match dotenvy::dotenv() {
+        Ok(_) => {}
+        Err(e) if e.not_found() => {}
+        Err(e) => bail!(".env: {e}"),
+    }
+    let unknown: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with("HEPHAESTUS_") && !KNOWN_SETTINGS.contains(&k.as_str()))
+        .collect();
+    if !unknown.is_empty() {
+        bail!(
+            "unknown setting(s) {}; known settings are {}",
+            unknown.join(", "),
+            KNOWN_SETTINGS.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_checked() {
+        assert!(parse_origin("https://app.example.com").is_ok());
+        assert!(parse_origin("http://localhost:5173").is_ok());
+        for bad in [
+            "app.example.com",
+            "https://",
+            "https://a.com/",
+            "https://a.com/x",
+            "ftp://a",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn database_urls_are_checked() {
+        assert!(parse_database_url("sqlite://x.db").is_ok());
+        assert!(parse_database_url("postgres://u@h/db").is_ok());
+        assert!(parse_database_url("mysql://u@h/db").is_err());
+    }
+}

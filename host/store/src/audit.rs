@@ -1,0 +1,102 @@
+use hephaestus_core::{Timestamp, ids};
+
+use crate::{Result, Store, Tx, with_read, with_tx};
+
+/// One mutating request, as the audit log keeps it. No bodies: the log must not become a
+/// second copy of personal data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: String,
+    pub api_key_id: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub request_id: Option<String>,
+    pub created_at: Timestamp,
+}
+
+impl AuditEntry {
+    pub fn new(
+        api_key_id: Option<String>,
+        method: &str,
+        path: &str,
+        status: u16,
+        request_id: Option<String>,
+    ) -> Self {
+        Self {
+            id: ids::new_id(ids::prefix::AUDIT),
+            api_key_id,
+            method: method.to_string(),
+            path: path.to_string(),
+            status,
+            request_id,
+            created_at: Timestamp::now(),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AuditRow {
+    id: String,
+    api_key_id: Option<String>,
+    method: String,
+    path: String,
+    status: i64,
+    request_id: Option<String>,
+    created_at: i64,
+}
+
+pub async fn record(tx: &mut Tx, e: &AuditEntry) -> Result<()> {
+    with_tx!(tx, |c| sqlx::query(
+        "INSERT INTO audit_log (id, api_key_id, method, path, status, request_id, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    )
+    .bind(&e.id)
+    .bind(&e.api_key_id)
+    .bind(&e.method)
+    .bind(&e.path)
+    .bind(i64::from(e.status))
+    .bind(&e.request_id)
+    .bind(e.created_at.as_micros())
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Records an entry in a transaction of its own, for requests that changed nothing.
+pub async fn record_alone(store: &Store, e: &AuditEntry) -> Result<()> {
+    let mut tx = store.begin().await?;
+    record(&mut tx, e).await?;
+    tx.commit().await
+}
+
+/// A page of the log, newest first, after the entry `starting_after` when given.
+pub async fn list(
+    store: &Store,
+    limit: i64,
+    starting_after: Option<&str>,
+) -> Result<Vec<AuditEntry>> {
+    let rows: Vec<AuditRow> = with_read!(store, |e| sqlx::query_as(
+        "SELECT id, api_key_id, method, path, status, request_id, created_at
+           FROM audit_log
+          WHERE ($1 IS NULL OR seq < (SELECT seq FROM audit_log WHERE id = $1))
+          ORDER BY seq DESC LIMIT $2"
+    )
+    .bind(starting_after)
+    .bind(limit)
+    .fetch_all(e)
+    .await)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| AuditEntry {
+            id: r.id,
+            api_key_id: r.api_key_id,
+            method: r.method,
+            path: r.path,
+            status: u16::try_from(r.status).unwrap_or(0),
+            request_id: r.request_id,
+            created_at: Timestamp::from_micros(r.created_at),
+        })
+        .collect())
+}

@@ -1,0 +1,149 @@
+use hephaestus_core::Timestamp;
+use hephaestus_core::customer::{Customer, Metadata, NewCustomer};
+
+use crate::{Result, Store, StoreError, Tx, with_read, with_tx};
+
+#[derive(sqlx::FromRow)]
+struct CustomerRow {
+    id: String,
+    email: Option<String>,
+    name: Option<String>,
+    metadata: String,
+    created_at: i64,
+    updated_at: i64,
+    erased_at: Option<i64>,
+}
+
+impl TryFrom<CustomerRow> for Customer {
+    type Error = StoreError;
+    fn try_from(r: CustomerRow) -> Result<Self> {
+        let metadata: Metadata = serde_json::from_str(&r.metadata)
+            .map_err(|e| StoreError::Corrupt(format!("customer {} metadata: {e}", r.id)))?;
+        Ok(Customer {
+            id: r.id,
+            email: r.email,
+            name: r.name,
+            metadata,
+            created_at: Timestamp::from_micros(r.created_at),
+            updated_at: Timestamp::from_micros(r.updated_at),
+            erased_at: r.erased_at.map(Timestamp::from_micros),
+        })
+    }
+}
+
+const COLUMNS: &str = "id, email, name, metadata, created_at, updated_at, erased_at";
+
+/// Inserts a customer, or returns `Err(existing_id)` when the email is taken (compared
+/// case-insensitively). Never fails on a duplicate, so a PostgreSQL transaction stays usable.
+pub async fn insert(
+    tx: &mut Tx,
+    new: &NewCustomer,
+    now: Timestamp,
+) -> Result<std::result::Result<Customer, String>> {
+    let metadata = serde_json::to_string(&new.metadata)
+        .map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?;
+    let inserted = with_tx!(&mut *tx, |c| sqlx::query(
+        "INSERT INTO customers (id, email, email_key, name, metadata, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $6)
+         ON CONFLICT (email_key) DO NOTHING"
+    )
+    .bind(&new.id)
+    .bind(&new.email)
+    .bind(&new.email_key)
+    .bind(&new.name)
+    .bind(&metadata)
+    .bind(now.as_micros())
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    if inserted == 1 {
+        return Ok(Ok(Customer {
+            id: new.id.clone(),
+            email: Some(new.email.clone()),
+            name: new.name.clone(),
+            metadata: new.metadata.clone(),
+            created_at: now,
+            updated_at: now,
+            erased_at: None,
+        }));
+    }
+    let existing: String = with_tx!(tx, |c| sqlx::query_scalar(
+        "SELECT id FROM customers WHERE email_key = $1"
+    )
+    .bind(&new.email_key)
+    .fetch_one(c)
+    .await)?;
+    Ok(Err(existing))
+}
+
+pub async fn get(store: &Store, id: &str) -> Result<Option<Customer>> {
+    let sql = format!("SELECT {COLUMNS} FROM customers WHERE id = $1");
+    let row: Option<CustomerRow> = with_read!(store, |e| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(e)
+        .await)?;
+    row.map(Customer::try_from).transpose()
+}
+
+/// What a customer list asks for.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// At most this many; the caller adds one to learn whether there is more.
+    pub limit: i64,
+    /// Only customers created before this one (lists run newest first).
+    pub starting_after: Option<String>,
+    /// Only the customer with this address, compared case-insensitively.
+    pub email: Option<String>,
+}
+
+pub async fn list(store: &Store, q: &ListQuery) -> Result<Vec<Customer>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM customers
+          WHERE ($1 IS NULL OR id < $1) AND ($2 IS NULL OR email_key = $2)
+          ORDER BY id DESC LIMIT $3"
+    );
+    let email_key = q.email.as_ref().map(|e| e.trim().to_lowercase());
+    let rows: Vec<CustomerRow> = with_read!(store, |e| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(&q.starting_after)
+        .bind(&email_key)
+        .bind(q.limit)
+        .fetch_all(e)
+        .await)?;
+    rows.into_iter().map(Customer::try_from).collect()
+}
+
+/// Erases a customer's personal data, keeping the row (and so every reference to the id).
+/// Returns the erased record, or `None` if there is no such customer or it was erased before.
+pub async fn erase(tx: &mut Tx, id: &str, now: Timestamp) -> Result<Option<Customer>> {
+    let sql = format!(
+        "UPDATE customers
+            SET email = NULL, email_key = NULL, name = NULL, metadata = '{{}}',
+                updated_at = $2, erased_at = $2
+          WHERE id = $1 AND erased_at IS NULL
+          RETURNING {COLUMNS}"
+    );
+    let row: Option<CustomerRow> = with_tx!(tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(now.as_micros())
+        .fetch_optional(c)
+        .await)?;
+    row.map(Customer::try_from).transpose()
+}
+
+/// Reads a customer inside a transaction.
+pub async fn get_in(tx: &mut Tx, id: &str) -> Result<Option<Customer>> {
+    let sql = format!("SELECT {COLUMNS} FROM customers WHERE id = $1");
+    let row: Option<CustomerRow> = with_tx!(tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(c)
+        .await)?;
+    row.map(Customer::try_from).transpose()
+}
+
+pub async fn count(store: &Store) -> Result<i64> {
+    Ok(with_read!(store, |e| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM customers"
+    )
+    .fetch_one(e)
+    .await)?)
+}

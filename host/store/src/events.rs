@@ -1,0 +1,75 @@
+use hephaestus_core::Timestamp;
+use hephaestus_core::event::{Event, NewEvent};
+
+use crate::{Result, Store, StoreError, Tx, with_read, with_tx};
+
+/// Appends an event inside the transaction that made the change it describes.
+pub async fn append(tx: &mut Tx, e: &NewEvent) -> Result<()> {
+    with_tx!(tx, |c| sqlx::query(
+        "INSERT INTO events (id, type, customer_id, subject_id, data, occurred_at)
+         VALUES ($1, $2, $3, $4, $5, $6)"
+    )
+    .bind(&e.id)
+    .bind(e.kind)
+    .bind(&e.customer_id)
+    .bind(&e.subject_id)
+    .bind(e.data.to_string())
+    .bind(e.occurred_at.as_micros())
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    seq: i64,
+    id: String,
+    #[sqlx(rename = "type")]
+    kind: String,
+    customer_id: Option<String>,
+    subject_id: String,
+    data: String,
+    occurred_at: i64,
+}
+
+impl TryFrom<EventRow> for Event {
+    type Error = StoreError;
+    fn try_from(r: EventRow) -> Result<Self> {
+        Ok(Event {
+            data: serde_json::from_str(&r.data)
+                .map_err(|e| StoreError::Corrupt(format!("event {}: {e}", r.id)))?,
+            seq: r.seq,
+            id: r.id,
+            kind: r.kind,
+            customer_id: r.customer_id,
+            subject_id: r.subject_id,
+            occurred_at: Timestamp::from_micros(r.occurred_at),
+        })
+    }
+}
+
+/// Every event about one customer, oldest first.
+pub async fn for_customer(store: &Store, customer_id: &str) -> Result<Vec<Event>> {
+    let rows: Vec<EventRow> = with_read!(store, |e| sqlx::query_as(
+        "SELECT seq, id, type, customer_id, subject_id, data, occurred_at
+           FROM events WHERE customer_id = $1 ORDER BY seq"
+    )
+    .bind(customer_id)
+    .fetch_all(e)
+    .await)?;
+    rows.into_iter().map(Event::try_from).collect()
+}
+
+/// Events after position `after_seq`, oldest first: how consumers read the log.
+pub async fn after(store: &Store, after_seq: i64, limit: i64) -> Result<Vec<Event>> {
+    let rows: Vec<EventRow> = with_read!(store, |e| sqlx::query_as(
+        "SELECT seq, id, type, customer_id, subject_id, data, occurred_at
+           FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
+    )
+    .bind(after_seq)
+    .bind(limit)
+    .fetch_all(e)
+    .await)?;
+    rows.into_iter().map(Event::try_from).collect()
+}

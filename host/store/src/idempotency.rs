@@ -1,0 +1,185 @@
+//! `Idempotency-Key` records. A request claims its key with an insert that only one request
+//! can win; the winner's transaction stores the response in the same commit as the domain
+//! change, so a crash can never leave a change without its record or a record without its
+//! change. Records live 24 hours.
+
+use hephaestus_core::Timestamp;
+
+use crate::{Result, Store, Tx, with_read, with_tx};
+
+/// How long a key is remembered.
+pub const RETENTION_SECS: i64 = 24 * 60 * 60;
+
+/// Who is asking, under which key, for what.
+#[derive(Debug, Clone)]
+pub struct IdemKey {
+    pub api_key_id: String,
+    pub key: String,
+    /// SHA-256 over method, path and body: the same key for another request is a conflict.
+    pub request_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This request owns the key and must finish it with [`complete`] or [`release`].
+    Acquired,
+    /// The first request finished; answer with its response.
+    Replay { status: u16, body: String },
+    /// The key was used for a different request.
+    Mismatch,
+    /// The first request is still running.
+    InProgress,
+}
+
+#[derive(sqlx::FromRow)]
+struct Existing {
+    request_hash: String,
+    state: String,
+    response_status: Option<i64>,
+    response_body: Option<String>,
+}
+
+/// Tries to take the key. `lock_secs` bounds how long a claim whose request died (a crashed
+/// host) blocks retries: after it, a retry takes the claim over, which is safe because the
+/// dead request's changes were never committed (they commit with the record).
+pub async fn claim(store: &Store, k: &IdemKey, lock_secs: i64) -> Result<Claim> {
+    let now = Timestamp::now();
+    let mut tx = store.begin().await?;
+    let inserted = with_tx!(&mut tx, |c| sqlx::query(
+        "INSERT INTO idempotency_keys
+             (api_key_id, idem_key, request_hash, state, created_at, locked_until)
+         VALUES ($1, $2, $3, 'running', $4, $5)
+         ON CONFLICT (api_key_id, idem_key) DO NOTHING"
+    )
+    .bind(&k.api_key_id)
+    .bind(&k.key)
+    .bind(&k.request_hash)
+    .bind(now.as_micros())
+    .bind(now.add_secs(lock_secs).as_micros())
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    if inserted == 1 {
+        tx.commit().await?;
+        return Ok(Claim::Acquired);
+    }
+    // Take over an expired record, or a claim abandoned by a request that died.
+    let taken = with_tx!(&mut tx, |c| sqlx::query(
+        "UPDATE idempotency_keys
+            SET request_hash = $3, state = 'running', response_status = NULL,
+                response_body = NULL, resource_id = NULL, created_at = $4, locked_until = $5
+          WHERE api_key_id = $1 AND idem_key = $2
+            AND (created_at < $6 OR (state = 'running' AND locked_until < $4))"
+    )
+    .bind(&k.api_key_id)
+    .bind(&k.key)
+    .bind(&k.request_hash)
+    .bind(now.as_micros())
+    .bind(now.add_secs(lock_secs).as_micros())
+    .bind(now.add_secs(-RETENTION_SECS).as_micros())
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    if taken == 1 {
+        tx.commit().await?;
+        return Ok(Claim::Acquired);
+    }
+    let existing: Option<Existing> = with_tx!(&mut tx, |c| sqlx::query_as(
+        "SELECT request_hash, state, response_status, response_body
+           FROM idempotency_keys WHERE api_key_id = $1 AND idem_key = $2"
+    )
+    .bind(&k.api_key_id)
+    .bind(&k.key)
+    .fetch_optional(c)
+    .await)?;
+    tx.commit().await?;
+    Ok(match existing {
+        // Purged between our insert and select: the caller may simply retry.
+        None => Claim::InProgress,
+        Some(e) if e.request_hash != k.request_hash => Claim::Mismatch,
+        Some(e) if e.state == "running" => Claim::InProgress,
+        Some(e) => Claim::Replay {
+            status: e
+                .response_status
+                .and_then(|s| u16::try_from(s).ok())
+                .unwrap_or(500),
+            body: e.response_body.unwrap_or_default(),
+        },
+    })
+}
+
+/// Stores the response for replay, inside the transaction that made the change.
+pub async fn complete(
+    tx: &mut Tx,
+    k: &IdemKey,
+    status: u16,
+    body: &str,
+    resource_id: Option<&str>,
+) -> Result<()> {
+    with_tx!(tx, |c| sqlx::query(
+        "UPDATE idempotency_keys
+            SET state = 'done', response_status = $3, response_body = $4, resource_id = $5
+          WHERE api_key_id = $1 AND idem_key = $2"
+    )
+    .bind(&k.api_key_id)
+    .bind(&k.key)
+    .bind(i64::from(status))
+    .bind(body)
+    .bind(resource_id)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Gives the key back after a failure that should not be replayed (a server error), so the
+/// client's retry runs the request again.
+pub async fn release(store: &Store, k: &IdemKey) -> Result<()> {
+    let mut tx = store.begin().await?;
+    with_tx!(&mut tx, |c| sqlx::query(
+        "DELETE FROM idempotency_keys WHERE api_key_id = $1 AND idem_key = $2 AND state = 'running'"
+    )
+    .bind(&k.api_key_id)
+    .bind(&k.key)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    tx.commit().await
+}
+
+/// Forgets stored responses that name a resource, so an erased customer's data does not
+/// survive in a replay cache.
+pub async fn forget_resource(tx: &mut Tx, resource_id: &str) -> Result<()> {
+    with_tx!(tx, |c| sqlx::query(
+        "DELETE FROM idempotency_keys WHERE resource_id = $1"
+    )
+    .bind(resource_id)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Deletes records older than the retention period.
+pub async fn purge_expired(store: &Store) -> Result<u64> {
+    let cutoff = Timestamp::now().add_secs(-RETENTION_SECS).as_micros();
+    let mut tx = store.begin().await?;
+    let n = with_tx!(&mut tx, |c| sqlx::query(
+        "DELETE FROM idempotency_keys WHERE created_at < $1"
+    )
+    .bind(cutoff)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// How many records exist; for tests and diagnostics.
+pub async fn count(store: &Store) -> Result<i64> {
+    Ok(with_read!(store, |e| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM idempotency_keys"
+    )
+    .fetch_one(e)
+    .await)?)
+}

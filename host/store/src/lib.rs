@@ -1,0 +1,277 @@
+//! Storage for the host: one [`Store`] over SQLite (embedded default) or PostgreSQL, with the
+//! same SQL text and the same behaviour on both.
+//!
+//! - [`keys`]: API keys (hashes only) and the first-run admin key.
+//! - [`rate_limit`]: per-key request counters shared by every host using the database.
+//! - [`idempotency`]: claimed `Idempotency-Key`s and the first response stored for replay.
+//! - [`audit`]: who changed what, when, through which request.
+//! - [`events`]: the append-only domain event log.
+//! - [`customers`]: customer records, lookup, listing and erasure.
+//!
+//! SQL is written once with `$N` placeholders, which both drivers accept; the `with_*!`
+//! macros run it against whichever pool or transaction backs the store. SQLite gets one
+//! writer connection (its lock admits one writer; queueing in the pool beats retrying on
+//! `SQLITE_BUSY`) and a pool of readers.
+
+pub mod audit;
+pub mod customers;
+pub mod events;
+pub mod idempotency;
+pub mod keys;
+pub mod rate_limit;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
+
+pub use sqlx::Error as SqlxError;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is not what this version expects: {0}")]
+    Corrupt(String),
+    #[error("unsupported database url `{0}`: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How to size the pools.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Connections for PostgreSQL, readers for SQLite.
+    pub max_connections: u32,
+    /// How long a request waits for a connection before failing with 503.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteDb {
+    pub write: SqlitePool,
+    pub read: SqlitePool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite(SqliteDb),
+    Postgres(PgPool),
+}
+
+/// The handle every domain function takes. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+/// Runs `$body` with `$e` bound to a read executor of the store's database.
+#[macro_export]
+macro_rules! with_read {
+    ($store:expr, |$e:ident| $body:expr) => {
+        match $store.backend() {
+            $crate::Backend::Sqlite(db) => {
+                let $e = &db.read;
+                $body
+            }
+            $crate::Backend::Postgres(pool) => {
+                let $e = pool;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$c` bound to the transaction's connection.
+#[macro_export]
+macro_rules! with_tx {
+    ($tx:expr, |$c:ident| $body:expr) => {
+        match $tx.inner() {
+            $crate::TxInner::Sqlite(t) => {
+                let $c: &mut sqlx::SqliteConnection = &mut *t;
+                $body
+            }
+            $crate::TxInner::Postgres(t) => {
+                let $c: &mut sqlx::PgConnection = &mut *t;
+                $body
+            }
+        }
+    };
+}
+
+/// An open transaction on either database. Dropped without [`Tx::commit`], it rolls back.
+#[derive(Debug)]
+pub struct Tx {
+    inner: TxInner,
+}
+
+#[derive(Debug)]
+pub enum TxInner {
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    pub fn inner(&mut self) -> &mut TxInner {
+        &mut self.inner
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        match self.inner {
+            TxInner::Sqlite(t) => t.commit().await?,
+            TxInner::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<()> {
+        match self.inner {
+            TxInner::Sqlite(t) => t.rollback().await?,
+            TxInner::Postgres(t) => t.rollback().await?,
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Opens the database named by `url` (`sqlite://…` or `postgres://…`). Does not migrate.
+    pub async fn connect(url: &str, settings: &PoolSettings) -> Result<Self> {
+        let backend = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // WAL + NORMAL survives process crashes; only an OS crash can lose the last
+                // commits, never corrupt the file. The documented trade for SQLite servers.
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(settings.acquire_timeout)
+                .connect_with(options.clone())
+                .await?;
+            let read = SqlitePoolOptions::new()
+                .max_connections(settings.max_connections.max(1))
+                .acquire_timeout(settings.acquire_timeout)
+                .connect_with(options)
+                .await?;
+            Backend::Sqlite(SqliteDb { write, read })
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(settings.max_connections.max(1))
+                .acquire_timeout(settings.acquire_timeout)
+                .connect_with(options)
+                .await?;
+            Backend::Postgres(pool)
+        } else {
+            return Err(StoreError::UnsupportedUrl(redact_url(url)));
+        };
+        Ok(Self { backend })
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// `sqlite` or `postgres`, for logs and `/ready`.
+    pub fn kind(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Applies every embedded migration not yet applied. Safe to run from several hosts:
+    /// sqlx takes a database lock while migrating.
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(db) => SQLITE_MIGRATIONS.run(&db.write).await?,
+            Backend::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    pub async fn begin(&self) -> Result<Tx> {
+        let inner = match &self.backend {
+            Backend::Sqlite(db) => TxInner::Sqlite(db.write.begin().await?),
+            Backend::Postgres(pool) => TxInner::Postgres(pool.begin().await?),
+        };
+        Ok(Tx { inner })
+    }
+
+    /// A cheap round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        with_read!(self, |e| sqlx::query("SELECT 1")
+            .execute(e)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.read.close().await;
+                db.write.close().await;
+            }
+            Backend::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// A database URL fit for logs and error messages: the password is replaced.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Whether an error is a unique-constraint violation, on either database.
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(redact_url("sqlite://data/h.db"), "sqlite://data/h.db");
+    }
+}

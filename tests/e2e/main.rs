@@ -1,0 +1,13 @@
+//! End-to-end tests: every test starts the real router on a real socket (or the real
+//! binary) over a fresh database, and talks HTTP to it. Tests named in `both_dbs!` run once
+//! on SQLite and once on PostgreSQL (`TEST_DATABASE_URL`, default the local `test` database),
+//! each in a schema of its own.
+
+mod common;
+
+mod auth;
+mod bad_requests;
+mod binary;
+mod customers;
+mod idempotency;
+mod ops;
