@@ -199,6 +199,7 @@ async fn rate_limit_shared_across_hosts(db: Db) {
     let store_b = a.db.store().await;
     let b_db = TestDb {
         url: a.db.url.clone(),
+        schema: None,
         _dir: tempfile::tempdir().unwrap(),
     };
     let b = TestServer::serve(b_db, store_b, a.admin.clone(), limited(10), Router::new()).await;

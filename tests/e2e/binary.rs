@@ -296,3 +296,37 @@ async fn sigterm_lets_an_in_flight_request_finish() {
         .unwrap();
     assert!(exit.success(), "{exit:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_script_works_against_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path()).await;
+    let mut first = String::new();
+    server.stdout.read_line(&mut first).await.unwrap();
+    let admin = first
+        .strip_prefix("admin API key: ")
+        .unwrap()
+        .trim()
+        .to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/quickstart.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .env("HEPHAESTUS_URL", &server.base)
+        .env("HEPHAESTUS_KEY", &admin)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("\"object\":\"customer_export\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("customer.created"), "{stdout}");
+    sigterm(&server.child).await;
+    assert!(server.child.wait().await.unwrap().success());
+}

@@ -37,9 +37,12 @@ pub fn postgres_base_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
 }
 
-/// A fresh, empty database: a file in a temp folder, or a new PostgreSQL schema.
+/// A fresh, empty database: a file in a temp folder, or a new PostgreSQL schema that is
+/// dropped when the test ends.
 pub struct TestDb {
     pub url: String,
+    /// The PostgreSQL schema this test owns, if any.
+    pub schema: Option<String>,
     /// Holds the SQLite file; the folder goes when the test ends.
     pub _dir: tempfile::TempDir,
 }
@@ -47,6 +50,7 @@ pub struct TestDb {
 impl TestDb {
     pub async fn new(db: Db) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let mut owned = None;
         let url = match db {
             Db::Sqlite => format!("sqlite://{}", dir.path().join("test.db").display()),
             Db::Postgres => {
@@ -86,11 +90,16 @@ impl TestDb {
                     .execute(&mut admin)
                     .await
                     .unwrap();
+                owned = Some(schema.clone());
                 let sep = if base.contains('?') { '&' } else { '?' };
                 format!("{base}{sep}options=-c%20search_path%3D{schema}")
             }
         };
-        TestDb { url, _dir: dir }
+        TestDb {
+            url,
+            schema: owned,
+            _dir: dir,
+        }
     }
 
     pub async fn store(&self) -> Store {
@@ -105,6 +114,34 @@ impl TestDb {
         .expect("connect");
         store.migrate().await.expect("migrate");
         store
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(schema) = self.schema.take() else {
+            return;
+        };
+        // Drop runs outside async code: a short-lived thread with its own runtime does it.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut c) =
+                    <sqlx::PgConnection as sqlx::Connection>::connect(&postgres_base_url()).await
+                {
+                    let _ = sqlx::query("SET lock_timeout = '2s'").execute(&mut c).await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+                    )))
+                    .execute(&mut c)
+                    .await;
+                }
+            });
+        })
+        .join();
     }
 }
 

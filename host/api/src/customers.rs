@@ -94,26 +94,28 @@ pub async fn create(
         Ok(new) => new,
         Err(e) => return AppError::from(e).into_response(),
     };
-    write::run(&state, &auth.0, &meta, &body.raw, async |tx| {
-        let now = Timestamp::now();
-        match customers::insert(tx, &new, now).await? {
-            Ok(customer) => {
-                let event = NewEvent::new(
-                    kind::CUSTOMER_CREATED,
-                    &customer.id,
-                    Some(customer.id.clone()),
-                    json!({ "customer_id": customer.id }),
-                    now,
-                );
-                events::append(tx, &event).await?;
-                Ok(write::created(&customer.id, view(&customer)))
+    write::run(&state, &auth.0, &meta, &body.raw, move |tx| {
+        Box::pin(async move {
+            let now = Timestamp::now();
+            match customers::insert(tx, &new, now).await? {
+                Ok(customer) => {
+                    let event = NewEvent::new(
+                        kind::CUSTOMER_CREATED,
+                        &customer.id,
+                        Some(customer.id.clone()),
+                        json!({ "customer_id": customer.id }),
+                        now,
+                    );
+                    events::append(tx, event);
+                    Ok(write::created(&customer.id, view(&customer)))
+                }
+                Err(existing_id) => Err(AppError::Conflict {
+                    code: "customer_exists",
+                    message: format!("a customer with this email already exists: {existing_id}"),
+                    details: Map::from_iter([("existing_id".to_string(), json!(existing_id))]),
+                }),
             }
-            Err(existing_id) => Err(AppError::Conflict {
-                code: "customer_exists",
-                message: format!("a customer with this email already exists: {existing_id}"),
-                details: Map::from_iter([("existing_id".to_string(), json!(existing_id))]),
-            }),
-        }
+        })
     })
     .await
 }
@@ -260,29 +262,31 @@ pub async fn erase(
     if !ids::is_well_formed(prefix::CUSTOMER, &id) {
         return not_found(id).into_response();
     }
-    write::run(&state, &auth.0, &meta, b"", async |tx| {
-        let now = Timestamp::now();
-        let customer = match customers::erase(tx, &id, now).await? {
-            Some(erased) => {
-                let event = NewEvent::new(
-                    kind::CUSTOMER_ERASED,
-                    &erased.id,
-                    Some(erased.id.clone()),
-                    json!({ "customer_id": erased.id }),
-                    now,
-                );
-                events::append(tx, &event).await?;
-                idempotency::forget_resource(tx, &erased.id).await?;
-                erased
-            }
-            None => customers::get_in(tx, &id)
-                .await?
-                .ok_or_else(|| not_found(id.clone()))?,
-        };
-        Ok(Written {
-            status: StatusCode::OK,
-            body: view(&customer),
-            resource_id: None,
+    write::run(&state, &auth.0, &meta, b"", move |tx| {
+        Box::pin(async move {
+            let now = Timestamp::now();
+            let customer = match customers::erase(tx, &id, now).await? {
+                Some(erased) => {
+                    let event = NewEvent::new(
+                        kind::CUSTOMER_ERASED,
+                        &erased.id,
+                        Some(erased.id.clone()),
+                        json!({ "customer_id": erased.id }),
+                        now,
+                    );
+                    events::append(tx, event);
+                    idempotency::forget_resource(tx, &erased.id).await?;
+                    erased
+                }
+                None => customers::get_in(tx, &id)
+                    .await?
+                    .ok_or_else(|| not_found(id.clone()))?,
+            };
+            Ok(Written {
+                status: StatusCode::OK,
+                body: view(&customer),
+                resource_id: None,
+            })
         })
     })
     .await

@@ -7,6 +7,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
 use hephaestus_store::audit::{self, AuditEntry};
 use hephaestus_store::idempotency::{self, Claim, IdemKey};
 use hephaestus_store::{Store, Tx};
@@ -105,18 +106,27 @@ impl Drop for ClaimGuard {
     }
 }
 
+/// A change to run in the request's transaction. It owns what it needs: on SQLite it runs
+/// on the writer thread, batched with other requests' changes.
+pub trait Change:
+    for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<Written, AppError>> + Send + 'static
+{
+}
+
+impl<F> Change for F where
+    F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<Written, AppError>> + Send + 'static
+{
+}
+
 /// Runs one change. `body` is the raw request body: with the method and path it is the
 /// fingerprint a reused key is compared on.
-pub async fn run<F>(
+pub async fn run(
     state: &AppState,
     who: &Principal,
     meta: &RequestMeta,
     body: &[u8],
-    change: F,
-) -> Response
-where
-    F: AsyncFnOnce(&mut Tx) -> Result<Written, AppError>,
-{
+    change: impl Change,
+) -> Response {
     let idem = meta.idempotency_key.as_ref().map(|key| IdemKey {
         api_key_id: who.key_id.clone(),
         key: key.clone(),
@@ -146,40 +156,52 @@ where
         }
     }
 
-    let entry = |status: StatusCode| {
-        AuditEntry::new(
-            Some(who.key_id.clone()),
-            meta.method.as_str(),
-            &meta.path,
-            status.as_u16(),
-            meta.request_id.clone(),
-        )
+    let audit_of = {
+        let key_id = who.key_id.clone();
+        let method = meta.method.clone();
+        let path = meta.path.clone();
+        let request_id = meta.request_id.clone();
+        move |status: StatusCode| {
+            AuditEntry::new(
+                Some(key_id.clone()),
+                method.as_str(),
+                &path,
+                status.as_u16(),
+                request_id.clone(),
+            )
+        }
     };
 
-    let outcome: Result<(Written, String), AppError> = async {
-        let mut tx = state.store.begin().await?;
-        let written = change(&mut tx).await?;
-        let text = written.body.to_string();
-        audit::record(&mut tx, &entry(written.status)).await?;
-        if let Some(k) = &idem {
-            idempotency::complete(
-                &mut tx,
-                k,
-                written.status.as_u16(),
-                &text,
-                written.resource_id.as_deref(),
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok((written, text))
-    }
-    .await;
+    let outcome = {
+        let idem = idem.clone();
+        let audit_of = audit_of.clone();
+        state
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    let written = change(tx).await?;
+                    let text = written.body.to_string();
+                    audit::record(tx, audit_of(written.status));
+                    if let Some(k) = &idem {
+                        idempotency::complete(
+                            tx,
+                            k,
+                            written.status.as_u16(),
+                            &text,
+                            written.resource_id.as_deref(),
+                        )
+                        .await?;
+                    }
+                    Ok::<_, AppError>((written.status, text))
+                })
+            })
+            .await
+    };
 
     match outcome {
-        Ok((written, text)) => {
+        Ok((status, text)) => {
             guard.disarm();
-            let mut response = json_response(written.status, text);
+            let mut response = json_response(status, text);
             response.extensions_mut().insert(Audited);
             response
         }
@@ -197,13 +219,17 @@ where
             // The request's own answer (a conflict, a decline): replay it, never re-run it.
             let status = err.status();
             let text = err.body().to_string();
-            let stored = async {
-                let mut tx = state.store.begin().await?;
-                idempotency::complete(&mut tx, &k, status.as_u16(), &text, None).await?;
-                audit::record(&mut tx, &entry(status)).await?;
-                tx.commit().await
-            }
-            .await;
+            let key = k.clone();
+            let stored = state
+                .store
+                .write(move |tx| {
+                    Box::pin(async move {
+                        idempotency::complete(tx, &key, status.as_u16(), &text, None).await?;
+                        audit::record(tx, audit_of(status));
+                        Ok::<_, hephaestus_store::StoreError>(())
+                    })
+                })
+                .await;
             let mut response = err.into_response();
             match stored {
                 Ok(()) => {

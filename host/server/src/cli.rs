@@ -124,6 +124,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "  (shown once; create more with: hephaestus keys create --name NAME --scope read|write|admin)"
         );
     }
+    let shutdown = server::shutdown_signal().context("cannot listen for SIGTERM")?;
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("HEPHAESTUS_ADDR: cannot listen on {}", args.addr))?;
@@ -137,7 +138,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listener,
         state.clone(),
         hephaestus_api::app(state),
-        server::shutdown_signal(),
+        shutdown,
         Duration::from_secs(args.shutdown_grace_secs),
     )
     .await

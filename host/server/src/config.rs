@@ -157,6 +157,10 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "HEPHAESTUS_LOG",
 ];
 
+/// Variables with our prefix that clients read (the quick-start script, curl examples), not
+/// the server. Accepted so a shell set up for both can start the server.
+pub const CLIENT_SETTINGS: &[&str] = &["HEPHAESTUS_URL", "HEPHAESTUS_KEY"];
+
 /// Loads `.env` (never overriding the real environment) and rejects unknown
 /// `HEPHAESTUS_*` settings.
 pub fn load_env() -> anyhow::Result<()> {
@@ -167,7 +171,11 @@ pub fn load_env() -> anyhow::Result<()> {
     }
     let unknown: Vec<String> = std::env::vars_os()
         .filter_map(|(k, _)| k.into_string().ok())
-        .filter(|k| k.starts_with("HEPHAESTUS_") && !KNOWN_SETTINGS.contains(&k.as_str()))
+        .filter(|k| {
+            k.starts_with("HEPHAESTUS_")
+                && !KNOWN_SETTINGS.contains(&k.as_str())
+                && !CLIENT_SETTINGS.contains(&k.as_str())
+        })
         .collect();
     if !unknown.is_empty() {
         bail!(

@@ -46,28 +46,38 @@ struct AuditRow {
     created_at: i64,
 }
 
-pub async fn record(tx: &mut Tx, e: &AuditEntry) -> Result<()> {
-    with_tx!(tx, |c| sqlx::query(
-        "INSERT INTO audit_log (id, api_key_id, method, path, status, request_id, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)"
-    )
-    .bind(&e.id)
-    .bind(&e.api_key_id)
-    .bind(&e.method)
-    .bind(&e.path)
-    .bind(i64::from(e.status))
-    .bind(&e.request_id)
-    .bind(e.created_at.as_micros())
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
+/// Adds an entry to the transaction; it is written when the transaction commits.
+pub fn record(tx: &mut Tx, e: AuditEntry) {
+    tx.audit.push(e);
+}
+
+/// Writes buffered entries, in order, as one statement.
+pub(crate) async fn insert_all(tx: &mut Tx, entries: &[AuditEntry]) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    with_tx!(tx, |c| {
+        let mut q = sqlx::QueryBuilder::new(
+            "INSERT INTO audit_log (id, api_key_id, method, path, status, request_id, created_at) ",
+        );
+        q.push_values(entries, |mut row, e| {
+            row.push_bind(e.id.clone())
+                .push_bind(e.api_key_id.clone())
+                .push_bind(e.method.clone())
+                .push_bind(e.path.clone())
+                .push_bind(i64::from(e.status))
+                .push_bind(e.request_id.clone())
+                .push_bind(e.created_at.as_micros());
+        });
+        q.build().execute(c).await.map(|r| r.rows_affected())
+    })?;
     Ok(())
 }
 
 /// Records an entry in a transaction of its own, for requests that changed nothing.
 pub async fn record_alone(store: &Store, e: &AuditEntry) -> Result<()> {
     let mut tx = store.begin().await?;
-    record(&mut tx, e).await?;
+    record(&mut tx, e.clone());
     tx.commit().await
 }
 

@@ -3,21 +3,31 @@ use hephaestus_core::event::{Event, NewEvent};
 
 use crate::{Result, Store, StoreError, Tx, with_read, with_tx};
 
-/// Appends an event inside the transaction that made the change it describes.
-pub async fn append(tx: &mut Tx, e: &NewEvent) -> Result<()> {
-    with_tx!(tx, |c| sqlx::query(
-        "INSERT INTO events (id, type, customer_id, subject_id, data, occurred_at)
-         VALUES ($1, $2, $3, $4, $5, $6)"
-    )
-    .bind(&e.id)
-    .bind(e.kind)
-    .bind(&e.customer_id)
-    .bind(&e.subject_id)
-    .bind(e.data.to_string())
-    .bind(e.occurred_at.as_micros())
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
+/// Appends an event to the transaction that made the change it describes; it is written
+/// when that transaction commits, and not at all if it does not.
+pub fn append(tx: &mut Tx, e: NewEvent) {
+    tx.events.push(e);
+}
+
+/// Writes buffered events, in order, as one statement.
+pub(crate) async fn insert_all(tx: &mut Tx, events: &[NewEvent]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    with_tx!(tx, |c| {
+        let mut q = sqlx::QueryBuilder::new(
+            "INSERT INTO events (id, type, customer_id, subject_id, data, occurred_at) ",
+        );
+        q.push_values(events, |mut row, e| {
+            row.push_bind(e.id.clone())
+                .push_bind(e.kind)
+                .push_bind(e.customer_id.clone())
+                .push_bind(e.subject_id.clone())
+                .push_bind(e.data.to_string())
+                .push_bind(e.occurred_at.as_micros());
+        });
+        q.build().execute(c).await.map(|r| r.rows_affected())
+    })?;
     Ok(())
 }
 

@@ -8,6 +8,10 @@
 //! - [`events`]: the append-only domain event log.
 //! - [`customers`]: customer records, lookup, listing and erasure.
 //!
+//! Writes go through [`Store::write`]: on SQLite a single writer thread commits concurrent
+//! requests together (group commit, see `writer`); on PostgreSQL each runs in its own
+//! transaction.
+//!
 //! SQL is written once with `$N` placeholders, which both drivers accept; the `with_*!`
 //! macros run it against whichever pool or transaction backs the store. SQLite gets one
 //! writer connection (its lock admits one writer; queueing in the pool beats retrying on
@@ -19,6 +23,7 @@ pub mod events;
 pub mod idempotency;
 pub mod keys;
 pub mod rate_limit;
+mod writer;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -40,6 +45,12 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is not what this version expects: {0}")]
     Corrupt(String),
+    #[error("the write did not finish: the writer stopped or the job panicked")]
+    WriterGone,
+    #[error("the write batch failed to commit: {0}")]
+    BatchFailed(String),
+    #[error("cannot start the writer thread: {0}")]
+    Thread(#[from] std::io::Error),
     #[error("unsupported database url `{0}`: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
 }
@@ -80,6 +91,8 @@ pub enum Backend {
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: Backend,
+    /// SQLite's group-commit writer; `None` on PostgreSQL.
+    writer: Option<writer::Writer>,
 }
 
 /// Runs `$body` with `$e` bound to a read executor of the store's database.
@@ -117,9 +130,23 @@ macro_rules! with_tx {
 }
 
 /// An open transaction on either database. Dropped without [`Tx::commit`], it rolls back.
+///
+/// Event-log and audit rows are append-only and nothing reads them back inside the
+/// transaction, so they are held here and written at commit, inside the transaction, as
+/// one multi-row insert per table: with group commit, one statement per batch instead of
+/// one per request.
 #[derive(Debug)]
 pub struct Tx {
     inner: TxInner,
+    events: Vec<hephaestus_core::event::NewEvent>,
+    audit: Vec<audit::AuditEntry>,
+}
+
+/// How much a transaction had buffered at some point, to undo a failed job's share.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    events: usize,
+    audit: usize,
 }
 
 #[derive(Debug)]
@@ -129,11 +156,37 @@ pub enum TxInner {
 }
 
 impl Tx {
+    pub(crate) fn new(inner: TxInner) -> Self {
+        Tx {
+            inner,
+            events: Vec::new(),
+            audit: Vec::new(),
+        }
+    }
+
     pub fn inner(&mut self) -> &mut TxInner {
         &mut self.inner
     }
 
-    pub async fn commit(self) -> Result<()> {
+    pub(crate) fn mark(&self) -> Mark {
+        Mark {
+            events: self.events.len(),
+            audit: self.audit.len(),
+        }
+    }
+
+    /// Forgets what was buffered after `mark` (the job that buffered it was rolled back).
+    pub(crate) fn discard_since(&mut self, mark: Mark) {
+        self.events.truncate(mark.events);
+        self.audit.truncate(mark.audit);
+    }
+
+    /// Writes the buffered rows and commits.
+    pub async fn commit(mut self) -> Result<()> {
+        let events = std::mem::take(&mut self.events);
+        events::insert_all(&mut self, &events).await?;
+        let entries = std::mem::take(&mut self.audit);
+        audit::insert_all(&mut self, &entries).await?;
         match self.inner {
             TxInner::Sqlite(t) => t.commit().await?,
             TxInner::Postgres(t) => t.commit().await?,
@@ -184,7 +237,39 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(redact_url(url)));
         };
-        Ok(Self { backend })
+        let writer = match &backend {
+            Backend::Sqlite(db) => Some(writer::Writer::start(db.write.clone())?),
+            Backend::Postgres(_) => None,
+        };
+        Ok(Self { backend, writer })
+    }
+
+    /// Runs `job` in a transaction and commits it. Its changes and everything it records
+    /// (events, audit, idempotency) commit together or not at all; an `Err` from the job
+    /// rolls its changes back. The result is returned only once the commit has happened.
+    pub async fn write<T, E, F>(&self, job: F) -> std::result::Result<T, E>
+    where
+        F: for<'t> FnOnce(&'t mut Tx) -> futures::future::BoxFuture<'t, std::result::Result<T, E>>
+            + Send
+            + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        match &self.writer {
+            Some(writer) => writer.submit(job).await,
+            None => {
+                // Run to completion even if the caller goes away (a client hanging up must
+                // not cut a write off between its statements and its commit).
+                let store = self.clone();
+                let task = tokio::spawn(async move {
+                    let mut tx = store.begin().await?;
+                    let value = job(&mut tx).await?;
+                    tx.commit().await?;
+                    Ok(value)
+                });
+                task.await.map_err(|_| E::from(StoreError::WriterGone))?
+            }
+        }
     }
 
     pub fn backend(&self) -> &Backend {
@@ -214,7 +299,7 @@ impl Store {
             Backend::Sqlite(db) => TxInner::Sqlite(db.write.begin().await?),
             Backend::Postgres(pool) => TxInner::Postgres(pool.begin().await?),
         };
-        Ok(Tx { inner })
+        Ok(Tx::new(inner))
     }
 
     /// A cheap round trip, for readiness checks.

@@ -1,0 +1,147 @@
+//! Group commit for SQLite's single writer.
+//!
+//! SQLite admits one writer at a time. Run from request tasks, every statement of a write
+//! transaction waits for its task to be scheduled again among all the HTTP work, while the
+//! one write connection sits idle. Instead, writes are queued to one thread with a runtime
+//! of its own that runs them back to back, and commits whatever has queued up meanwhile as
+//! one transaction: each job inside its own savepoint, so a job that fails is rolled back
+//! alone and the others still commit. A job's result is delivered only after its batch has
+//! committed, so nobody is told "done" about a change that could still be lost.
+//!
+//! PostgreSQL does not need this: its writers run concurrently.
+
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use sqlx::SqlitePool;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{StoreError, Tx, TxInner, with_tx};
+
+/// Most jobs one transaction carries: bounds the latency one batch adds to its first job.
+const MAX_BATCH: usize = 64;
+/// Jobs waiting beyond this make callers wait to enqueue (backpressure, not unbounded memory).
+const QUEUE_DEPTH: usize = 4096;
+
+/// Hands a job's result to its caller once the batch's fate is known.
+type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// What a job reports back to the writer loop once it has run.
+struct Ran {
+    /// Whether the job's changes are kept (its savepoint released) or undone.
+    keep: bool,
+    deliver: Deliver,
+}
+
+type Job = Box<dyn for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Ran> + Send>;
+
+#[derive(Debug, Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer thread over the pool's write connection.
+    pub fn start(pool: SqlitePool) -> std::io::Result<Self> {
+        let (queue, rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || runtime.block_on(run(pool, rx)))?;
+        Ok(Writer { queue })
+    }
+
+    /// Runs `job` in the next batch and returns its result after the batch commits.
+    pub async fn submit<T, E, F>(&self, job: F) -> Result<T, E>
+    where
+        F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (done, result) = oneshot::channel::<Result<T, E>>();
+        let job: Job = Box::new(move |tx| {
+            Box::pin(async move {
+                let outcome = job(tx).await;
+                Ran {
+                    keep: outcome.is_ok(),
+                    deliver: Box::new(move |batch: Result<(), StoreError>| {
+                        let delivered = match (outcome, batch) {
+                            (Ok(_), Err(e)) => Err(E::from(e)),
+                            (outcome, _) => outcome,
+                        };
+                        let _ = done.send(delivered);
+                    }),
+                }
+            })
+        });
+        self.queue
+            .send(job)
+            .await
+            .map_err(|_| E::from(StoreError::WriterGone))?;
+        result.await.map_err(|_| E::from(StoreError::WriterGone))?
+    }
+}
+
+async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let jobs = std::mem::take(&mut batch);
+        let mut delivers = Vec::with_capacity(jobs.len());
+        let committed = run_batch(&pool, jobs, &mut delivers).await;
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, jobs = delivers.len(), "write batch failed");
+        }
+        for deliver in delivers {
+            deliver(clone_err(&committed));
+        }
+    }
+    pool.close().await;
+}
+
+async fn run_batch(
+    pool: &SqlitePool,
+    jobs: Vec<Job>,
+    delivers: &mut Vec<Deliver>,
+) -> Result<(), StoreError> {
+    let mut tx = Tx::new(TxInner::Sqlite(pool.begin().await?));
+    for job in jobs {
+        statement(&mut tx, "SAVEPOINT job").await?;
+        let mark = tx.mark();
+        // A panicking job must not take the writer (and every later write) down with it.
+        match AssertUnwindSafe(job(&mut tx)).catch_unwind().await {
+            Ok(ran) => {
+                if !ran.keep {
+                    statement(&mut tx, "ROLLBACK TO SAVEPOINT job").await?;
+                    tx.discard_since(mark);
+                }
+                statement(&mut tx, "RELEASE SAVEPOINT job").await?;
+                delivers.push(ran.deliver);
+            }
+            Err(_) => {
+                tracing::error!("a write job panicked; its changes are rolled back");
+                statement(&mut tx, "ROLLBACK TO SAVEPOINT job").await?;
+                tx.discard_since(mark);
+                statement(&mut tx, "RELEASE SAVEPOINT job").await?;
+            }
+        }
+    }
+    tx.commit().await
+}
+
+async fn statement(tx: &mut Tx, sql: &'static str) -> Result<(), StoreError> {
+    with_tx!(tx, |c| sqlx::query(sql)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+fn clone_err(r: &Result<(), StoreError>) -> Result<(), StoreError> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) => Err(StoreError::BatchFailed(e.to_string())),
+    }
+}
