@@ -60,6 +60,17 @@ async fn start(data_dir: &Path) -> Server {
     }
 }
 
+/// The admin key a first start prints on its first stdout line.
+async fn first_run_key(server: &mut Server) -> String {
+    let mut first = String::new();
+    server.stdout.read_line(&mut first).await.unwrap();
+    first
+        .strip_prefix("admin API key: ")
+        .unwrap_or_else(|| panic!("first line is not the admin key: {first:?}"))
+        .trim()
+        .to_string()
+}
+
 async fn drain_lines(mut lines: tokio::io::Lines<BufReader<ChildStderr>>) {
     while let Ok(Some(_)) = lines.next_line().await {}
 }
@@ -87,13 +98,7 @@ async fn cli(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
 async fn first_run_key_and_keys_cli() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start(dir.path()).await;
-    let mut first = String::new();
-    server.stdout.read_line(&mut first).await.unwrap();
-    let admin = first
-        .strip_prefix("admin API key: ")
-        .expect(&first)
-        .trim()
-        .to_string();
+    let admin = first_run_key(&mut server).await;
     assert!(admin.starts_with("hk_"));
     let http = reqwest::Client::new();
     let customers = format!("{}/api/v1/revenue/customers", server.base);
@@ -232,13 +237,7 @@ async fn bad_settings_stop_the_start_naming_the_setting() {
 async fn sigterm_lets_an_in_flight_request_finish() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start(dir.path()).await;
-    let mut first = String::new();
-    server.stdout.read_line(&mut first).await.unwrap();
-    let admin = first
-        .strip_prefix("admin API key: ")
-        .unwrap()
-        .trim()
-        .to_string();
+    let admin = first_run_key(&mut server).await;
     let addr = server.base.strip_prefix("http://").unwrap().to_string();
 
     // A slow client: headers and half the body now, the rest after SIGTERM.
@@ -301,13 +300,7 @@ async fn sigterm_lets_an_in_flight_request_finish() {
 async fn the_quickstart_script_works_against_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start(dir.path()).await;
-    let mut first = String::new();
-    server.stdout.read_line(&mut first).await.unwrap();
-    let admin = first
-        .strip_prefix("admin API key: ")
-        .unwrap()
-        .trim()
-        .to_string();
+    let admin = first_run_key(&mut server).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/quickstart.sh");
     let out = Command::new("bash")
         .arg(script)

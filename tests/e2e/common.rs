@@ -246,6 +246,16 @@ impl TestServer {
         .await
     }
 
+    /// The status of an unauthenticated GET.
+    pub async fn status_of(&self, path: &str) -> StatusCode {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
     pub async fn delete(&self, key: &str, path: &str) -> Reply {
         Reply::from(
             self.client

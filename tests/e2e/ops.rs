@@ -51,15 +51,7 @@ async fn health_ready_metrics_and_request_ids() {
     let ready = Reply::from(s.client.get(s.url("/ready")).send().await.unwrap()).await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready.code(), "not_ready");
-    assert_eq!(
-        s.client
-            .get(s.url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(s.status_of("/health").await, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,15 +119,7 @@ async fn a_panicking_handler_becomes_a_json_500_and_the_server_keeps_serving() {
     );
     assert!(r.headers.contains_key("x-request-id"));
     for _ in 0..3 {
-        assert_eq!(
-            s.client
-                .get(s.url("/health"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            StatusCode::OK
-        );
+        assert_eq!(s.status_of("/health").await, StatusCode::OK);
     }
 }
 

@@ -99,14 +99,10 @@ pub async fn create(
             let now = Timestamp::now();
             match customers::insert(tx, &new, now).await? {
                 Ok(customer) => {
-                    let event = NewEvent::new(
-                        kind::CUSTOMER_CREATED,
-                        &customer.id,
-                        Some(customer.id.clone()),
-                        json!({ "customer_id": customer.id }),
-                        now,
+                    events::append(
+                        tx,
+                        NewEvent::about_customer(kind::CUSTOMER_CREATED, &customer.id, now),
                     );
-                    events::append(tx, event);
                     Ok(write::created(&customer.id, view(&customer)))
                 }
                 Err(existing_id) => Err(AppError::Conflict {
@@ -267,14 +263,10 @@ pub async fn erase(
             let now = Timestamp::now();
             let customer = match customers::erase(tx, &id, now).await? {
                 Some(erased) => {
-                    let event = NewEvent::new(
-                        kind::CUSTOMER_ERASED,
-                        &erased.id,
-                        Some(erased.id.clone()),
-                        json!({ "customer_id": erased.id }),
-                        now,
+                    events::append(
+                        tx,
+                        NewEvent::about_customer(kind::CUSTOMER_ERASED, &erased.id, now),
                     );
-                    events::append(tx, event);
                     idempotency::forget_resource(tx, &erased.id).await?;
                     erased
                 }

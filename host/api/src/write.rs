@@ -8,11 +8,12 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
+use hephaestus_store::Tx;
 use hephaestus_store::audit::{self, AuditEntry};
 use hephaestus_store::idempotency::{self, Claim, IdemKey};
-use hephaestus_store::{Store, Tx};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::AppState;
 use crate::auth::{Audited, Principal, request_id};
@@ -79,33 +80,6 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
     }
 }
 
-/// Gives a claimed key back if the request is abandoned (the client hung up and the
-/// handler's future was dropped) so a retry need not wait for the claim to time out.
-/// Only an unfinished claim is released: a committed request's record says `done`.
-struct ClaimGuard {
-    store: Store,
-    key: Option<IdemKey>,
-}
-
-impl ClaimGuard {
-    fn disarm(&mut self) -> Option<IdemKey> {
-        self.key.take()
-    }
-}
-
-impl Drop for ClaimGuard {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            let store = self.store.clone();
-            tokio::spawn(async move {
-                if let Err(e) = idempotency::release(&store, &key).await {
-                    tracing::warn!(error = %e, "could not release an abandoned idempotency key");
-                }
-            });
-        }
-    }
-}
-
 /// A change to run in the request's transaction. It owns what it needs: on SQLite it runs
 /// on the writer thread, batched with other requests' changes.
 pub trait Change:
@@ -132,13 +106,9 @@ pub async fn run(
         key: key.clone(),
         request_hash: fingerprint(&meta.method, &meta.path, body),
     });
-    let mut guard = ClaimGuard {
-        store: state.store.clone(),
-        key: None,
-    };
     if let Some(k) = &idem {
         match idempotency::claim(&state.store, k, state.config.idempotency_lock_secs).await {
-            Ok(Claim::Acquired) => guard.key = Some(k.clone()),
+            Ok(Claim::Acquired) => {}
             Ok(Claim::Replay { status, body }) => return replay(status, body),
             Ok(Claim::Mismatch) => {
                 return conflict(
@@ -156,6 +126,8 @@ pub async fn run(
         }
     }
 
+    // From here on the request runs to its end even if the client hangs up: a claimed key
+    // must end up `done` (with the change) or released (without it), never in between.
     let audit_of = {
         let key_id = who.key_id.clone();
         let method = meta.method.clone();
@@ -172,6 +144,21 @@ pub async fn run(
         }
     };
 
+    let task = tokio::spawn(
+        finish(state.clone(), idem, audit_of, change).instrument(tracing::Span::current()),
+    );
+    match task.await {
+        Ok(response) => response,
+        Err(e) => AppError::Internal(anyhow::anyhow!("write task failed: {e}")).into_response(),
+    }
+}
+
+async fn finish(
+    state: AppState,
+    idem: Option<IdemKey>,
+    audit_of: impl Fn(StatusCode) -> AuditEntry + Clone + Send + 'static,
+    change: impl Change,
+) -> Response {
     let outcome = {
         let idem = idem.clone();
         let audit_of = audit_of.clone();
@@ -200,13 +187,12 @@ pub async fn run(
 
     match outcome {
         Ok((status, text)) => {
-            guard.disarm();
             let mut response = json_response(status, text);
             response.extensions_mut().insert(Audited);
             response
         }
         Err(err) => {
-            let Some(k) = guard.disarm() else {
+            let Some(k) = idem else {
                 return err.into_response();
             };
             if !err.status().is_client_error() {

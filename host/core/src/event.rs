@@ -41,6 +41,17 @@ impl NewEvent {
             occurred_at,
         }
     }
+
+    /// An event about a customer record itself (created, erased, …).
+    pub fn about_customer(kind: &'static str, customer_id: &str, occurred_at: Timestamp) -> Self {
+        Self::new(
+            kind,
+            customer_id,
+            Some(customer_id.to_string()),
+            serde_json::json!({ "customer_id": customer_id }),
+            occurred_at,
+        )
+    }
 }
 
 /// An event as read back from the log.

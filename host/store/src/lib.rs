@@ -247,6 +247,8 @@ impl Store {
     /// Runs `job` in a transaction and commits it. Its changes and everything it records
     /// (events, audit, idempotency) commit together or not at all; an `Err` from the job
     /// rolls its changes back. The result is returned only once the commit has happened.
+    /// The job runs to completion even if the caller stops waiting. It must touch the
+    /// database only through its `Tx`: on SQLite it holds the one write connection.
     pub async fn write<T, E, F>(&self, job: F) -> std::result::Result<T, E>
     where
         F: for<'t> FnOnce(&'t mut Tx) -> futures::future::BoxFuture<'t, std::result::Result<T, E>>
