@@ -11,3 +11,4 @@ mod binary;
 mod customers;
 mod idempotency;
 mod ops;
+mod payments;

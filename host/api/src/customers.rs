@@ -103,7 +103,7 @@ pub async fn create(
                         tx,
                         NewEvent::about_customer(kind::CUSTOMER_CREATED, &customer.id, now),
                     );
-                    Ok(write::created(&customer.id, view(&customer)))
+                    Ok(write::created(&customer.id, &CustomerView::from(&customer)))
                 }
                 Err(existing_id) => Err(AppError::Conflict {
                     code: "customer_exists",
@@ -274,11 +274,11 @@ pub async fn erase(
                     .await?
                     .ok_or_else(|| not_found(id.clone()))?,
             };
-            Ok(Written {
-                status: StatusCode::OK,
-                body: view(&customer),
-                resource_id: None,
-            })
+            Ok(Written::json(
+                StatusCode::OK,
+                &CustomerView::from(&customer),
+                None,
+            ))
         })
     })
     .await

@@ -160,12 +160,17 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
 mod bytes_ext {
     use axum::body::Bytes;
     use axum::extract::Request;
-    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    use http_body_util::{BodyExt, Limited};
 
     use crate::error::AppError;
 
+    /// A body this much over the limit is still read (and dropped) before answering 413:
+    /// answering while the client is still sending makes many clients report a broken
+    /// connection instead of the 413. Anything larger is cut off.
+    const DRAIN_CAP: usize = 4 * 1024 * 1024;
+
     /// Reads the whole body, refusing more than `limit` bytes (checked against the declared
-    /// length first, so an honest large upload is refused before it is read).
+    /// length first, so an honest large upload is refused before it is buffered).
     pub async fn body_bytes(req: Request, limit: usize) -> Result<Bytes, AppError> {
         let too_large = AppError::PayloadTooLarge { limit };
         let declared = req
@@ -173,16 +178,38 @@ mod bytes_ext {
             .get(axum::http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
+        let body = req.into_body();
         if declared.is_some_and(|n| n > limit as u64) {
+            if declared.is_some_and(|n| n <= (limit + DRAIN_CAP) as u64) {
+                drain(body).await;
+            }
             return Err(too_large);
         }
-        match Limited::new(req.into_body(), limit).collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large),
-            Err(e) => Err(AppError::InvalidJson(format!(
-                "could not read the request body: {e}"
-            ))),
+        let mut body = body;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                AppError::InvalidJson(format!("could not read the request body: {e}"))
+            })?;
+            if let Ok(data) = frame.into_data() {
+                seen = seen.saturating_add(data.len());
+                if seen > limit + DRAIN_CAP {
+                    return Err(too_large);
+                }
+                if seen <= limit {
+                    buf.extend_from_slice(&data);
+                }
+            }
         }
+        if seen > limit {
+            return Err(too_large);
+        }
+        Ok(Bytes::from(buf))
+    }
+
+    async fn drain(body: axum::body::Body) {
+        let _ = Limited::new(body, DRAIN_CAP).collect().await;
     }
 }
 

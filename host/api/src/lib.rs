@@ -6,7 +6,7 @@
 //! - [`auth`]: API keys, scopes, rate limiting and the audit trail.
 //! - [`rate_limit`]: the per-key limiter whose counts are shared through the database.
 //! - [`write`]: the transaction, idempotency and audit path every change takes.
-//! - [`customers`]: the customer routes.
+//! - [`customers`], [`payments`]: the customer and payment routes.
 //! - [`ops`]: health, readiness, metrics, OpenAPI and the audit log.
 //! - [`metrics`], [`openapi`]: Prometheus series and the generated API description.
 //! - [`jobs`]: background upkeep (rate-limit flushes, expiring idempotency records).
@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod payments;
 pub mod rate_limit;
 pub mod write;
 
@@ -31,7 +32,9 @@ use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use hephaestus_billing::gateway::Gateway;
+use hephaestus_billing::sandbox::SandboxGateway;
 use hephaestus_store::Store;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -58,6 +61,8 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// How long a claimed `Idempotency-Key` blocks retries if its request died mid-way.
     pub idempotency_lock_secs: i64,
+    /// The largest single payment, in major units of the payment's currency.
+    pub max_payment: rust_decimal::Decimal,
 }
 
 impl Default for ApiConfig {
@@ -72,6 +77,7 @@ impl Default for ApiConfig {
             key_cache_ttl: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
             idempotency_lock_secs: 60,
+            max_payment: rust_decimal::Decimal::from(1_000_000),
         }
     }
 }
@@ -86,11 +92,20 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Rendered once: the document only changes with the binary.
     pub openapi: Arc<String>,
+    /// Moves the money: the sandbox by default, Stripe when configured.
+    pub gateway: Arc<dyn Gateway>,
 }
 
 impl AppState {
+    /// State over `store` with the sandbox gateway.
     pub fn new(store: Store, config: ApiConfig) -> Self {
+        let gateway = Arc::new(SandboxGateway::new(store.clone()));
+        Self::with_gateway(store, config, gateway)
+    }
+
+    pub fn with_gateway(store: Store, config: ApiConfig, gateway: Arc<dyn Gateway>) -> Self {
         Self {
+            gateway,
             key_cache: Arc::new(auth::KeyCache::new(config.key_cache_ttl)),
             limiter: Arc::new(RateLimiter::new(config.rate_limit)),
             metrics: Arc::new(metrics::Metrics::default()),
@@ -121,6 +136,12 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
             get(customers::get).delete(customers::erase),
         )
         .route("/revenue/customers/{id}/export", get(customers::export))
+        .route(
+            "/revenue/payments",
+            get(payments::list).post(payments::create),
+        )
+        .route("/revenue/payments/{id}", get(payments::get))
+        .route("/revenue/payments/{id}/refunds", post(payments::refund))
         .route("/audit", get(ops::audit_list))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

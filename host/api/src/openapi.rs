@@ -51,14 +51,20 @@ impl Modify for BearerKey {
         crate::customers::list,
         crate::customers::export,
         crate::customers::erase,
+        crate::payments::create,
+        crate::payments::get,
+        crate::payments::list,
+        crate::payments::refund,
         crate::ops::audit_list,
         crate::ops::health,
         crate::ops::ready,
     ),
-    components(schemas(ErrorBody, ErrorDetail, crate::customers::CustomerView, crate::customers::CreateCustomer)),
+    components(schemas(ErrorBody, ErrorDetail, crate::customers::CustomerView, crate::customers::CreateCustomer,
+        crate::payments::PaymentView, crate::payments::RefundView, crate::payments::CreatePayment, crate::payments::CreateRefund)),
     modifiers(&BearerKey),
     tags(
         (name = "customers", description = "Customer records, export and erasure"),
+        (name = "payments", description = "One-time payments and refunds, through the sandbox or Stripe"),
         (name = "operations", description = "Health, readiness and the audit log"),
     )
 )]

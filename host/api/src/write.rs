@@ -26,7 +26,9 @@ const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 #[derive(Debug)]
 pub struct Written {
     pub status: StatusCode,
-    pub body: Value,
+    /// The JSON body, already serialised: amounts are written as exact decimal numbers,
+    /// which a `serde_json::Value` cannot hold.
+    pub body: String,
     /// The object the request made or changed: stored replays naming it can be forgotten
     /// when it is erased.
     pub resource_id: Option<String>,
@@ -101,6 +103,33 @@ pub async fn run(
     body: &[u8],
     change: impl Change,
 ) -> Response {
+    match claim(state, who, meta, body).await {
+        Ok(claimed) => claimed.commit(change).await,
+        Err(answer) => answer,
+    }
+}
+
+/// A request that holds its `Idempotency-Key` (if it sent one) and has not run yet. Work
+/// that must happen outside the transaction (a call to a payment gateway) goes between
+/// [`claim`] and [`Claimed::commit`].
+#[derive(Debug)]
+pub struct Claimed {
+    state: AppState,
+    idem: Option<IdemKey>,
+    key_id: String,
+    method: Method,
+    path: String,
+    request_id: Option<String>,
+}
+
+/// Claims the request's `Idempotency-Key`. `Err` is the answer to send instead of running:
+/// the stored first response, or a conflict.
+pub async fn claim(
+    state: &AppState,
+    who: &Principal,
+    meta: &RequestMeta,
+    body: &[u8],
+) -> Result<Claimed, Response> {
     let idem = meta.idempotency_key.as_ref().map(|key| IdemKey {
         api_key_id: who.key_id.clone(),
         key: key.clone(),
@@ -109,30 +138,87 @@ pub async fn run(
     if let Some(k) = &idem {
         match idempotency::claim(&state.store, k, state.config.idempotency_lock_secs).await {
             Ok(Claim::Acquired) => {}
-            Ok(Claim::Replay { status, body }) => return replay(status, body),
+            Ok(Claim::Replay { status, body }) => return Err(replay(status, body)),
             Ok(Claim::Mismatch) => {
-                return conflict(
+                return Err(conflict(
                     "idempotency_key_reused",
                     "this Idempotency-Key was used with a different request; use a new key",
-                );
+                ));
             }
             Ok(Claim::InProgress) => {
-                return conflict(
+                return Err(conflict(
                     "idempotency_key_in_use",
                     "a request with this Idempotency-Key is still being processed; retry later",
-                );
+                ));
             }
-            Err(e) => return AppError::from(e).into_response(),
+            Err(e) => return Err(AppError::from(e).into_response()),
+        }
+    }
+    Ok(Claimed {
+        state: state.clone(),
+        idem,
+        key_id: who.key_id.clone(),
+        method: meta.method.clone(),
+        path: meta.path.clone(),
+        request_id: meta.request_id.clone(),
+    })
+}
+
+impl Claimed {
+    /// A key for an operation at an external service (`op` tells operations of one request
+    /// apart). Derived from the client's `Idempotency-Key`, so a retry of the request makes
+    /// the same call and the service answers it with its first result: a retried payment
+    /// never charges twice. Without a client key every call is new.
+    pub fn external_key(&self, op: &str) -> String {
+        match &self.idem {
+            Some(k) => {
+                let mut h = Sha256::new();
+                for part in [k.api_key_id.as_str(), k.key.as_str(), op] {
+                    h.update(part.as_bytes());
+                    h.update(b"\n");
+                }
+                format!("hk-{}", hex::encode(h.finalize()))
+            }
+            None => hephaestus_core::ids::new_id("hk"),
         }
     }
 
-    // From here on the request runs to its end even if the client hangs up: a claimed key
-    // must end up `done` (with the change) or released (without it), never in between.
-    let audit_of = {
-        let key_id = who.key_id.clone();
-        let method = meta.method.clone();
-        let path = meta.path.clone();
-        let request_id = meta.request_id.clone();
+    /// Runs the change in the request's transaction, with its audit entry and stored
+    /// response, and answers. From here on the request runs to its end even if the client
+    /// hangs up: a claimed key must end `done` (with the change) or released (without it).
+    pub async fn commit(self, change: impl Change) -> Response {
+        let task = tokio::spawn(
+            finish(
+                self.state.clone(),
+                self.idem.clone(),
+                self.audit_fn(),
+                Ok(change),
+            )
+            .instrument(tracing::Span::current()),
+        );
+        match task.await {
+            Ok(response) => response,
+            Err(e) => AppError::Internal(anyhow::anyhow!("write task failed: {e}")).into_response(),
+        }
+    }
+
+    /// Answers with `err` without running a change: a client error is stored for replay, a
+    /// server error releases the key so a retry runs again.
+    pub async fn fail(self, err: AppError) -> Response {
+        finish::<fn(&mut Tx) -> BoxFuture<'_, Result<Written, AppError>>>(
+            self.state.clone(),
+            self.idem.clone(),
+            self.audit_fn(),
+            Err(err),
+        )
+        .await
+    }
+
+    fn audit_fn(&self) -> impl Fn(StatusCode) -> AuditEntry + Clone + Send + 'static {
+        let key_id = self.key_id.clone();
+        let method = self.method.clone();
+        let path = self.path.clone();
+        let request_id = self.request_id.clone();
         move |status: StatusCode| {
             AuditEntry::new(
                 Some(key_id.clone()),
@@ -142,47 +228,42 @@ pub async fn run(
                 request_id.clone(),
             )
         }
-    };
-
-    let task = tokio::spawn(
-        finish(state.clone(), idem, audit_of, change).instrument(tracing::Span::current()),
-    );
-    match task.await {
-        Ok(response) => response,
-        Err(e) => AppError::Internal(anyhow::anyhow!("write task failed: {e}")).into_response(),
     }
 }
 
-async fn finish(
+async fn finish<C: Change>(
     state: AppState,
     idem: Option<IdemKey>,
     audit_of: impl Fn(StatusCode) -> AuditEntry + Clone + Send + 'static,
-    change: impl Change,
+    change: Result<C, AppError>,
 ) -> Response {
-    let outcome = {
-        let idem = idem.clone();
-        let audit_of = audit_of.clone();
-        state
-            .store
-            .write(move |tx| {
-                Box::pin(async move {
-                    let written = change(tx).await?;
-                    let text = written.body.to_string();
-                    audit::record(tx, audit_of(written.status));
-                    if let Some(k) = &idem {
-                        idempotency::complete(
-                            tx,
-                            k,
-                            written.status.as_u16(),
-                            &text,
-                            written.resource_id.as_deref(),
-                        )
-                        .await?;
-                    }
-                    Ok::<_, AppError>((written.status, text))
+    let outcome = match change {
+        Err(err) => Err(err),
+        Ok(change) => {
+            let idem = idem.clone();
+            let audit_of = audit_of.clone();
+            state
+                .store
+                .write(move |tx| {
+                    Box::pin(async move {
+                        let written = change(tx).await?;
+                        let text = written.body;
+                        audit::record(tx, audit_of(written.status));
+                        if let Some(k) = &idem {
+                            idempotency::complete(
+                                tx,
+                                k,
+                                written.status.as_u16(),
+                                &text,
+                                written.resource_id.as_deref(),
+                            )
+                            .await?;
+                        }
+                        Ok::<_, AppError>((written.status, text))
+                    })
                 })
-            })
-            .await
+                .await
+        }
     };
 
     match outcome {
@@ -268,13 +349,26 @@ fn conflict(code: &'static str, message: &str) -> Response {
     .into_response()
 }
 
-/// A `Written` for a freshly made object.
-pub fn created(resource_id: &str, body: Value) -> Written {
-    Written {
-        status: StatusCode::CREATED,
-        body,
-        resource_id: Some(resource_id.to_string()),
+impl Written {
+    pub fn json(
+        status: StatusCode,
+        body: &impl serde::Serialize,
+        resource_id: Option<&str>,
+    ) -> Self {
+        Written {
+            status,
+            body: serde_json::to_string(body).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "response did not serialise");
+                "{}".to_string()
+            }),
+            resource_id: resource_id.map(str::to_string),
+        }
     }
+}
+
+/// A `Written` for a freshly made object.
+pub fn created(resource_id: &str, body: &impl serde::Serialize) -> Written {
+    Written::json(StatusCode::CREATED, body, Some(resource_id))
 }
 
 /// The body of a list page.

@@ -9,6 +9,10 @@ use crate::{Timestamp, ids};
 pub mod kind {
     pub const CUSTOMER_CREATED: &str = "customer.created";
     pub const CUSTOMER_ERASED: &str = "customer.erased";
+    pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
+    pub const PAYMENT_FAILED: &str = "payment.failed";
+    pub const PAYMENT_REQUIRES_ACTION: &str = "payment.requires_action";
+    pub const REFUND_CREATED: &str = "refund.created";
 }
 
 #[derive(Debug, Clone, PartialEq)]

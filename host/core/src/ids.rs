@@ -11,6 +11,11 @@ pub mod prefix {
     pub const EVENT: &str = "evt";
     pub const API_KEY: &str = "key";
     pub const AUDIT: &str = "aud";
+    pub const PAYMENT: &str = "pay";
+    pub const REFUND: &str = "re";
+    /// The sandbox gateway's own objects, as a remote processor would name them.
+    pub const SANDBOX_CHARGE: &str = "pi_sbx";
+    pub const SANDBOX_REFUND: &str = "re_sbx";
 }
 
 /// A new id with the given prefix.

@@ -4,6 +4,8 @@
 //! - [`time`]: the UTC timestamp every table and response uses.
 //! - [`keys`]: API key secrets, their hashes and the scope ladder.
 //! - [`customer`]: the customer record and the validation of what clients send for it.
+//! - [`money`]: integer minor units with ISO 4217 exponents; exact decimal parsing.
+//! - [`payment`]: one-time payments and refunds.
 //! - [`event`]: the append-only domain event that analytics, triggers and experiments read.
 //! - [`validation`]: the one error a domain check returns, naming the field to blame.
 
@@ -11,6 +13,8 @@ pub mod customer;
 pub mod event;
 pub mod ids;
 pub mod keys;
+pub mod money;
+pub mod payment;
 pub mod time;
 pub mod validation;
 

@@ -98,6 +98,10 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace_secs: u64,
 
+    /// The largest single payment, in major units of its currency (e.g. `1000000.00`).
+    #[arg(long, env = "HEPHAESTUS_MAX_PAYMENT", default_value = "1000000.00", value_parser = parse_max_payment)]
+    pub max_payment: rust_decimal::Decimal,
+
     /// Log format: `text` for people, `json` for log pipelines.
     #[arg(long, env = "HEPHAESTUS_LOG_FORMAT", default_value = "text",
           value_parser = ["text", "json"])]
@@ -112,6 +116,7 @@ impl ServeArgs {
             cors_origins: self.cors_origins.clone(),
             key_cache_ttl: Duration::from_millis(self.key_cache_ttl_ms),
             request_timeout: Duration::from_secs(self.request_timeout_secs),
+            max_payment: self.max_payment,
             ..ApiConfig::default()
         }
     }
@@ -124,6 +129,17 @@ fn parse_database_url(s: &str) -> Result<String, String> {
     } else {
         Err("must start with sqlite:, postgres:// or postgresql://".to_string())
     }
+}
+
+fn parse_max_payment(s: &str) -> Result<rust_decimal::Decimal, String> {
+    let d: rust_decimal::Decimal = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a decimal amount like 1000000.00"))?;
+    if d <= rust_decimal::Decimal::ZERO {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
 }
 
 fn parse_origin(s: &str) -> Result<HeaderValue, String> {
@@ -154,6 +170,7 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "HEPHAESTUS_KEY_CACHE_TTL_MS",
     "HEPHAESTUS_SHUTDOWN_GRACE_SECS",
     "HEPHAESTUS_LOG_FORMAT",
+    "HEPHAESTUS_MAX_PAYMENT",
     "HEPHAESTUS_LOG",
 ];
 

@@ -7,6 +7,7 @@
 //! - [`audit`]: who changed what, when, through which request.
 //! - [`events`]: the append-only domain event log.
 //! - [`customers`]: customer records, lookup, listing and erasure.
+//! - [`payments`]: payments and refunds as the host records them.
 //!
 //! Writes go through [`Store::write`]: on SQLite a single writer thread commits concurrent
 //! requests together (group commit, see `writer`); on PostgreSQL each runs in its own
@@ -22,6 +23,7 @@ pub mod customers;
 pub mod events;
 pub mod idempotency;
 pub mod keys;
+pub mod payments;
 pub mod rate_limit;
 mod writer;
 

@@ -1,0 +1,617 @@
+//! `/api/v1/revenue/payments`: one-time payments through the configured gateway, and refunds.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hephaestus_billing::gateway::{ChargeRequest, ChargeStatus, GatewayError, RefundRequest};
+use hephaestus_core::Timestamp;
+use hephaestus_core::customer::{Metadata, validate_metadata};
+use hephaestus_core::event::{NewEvent, kind};
+use hephaestus_core::ids::{self, prefix};
+use hephaestus_core::money::{self, Currency, Money};
+use hephaestus_core::payment::{Payment, PaymentStatus, Refund};
+use hephaestus_core::validation::check_text;
+use hephaestus_store::{customers, events, payments};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, json};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::auth::{ReadKey, WriteKey};
+use crate::customers::page_params;
+use crate::error::{ApiResult, AppError};
+use crate::extract::{Json, PathId, Query};
+use crate::write::{self, RequestMeta, Written};
+
+/// A decimal amount in major units exactly as the client wrote it: a JSON number (`97.00`)
+/// or a string (`"97.00"`). Kept as text so it is never rounded through a float.
+#[derive(Debug)]
+pub struct AmountText(String);
+
+impl<'de> Deserialize<'de> for AmountText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw: Box<RawValue> = Deserialize::deserialize(d)?;
+        let text = raw.get();
+        if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+            return Ok(AmountText(inner.to_string()));
+        }
+        if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+            return Ok(AmountText(text.to_string()));
+        }
+        Err(serde::de::Error::custom(
+            "expected a decimal amount in major units, like 97.00",
+        ))
+    }
+}
+
+/// An amount for responses: a JSON number with exactly the currency's decimals.
+fn amount_json(m: Money) -> Box<RawValue> {
+    RawValue::from_string(m.major_string())
+        .unwrap_or_else(|_| RawValue::from_string("0".into()).unwrap_or_default())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefundView {
+    /// `re_…`
+    pub id: String,
+    pub object: &'static str,
+    pub payment_id: String,
+    /// Major units, with the currency's decimals.
+    #[schema(value_type = f64, example = 25.00)]
+    pub amount: Box<RawValue>,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub status: String,
+    pub reason: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+}
+
+impl From<&Refund> for RefundView {
+    fn from(r: &Refund) -> Self {
+        RefundView {
+            id: r.id.clone(),
+            object: "refund",
+            payment_id: r.payment_id.clone(),
+            amount: amount_json(r.amount),
+            amount_minor: r.amount.minor,
+            currency: r.amount.currency.code().to_string(),
+            status: r.status.clone(),
+            reason: r.reason.clone(),
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentView {
+    /// `pay_…`
+    pub id: String,
+    /// The same as `id`, under the name the documented clients read.
+    pub payment_id: String,
+    pub object: &'static str,
+    pub customer_id: String,
+    /// Major units, with the currency's decimals (`97.00`; `1000` for JPY).
+    #[schema(value_type = f64, example = 97.00)]
+    pub amount: Box<RawValue>,
+    pub amount_minor: i64,
+    /// ISO 4217, uppercase.
+    pub currency: String,
+    #[schema(value_type = f64, example = 0.00)]
+    pub amount_refunded: Box<RawValue>,
+    pub amount_refunded_minor: i64,
+    /// succeeded, requires_action, processing, failed, refunded, partially_refunded, disputed
+    pub status: String,
+    pub payment_method: String,
+    pub description: Option<String>,
+    /// `sandbox` or `stripe`.
+    pub gateway: String,
+    pub gateway_id: Option<String>,
+    pub decline_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub metadata: Metadata,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+    /// Present on reads of one payment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refunds: Option<Vec<RefundView>>,
+}
+
+impl From<&Payment> for PaymentView {
+    fn from(p: &Payment) -> Self {
+        PaymentView {
+            id: p.id.clone(),
+            payment_id: p.id.clone(),
+            object: "payment",
+            customer_id: p.customer_id.clone(),
+            amount: amount_json(p.amount),
+            amount_minor: p.amount.minor,
+            currency: p.amount.currency.code().to_string(),
+            amount_refunded: amount_json(Money {
+                minor: p.amount_refunded_minor,
+                currency: p.amount.currency,
+            }),
+            amount_refunded_minor: p.amount_refunded_minor,
+            status: p.status.as_str().to_string(),
+            payment_method: p.payment_method.clone(),
+            description: p.description.clone(),
+            gateway: p.gateway.clone(),
+            gateway_id: p.gateway_id.clone(),
+            decline_code: p.decline_code.clone(),
+            failure_message: p.failure_message.clone(),
+            metadata: p.metadata.clone(),
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+            refunds: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePayment {
+    /// `cus_…`
+    pub customer_id: String,
+    /// Decimal in major units (`97.00`); at most the currency's decimals; above zero and
+    /// at most the configured maximum.
+    #[schema(value_type = f64, example = 97.00)]
+    pub amount: AmountText,
+    /// ISO 4217 code, either case.
+    #[schema(example = "usd")]
+    pub currency: String,
+    /// A test method on the sandbox (`pm_card_visa`, `pm_card_chargeDeclined`, …).
+    #[schema(example = "pm_card_visa")]
+    pub payment_method: String,
+    pub description: Option<String>,
+    pub metadata: Option<Metadata>,
+}
+
+struct ValidPayment {
+    customer_id: String,
+    amount: Money,
+    payment_method: String,
+    description: Option<String>,
+    metadata: Metadata,
+}
+
+fn validate(req: CreatePayment, state: &AppState) -> ApiResult<ValidPayment> {
+    if !ids::is_well_formed(prefix::CUSTOMER, &req.customer_id) {
+        return Err(AppError::invalid(
+            "customer_id",
+            "must be a customer id like cus_…",
+        ));
+    }
+    let currency = Currency::parse(&req.currency, "currency")?;
+    let max = money::major_to_minor(state.config.max_payment, currency);
+    let minor = money::parse_major(&req.amount.0, currency, max, "amount")?;
+    if req.payment_method.is_empty() {
+        return Err(AppError::invalid("payment_method", "must not be empty"));
+    }
+    check_text("payment_method", &req.payment_method, 100)?;
+    if let Some(d) = &req.description {
+        check_text("description", d, 1000)?;
+    }
+    let metadata = req.metadata.unwrap_or_default();
+    validate_metadata(&metadata)?;
+    Ok(ValidPayment {
+        customer_id: req.customer_id,
+        amount: Money { minor, currency },
+        payment_method: req.payment_method,
+        description: req.description,
+        metadata,
+    })
+}
+
+fn gateway_error(e: GatewayError) -> AppError {
+    match e {
+        GatewayError::InvalidRequest { param, message } => AppError::Invalid {
+            field: param.map(str::to_string),
+            message,
+        },
+        GatewayError::Unavailable(m) => AppError::Unavailable(m),
+    }
+}
+
+/// Charges a customer. Answers 201 with the payment when it succeeded or needs the
+/// customer's action, and 402 `card_declined` (with `decline_code` and the stored
+/// `payment_id`) when the card was declined.
+#[utoipa::path(
+    post, path = "/api/v1/revenue/payments", tag = "payments",
+    request_body = CreatePayment,
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retried request with the same key never charges twice")),
+    responses(
+        (status = 201, body = PaymentView),
+        (status = 400, body = crate::openapi::ErrorBody),
+        (status = 402, body = crate::openapi::ErrorBody, description = "card_declined, with decline_code and payment_id"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    auth: WriteKey,
+    meta: RequestMeta,
+    body: Json<CreatePayment>,
+) -> Response {
+    let p = match validate(body.value, &state) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    // The customer must exist and still be a customer before anything is charged.
+    match customers::get(&state.store, &p.customer_id).await {
+        Ok(Some(c)) if c.erased_at.is_none() => {}
+        Ok(_) => {
+            return AppError::invalid(
+                "customer_id",
+                format!("no such customer: {}", p.customer_id),
+            )
+            .into_response();
+        }
+        Err(e) => return AppError::from(e).into_response(),
+    }
+    let claimed = match write::claim(&state, &auth.0, &meta, &body.raw).await {
+        Ok(c) => c,
+        Err(answer) => return answer,
+    };
+    let charge = state
+        .gateway
+        .charge(ChargeRequest {
+            amount: p.amount,
+            payment_method: p.payment_method.clone(),
+            description: p.description.clone(),
+            idempotency_key: claimed.external_key("charge"),
+        })
+        .await;
+    let charge = match charge {
+        Ok(c) => c,
+        Err(e) => return claimed.fail(gateway_error(e)).await,
+    };
+    let gateway = state.gateway.name().to_string();
+    claimed
+        .commit(move |tx| {
+            Box::pin(async move {
+                let now = Timestamp::now();
+                let status = match charge.status {
+                    ChargeStatus::Succeeded => PaymentStatus::Succeeded,
+                    ChargeStatus::RequiresAction => PaymentStatus::RequiresAction,
+                    ChargeStatus::Processing => PaymentStatus::Processing,
+                    ChargeStatus::Declined => PaymentStatus::Failed,
+                };
+                let payment = Payment {
+                    id: ids::new_id(prefix::PAYMENT),
+                    customer_id: p.customer_id,
+                    amount: p.amount,
+                    amount_refunded_minor: 0,
+                    status,
+                    payment_method: p.payment_method,
+                    description: p.description,
+                    gateway,
+                    gateway_id: Some(charge.id.clone()),
+                    decline_code: charge.decline_code.clone(),
+                    failure_message: charge.failure_message.clone(),
+                    metadata: p.metadata,
+                    created_at: now,
+                    updated_at: now,
+                };
+                payments::insert(tx, &payment).await?;
+                let event_kind = match status {
+                    PaymentStatus::Succeeded => Some(kind::PAYMENT_SUCCEEDED),
+                    PaymentStatus::Failed => Some(kind::PAYMENT_FAILED),
+                    PaymentStatus::RequiresAction => Some(kind::PAYMENT_REQUIRES_ACTION),
+                    _ => None,
+                };
+                if let Some(event_kind) = event_kind {
+                    events::append(
+                        tx,
+                        NewEvent::new(
+                            event_kind,
+                            &payment.id,
+                            Some(payment.customer_id.clone()),
+                            json!({
+                                "payment_id": payment.id,
+                                "customer_id": payment.customer_id,
+                                "amount_minor": payment.amount.minor,
+                                "currency": payment.amount.currency.code(),
+                                "decline_code": payment.decline_code,
+                            }),
+                            now,
+                        ),
+                    );
+                }
+                let view = PaymentView::from(&payment);
+                if status == PaymentStatus::Failed {
+                    // The declined payment is stored; the answer is the documented 402.
+                    let body = Declined {
+                        error: DeclinedError {
+                            code: "card_declined",
+                            message: payment
+                                .failure_message
+                                .as_deref()
+                                .unwrap_or("Your card was declined."),
+                            decline_code: payment.decline_code.as_deref(),
+                            payment_id: &payment.id,
+                            payment: &view,
+                        },
+                    };
+                    return Ok(Written::json(
+                        StatusCode::PAYMENT_REQUIRED,
+                        &body,
+                        Some(&payment.id),
+                    ));
+                }
+                Ok(write::created(&payment.id, &view))
+            })
+        })
+        .await
+}
+
+/// The 402 answer to a declined card: the standard error shape plus the stored payment.
+#[derive(Serialize)]
+struct Declined<'a> {
+    error: DeclinedError<'a>,
+}
+
+#[derive(Serialize)]
+struct DeclinedError<'a> {
+    code: &'static str,
+    message: &'a str,
+    decline_code: Option<&'a str>,
+    payment_id: &'a str,
+    payment: &'a PaymentView,
+}
+
+fn not_found(id: String) -> AppError {
+    AppError::NotFound {
+        kind: "payment",
+        id,
+    }
+}
+
+async fn load(state: &AppState, id: String) -> ApiResult<Payment> {
+    if !ids::is_well_formed(prefix::PAYMENT, &id) {
+        return Err(not_found(id));
+    }
+    payments::get(&state.store, &id)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+/// One payment, with its refunds.
+#[utoipa::path(
+    get, path = "/api/v1/revenue/payments/{id}", tag = "payments",
+    params(("id" = String, Path, description = "`pay_…`")),
+    responses((status = 200, body = PaymentView), (status = 404, body = crate::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    _auth: ReadKey,
+    PathId(id): PathId,
+) -> ApiResult<axum::Json<PaymentView>> {
+    let payment = load(&state, id).await?;
+    let refunds = payments::refunds_of(&state.store, &payment.id).await?;
+    let mut view = PaymentView::from(&payment);
+    view.refunds = Some(refunds.iter().map(RefundView::from).collect());
+    Ok(axum::Json(view))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// 1 to 100, default 10.
+    pub limit: Option<i64>,
+    /// A payment id from the previous page (lists run newest first).
+    pub starting_after: Option<String>,
+    pub customer_id: Option<String>,
+    /// succeeded, requires_action, processing, failed, refunded, partially_refunded, disputed
+    pub status: Option<String>,
+    /// Created at or after this Unix time (seconds).
+    pub created_gte: Option<i64>,
+    /// Created at or before this Unix time (seconds).
+    pub created_lte: Option<i64>,
+}
+
+fn unix_secs(field: &str, secs: Option<i64>) -> ApiResult<Option<Timestamp>> {
+    match secs {
+        None => Ok(None),
+        Some(s) if (0..=253_402_300_799).contains(&s) => {
+            Ok(Some(Timestamp::from_micros(s * 1_000_000)))
+        }
+        Some(_) => Err(AppError::invalid(field, "must be a Unix time in seconds")),
+    }
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/revenue/payments", tag = "payments",
+    params(ListParams),
+    responses((status = 200, description = "`{object: list, data: [payment], has_more}`"), (status = 400, body = crate::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    _auth: ReadKey,
+    Query(params): Query<ListParams>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    let (limit, starting_after) =
+        page_params(params.limit, params.starting_after, prefix::PAYMENT)?;
+    let status = params
+        .status
+        .map(|s| s.parse::<PaymentStatus>())
+        .transpose()
+        .map_err(|m| AppError::invalid("status", m))?;
+    if let Some(c) = &params.customer_id
+        && !ids::is_well_formed(prefix::CUSTOMER, c)
+    {
+        return Err(AppError::invalid(
+            "customer_id",
+            "must be a customer id like cus_…",
+        ));
+    }
+    let mut rows = payments::list(
+        &state.store,
+        &payments::ListQuery {
+            limit: limit + 1,
+            starting_after,
+            customer_id: params.customer_id,
+            status,
+            created_gte: unix_secs("created_gte", params.created_gte)?,
+            created_lte: unix_secs("created_lte", params.created_lte)?,
+        },
+    )
+    .await?;
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let items: Vec<PaymentView> = rows.iter().map(PaymentView::from).collect();
+    Ok(axum::Json(write::page(&items, has_more)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRefund {
+    /// Decimal in major units; default: everything not yet refunded.
+    #[schema(value_type = Option<f64>, example = 25.00)]
+    pub amount: Option<AmountText>,
+    /// duplicate, fraudulent or requested_by_customer.
+    pub reason: Option<String>,
+}
+
+/// Refunds all or part of a payment. Never more than what is left.
+#[utoipa::path(
+    post, path = "/api/v1/revenue/payments/{id}/refunds", tag = "payments",
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = CreateRefund,
+    responses(
+        (status = 201, body = RefundView),
+        (status = 400, body = crate::openapi::ErrorBody, description = "amount above what is left, or payment not refundable"),
+        (status = 404, body = crate::openapi::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn refund(
+    State(state): State<AppState>,
+    auth: WriteKey,
+    meta: RequestMeta,
+    PathId(id): PathId,
+    body: Json<CreateRefund>,
+) -> Response {
+    let payment = match load(&state, id).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let req = body.value;
+    if let Some(r) = &req.reason
+        && !matches!(
+            r.as_str(),
+            "duplicate" | "fraudulent" | "requested_by_customer"
+        )
+    {
+        return AppError::invalid(
+            "reason",
+            "must be duplicate, fraudulent or requested_by_customer",
+        )
+        .into_response();
+    }
+    if !payment.status.is_refundable() {
+        return AppError::Invalid {
+            field: None,
+            message: format!(
+                "payment {} is {} and cannot be refunded",
+                payment.id, payment.status
+            ),
+        }
+        .into_response();
+    }
+    let left = payment.refundable_minor();
+    let currency = payment.amount.currency;
+    let amount_minor = match &req.amount {
+        None => left,
+        Some(text) => match money::parse_major(&text.0, currency, money::MAX_MINOR, "amount") {
+            Ok(m) => m,
+            Err(e) => return AppError::from(e).into_response(),
+        },
+    };
+    if amount_minor > left {
+        let left = Money {
+            minor: left,
+            currency,
+        };
+        return AppError::invalid(
+            "amount",
+            format!(
+                "is more than the {} {} left to refund",
+                left.major_string(),
+                currency
+            ),
+        )
+        .into_response();
+    }
+    let Some(charge_id) = payment.gateway_id.clone() else {
+        return AppError::Internal(anyhow::anyhow!("payment {} has no gateway id", payment.id))
+            .into_response();
+    };
+    let claimed = match write::claim(&state, &auth.0, &meta, &body.raw).await {
+        Ok(c) => c,
+        Err(answer) => return answer,
+    };
+    let refunded = state
+        .gateway
+        .refund(RefundRequest {
+            charge_id,
+            amount_minor,
+            idempotency_key: claimed.external_key("refund"),
+        })
+        .await;
+    let refunded = match refunded {
+        Ok(r) => r,
+        Err(e) => return claimed.fail(gateway_error(e)).await,
+    };
+    claimed
+        .commit(move |tx| {
+            Box::pin(async move {
+                let now = Timestamp::now();
+                let updated = payments::add_refunded(tx, &payment.id, amount_minor, now)
+                    .await?
+                    .ok_or_else(|| AppError::Conflict {
+                        code: "refund_conflict",
+                        message:
+                            "the payment changed while it was being refunded; read it and retry"
+                                .into(),
+                        details: Map::new(),
+                    })?;
+                let refund = Refund {
+                    id: ids::new_id(prefix::REFUND),
+                    payment_id: payment.id.clone(),
+                    amount: Money {
+                        minor: amount_minor,
+                        currency,
+                    },
+                    status: "succeeded".into(),
+                    reason: req.reason,
+                    gateway_id: Some(refunded.id),
+                    created_at: now,
+                };
+                payments::insert_refund(tx, &refund).await?;
+                events::append(
+                    tx,
+                    NewEvent::new(
+                        kind::REFUND_CREATED,
+                        &refund.id,
+                        Some(updated.customer_id.clone()),
+                        json!({
+                            "refund_id": refund.id,
+                            "payment_id": updated.id,
+                            "amount_minor": amount_minor,
+                            "currency": currency.code(),
+                            "payment_status": updated.status.as_str(),
+                        }),
+                        now,
+                    ),
+                );
+                Ok(write::created(&refund.id, &RefundView::from(&refund)))
+            })
+        })
+        .await
+}

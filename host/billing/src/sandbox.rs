@@ -1,0 +1,360 @@
+//! The sandbox gateway: a payment processor in a box, for running and testing with no
+//! account. It keeps its own books (`sandbox_charges`, `sandbox_refunds`) the way a remote
+//! processor would — its own ids, its own idempotency, its own refund limits — and answers
+//! the test payment methods the way Stripe's test mode does:
+//!
+//! | payment method | result |
+//! |---|---|
+//! | `pm_card_visa`, `pm_card_visa_debit`, `pm_card_mastercard`, `pm_card_amex` | succeeds |
+//! | `pm_card_chargeDeclined` | declined, `generic_decline` |
+//! | `pm_card_chargeDeclinedInsufficientFunds` | declined, `insufficient_funds` |
+//! | `pm_card_chargeDeclinedLostCard` | declined, `lost_card` |
+//! | `pm_card_chargeDeclinedStolenCard` | declined, `stolen_card` |
+//! | `pm_card_chargeDeclinedExpiredCard` | declined, `expired_card` |
+//! | `pm_card_chargeDeclinedIncorrectCvc` | declined, `incorrect_cvc` |
+//! | `pm_card_chargeDeclinedProcessingError` | declined, `processing_error` |
+//! | `pm_card_chargeDeclinedFraudulent` | declined, `fraudulent` |
+//! | `pm_card_authenticationRequired` | needs the customer's action (3-D Secure) |
+//!
+//! Anything else is an unknown payment method, as Stripe answers it.
+
+use futures::future::BoxFuture;
+use hephaestus_core::Timestamp;
+use hephaestus_core::ids::{self, prefix};
+use hephaestus_core::money::{Currency, Money};
+use hephaestus_store::{Store, StoreError, Tx, with_read, with_tx};
+
+use crate::gateway::{
+    Charge, ChargeRequest, ChargeStatus, Gateway, GatewayError, GatewayRefund, RefundRequest,
+};
+
+/// What a test payment method does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    Succeed,
+    Decline(&'static str),
+    RequireAction,
+}
+
+/// The test payment methods, and what each does.
+pub const PAYMENT_METHODS: &[(&str, Behaviour)] = &[
+    ("pm_card_visa", Behaviour::Succeed),
+    ("pm_card_visa_debit", Behaviour::Succeed),
+    ("pm_card_mastercard", Behaviour::Succeed),
+    ("pm_card_amex", Behaviour::Succeed),
+    (
+        "pm_card_chargeDeclined",
+        Behaviour::Decline("generic_decline"),
+    ),
+    (
+        "pm_card_chargeDeclinedInsufficientFunds",
+        Behaviour::Decline("insufficient_funds"),
+    ),
+    (
+        "pm_card_chargeDeclinedLostCard",
+        Behaviour::Decline("lost_card"),
+    ),
+    (
+        "pm_card_chargeDeclinedStolenCard",
+        Behaviour::Decline("stolen_card"),
+    ),
+    (
+        "pm_card_chargeDeclinedExpiredCard",
+        Behaviour::Decline("expired_card"),
+    ),
+    (
+        "pm_card_chargeDeclinedIncorrectCvc",
+        Behaviour::Decline("incorrect_cvc"),
+    ),
+    (
+        "pm_card_chargeDeclinedProcessingError",
+        Behaviour::Decline("processing_error"),
+    ),
+    (
+        "pm_card_chargeDeclinedFraudulent",
+        Behaviour::Decline("fraudulent"),
+    ),
+    ("pm_card_authenticationRequired", Behaviour::RequireAction),
+];
+
+pub fn behaviour(payment_method: &str) -> Option<Behaviour> {
+    PAYMENT_METHODS
+        .iter()
+        .find(|(pm, _)| *pm == payment_method)
+        .map(|(_, b)| *b)
+}
+
+fn decline_message(code: &str) -> &'static str {
+    match code {
+        "insufficient_funds" => "Your card has insufficient funds.",
+        "lost_card" | "stolen_card" | "generic_decline" | "fraudulent" => "Your card was declined.",
+        "expired_card" => "Your card has expired.",
+        "incorrect_cvc" => "Your card's security code is incorrect.",
+        "processing_error" => "An error occurred while processing your card. Try again.",
+        _ => "Your card was declined.",
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SandboxGateway {
+    store: Store,
+}
+
+impl SandboxGateway {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ChargeRow {
+    id: String,
+    idempotency_key: String,
+    amount_minor: i64,
+    currency: String,
+    payment_method: String,
+    status: String,
+    decline_code: Option<String>,
+    amount_refunded_minor: i64,
+}
+
+impl ChargeRow {
+    fn to_charge(&self) -> Result<Charge, GatewayError> {
+        let currency = Currency::parse(&self.currency, "currency")
+            .map_err(|e| GatewayError::Unavailable(format!("sandbox ledger: {e}")))?;
+        let status = match self.status.as_str() {
+            "succeeded" => ChargeStatus::Succeeded,
+            "requires_action" => ChargeStatus::RequiresAction,
+            "processing" => ChargeStatus::Processing,
+            _ => ChargeStatus::Declined,
+        };
+        Ok(Charge {
+            id: self.id.clone(),
+            amount: Money {
+                minor: self.amount_minor,
+                currency,
+            },
+            status,
+            failure_message: self
+                .decline_code
+                .as_deref()
+                .map(|c| decline_message(c).to_string()),
+            decline_code: self.decline_code.clone(),
+            amount_refunded_minor: self.amount_refunded_minor,
+        })
+    }
+}
+
+const CHARGE_COLUMNS: &str = "id, idempotency_key, amount_minor, currency, payment_method, status, \
+     decline_code, amount_refunded_minor";
+
+async fn charge_by(
+    tx: &mut Tx,
+    column: &str,
+    value: &str,
+) -> Result<Option<ChargeRow>, StoreError> {
+    let sql = format!("SELECT {CHARGE_COLUMNS} FROM sandbox_charges WHERE {column} = $1");
+    Ok(with_tx!(tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(value)
+        .fetch_optional(c)
+        .await)?)
+}
+
+fn store_err(e: StoreError) -> GatewayError {
+    GatewayError::Unavailable(format!("sandbox ledger: {e}"))
+}
+
+impl Gateway for SandboxGateway {
+    fn name(&self) -> &'static str {
+        "sandbox"
+    }
+
+    fn charge(&self, req: ChargeRequest) -> BoxFuture<'_, Result<Charge, GatewayError>> {
+        Box::pin(async move {
+            let Some(behaviour) = behaviour(&req.payment_method) else {
+                return Err(GatewayError::InvalidRequest {
+                    param: Some("payment_method"),
+                    message: format!(
+                        "No such PaymentMethod: '{}'; the sandbox accepts the test methods listed in the README",
+                        req.payment_method
+                    ),
+                });
+            };
+            let row = self
+                .store
+                .write(move |tx| {
+                    Box::pin(async move {
+                        // The same idempotency key answers with the first charge, as long as
+                        // it is the same request.
+                        if let Some(existing) = charge_by(tx, "idempotency_key", &req.idempotency_key).await? {
+                            let same = existing.amount_minor == req.amount.minor
+                                && existing.currency == req.amount.currency.code()
+                                && existing.payment_method == req.payment_method;
+                            return Ok(if same { Ok(existing) } else { Err(()) });
+                        }
+                        let (status, decline) = match behaviour {
+                            Behaviour::Succeed => ("succeeded", None),
+                            Behaviour::Decline(code) => ("failed", Some(code.to_string())),
+                            Behaviour::RequireAction => ("requires_action", None),
+                        };
+                        let now = Timestamp::now().as_micros();
+                        let row = ChargeRow {
+                            id: ids::new_id(prefix::SANDBOX_CHARGE),
+                            idempotency_key: req.idempotency_key.clone(),
+                            amount_minor: req.amount.minor,
+                            currency: req.amount.currency.code().to_string(),
+                            payment_method: req.payment_method.clone(),
+                            status: status.to_string(),
+                            decline_code: decline,
+                            amount_refunded_minor: 0,
+                        };
+                        with_tx!(tx, |c| sqlx::query(
+                            "INSERT INTO sandbox_charges (id, idempotency_key, amount_minor, currency,
+                                 payment_method, status, decline_code, amount_refunded_minor,
+                                 created_at, updated_at)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8)"
+                        )
+                        .bind(&row.id)
+                        .bind(&row.idempotency_key)
+                        .bind(row.amount_minor)
+                        .bind(&row.currency)
+                        .bind(&row.payment_method)
+                        .bind(&row.status)
+                        .bind(&row.decline_code)
+                        .bind(now)
+                        .execute(c)
+                        .await
+                        .map(|r| r.rows_affected()))?;
+                        Ok::<_, StoreError>(Ok(row))
+                    })
+                })
+                .await
+                .map_err(store_err)?;
+            match row {
+                Ok(row) => row.to_charge(),
+                Err(()) => Err(GatewayError::InvalidRequest {
+                    param: None,
+                    message: "this idempotency key was used for a different charge".into(),
+                }),
+            }
+        })
+    }
+
+    fn refund(&self, req: RefundRequest) -> BoxFuture<'_, Result<GatewayRefund, GatewayError>> {
+        Box::pin(async move {
+            self.store
+                .write(move |tx| {
+                    Box::pin(async move {
+                        let existing: Option<(String, String, i64)> = with_tx!(&mut *tx, |c| sqlx::query_as(
+                            "SELECT id, charge_id, amount_minor FROM sandbox_refunds WHERE idempotency_key = $1"
+                        )
+                        .bind(&req.idempotency_key)
+                        .fetch_optional(c)
+                        .await)
+                        .map_err(|e| store_err(e.into()))?;
+                        if let Some((id, charge_id, amount_minor)) = existing {
+                            if charge_id != req.charge_id || amount_minor != req.amount_minor {
+                                return Err(GatewayError::InvalidRequest {
+                                    param: None,
+                                    message: "this idempotency key was used for a different refund".into(),
+                                });
+                            }
+                            return Ok(GatewayRefund { id, charge_id, amount_minor });
+                        }
+                        let charge = charge_by(tx, "id", &req.charge_id)
+                            .await
+                            .map_err(store_err)?
+                            .ok_or_else(|| GatewayError::InvalidRequest {
+                                param: None,
+                                message: format!("No such charge: '{}'", req.charge_id),
+                            })?;
+                        if charge.status != "succeeded" {
+                            return Err(GatewayError::InvalidRequest {
+                                param: None,
+                                message: format!("charge {} has not succeeded and cannot be refunded", charge.id),
+                            });
+                        }
+                        let left = charge.amount_minor - charge.amount_refunded_minor;
+                        if req.amount_minor <= 0 || req.amount_minor > left {
+                            return Err(GatewayError::InvalidRequest {
+                                param: Some("amount"),
+                                message: format!(
+                                    "Refund amount ({}) is greater than the unrefunded amount on the charge ({left})",
+                                    req.amount_minor
+                                ),
+                            });
+                        }
+                        let id = ids::new_id(prefix::SANDBOX_REFUND);
+                        let now = Timestamp::now().as_micros();
+                        with_tx!(&mut *tx, |c| sqlx::query(
+                            "UPDATE sandbox_charges SET amount_refunded_minor = amount_refunded_minor + $2,
+                                 updated_at = $3 WHERE id = $1"
+                        )
+                        .bind(&charge.id)
+                        .bind(req.amount_minor)
+                        .bind(now)
+                        .execute(c)
+                        .await
+                        .map(|r| r.rows_affected()))
+                        .map_err(|e| store_err(e.into()))?;
+                        with_tx!(&mut *tx, |c| sqlx::query(
+                            "INSERT INTO sandbox_refunds (id, idempotency_key, charge_id, amount_minor, created_at)
+                             VALUES ($1, $2, $3, $4, $5)"
+                        )
+                        .bind(&id)
+                        .bind(&req.idempotency_key)
+                        .bind(&charge.id)
+                        .bind(req.amount_minor)
+                        .bind(now)
+                        .execute(c)
+                        .await
+                        .map(|r| r.rows_affected()))
+                        .map_err(|e| store_err(e.into()))?;
+                        Ok(GatewayRefund {
+                            id,
+                            charge_id: charge.id,
+                            amount_minor: req.amount_minor,
+                        })
+                    })
+                })
+                .await
+        })
+    }
+
+    fn fetch(&self, charge_id: String) -> BoxFuture<'_, Result<Option<Charge>, GatewayError>> {
+        Box::pin(async move {
+            let sql = format!("SELECT {CHARGE_COLUMNS} FROM sandbox_charges WHERE id = $1");
+            let row: Option<ChargeRow> =
+                with_read!(&self.store, |e| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(&charge_id)
+                    .fetch_optional(e)
+                    .await)
+                .map_err(|e| store_err(e.into()))?;
+            row.map(|r| r.to_charge()).transpose()
+        })
+    }
+}
+
+impl From<StoreError> for GatewayError {
+    fn from(e: StoreError) -> Self {
+        store_err(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_method_is_distinct() {
+        let mut names: Vec<_> = PAYMENT_METHODS.iter().map(|(n, _)| *n).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), PAYMENT_METHODS.len());
+        assert_eq!(
+            behaviour("pm_card_chargeDeclinedInsufficientFunds"),
+            Some(Behaviour::Decline("insufficient_funds"))
+        );
+        assert_eq!(behaviour("pm_card_nope"), None);
+    }
+}

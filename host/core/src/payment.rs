@@ -1,0 +1,111 @@
+//! One-time payments and their refunds, as the host records them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::Timestamp;
+use crate::customer::Metadata;
+use crate::money::Money;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PaymentStatus {
+    Succeeded,
+    /// The customer must act (e.g. 3-D Secure) before the charge can succeed.
+    RequiresAction,
+    /// The gateway has not decided yet.
+    Processing,
+    Failed,
+    Refunded,
+    PartiallyRefunded,
+    Disputed,
+}
+
+impl PaymentStatus {
+    pub const ALL: [PaymentStatus; 7] = [
+        PaymentStatus::Succeeded,
+        PaymentStatus::RequiresAction,
+        PaymentStatus::Processing,
+        PaymentStatus::Failed,
+        PaymentStatus::Refunded,
+        PaymentStatus::PartiallyRefunded,
+        PaymentStatus::Disputed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Succeeded => "succeeded",
+            PaymentStatus::RequiresAction => "requires_action",
+            PaymentStatus::Processing => "processing",
+            PaymentStatus::Failed => "failed",
+            PaymentStatus::Refunded => "refunded",
+            PaymentStatus::PartiallyRefunded => "partially_refunded",
+            PaymentStatus::Disputed => "disputed",
+        }
+    }
+
+    /// Whether money was captured and some of it can still be given back.
+    pub fn is_refundable(self) -> bool {
+        matches!(
+            self,
+            PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded
+        )
+    }
+}
+
+impl fmt::Display for PaymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PaymentStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PaymentStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                let all: Vec<_> = PaymentStatus::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown status `{s}` (one of {})", all.join(", "))
+            })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    pub id: String,
+    pub customer_id: String,
+    pub amount: Money,
+    pub amount_refunded_minor: i64,
+    pub status: PaymentStatus,
+    pub payment_method: String,
+    pub description: Option<String>,
+    /// Which gateway holds the money: `sandbox` or `stripe`.
+    pub gateway: String,
+    /// The gateway's own id for the charge, once it has one.
+    pub gateway_id: Option<String>,
+    /// The issuer's reason for a decline (`insufficient_funds`, …), as the gateway gave it.
+    pub decline_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub metadata: Metadata,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Payment {
+    /// What can still be refunded, in minor units.
+    pub fn refundable_minor(&self) -> i64 {
+        self.amount.minor - self.amount_refunded_minor
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refund {
+    pub id: String,
+    pub payment_id: String,
+    pub amount: Money,
+    pub status: String,
+    pub reason: Option<String>,
+    pub gateway_id: Option<String>,
+    pub created_at: Timestamp,
+}

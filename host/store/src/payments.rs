@@ -1,0 +1,220 @@
+use hephaestus_core::Timestamp;
+use hephaestus_core::customer::Metadata;
+use hephaestus_core::money::{Currency, Money};
+use hephaestus_core::payment::{Payment, PaymentStatus, Refund};
+
+use crate::{Result, Store, StoreError, Tx, with_read, with_tx};
+
+#[derive(sqlx::FromRow)]
+struct PaymentRow {
+    id: String,
+    customer_id: String,
+    amount_minor: i64,
+    currency: String,
+    amount_refunded_minor: i64,
+    status: String,
+    payment_method: String,
+    description: Option<String>,
+    gateway: String,
+    gateway_id: Option<String>,
+    decline_code: Option<String>,
+    failure_message: Option<String>,
+    metadata: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+fn currency(code: &str, id: &str) -> Result<Currency> {
+    Currency::parse(code, "currency").map_err(|e| StoreError::Corrupt(format!("{id}: {e}")))
+}
+
+impl TryFrom<PaymentRow> for Payment {
+    type Error = StoreError;
+    fn try_from(r: PaymentRow) -> Result<Self> {
+        let currency = currency(&r.currency, &r.id)?;
+        let metadata: Metadata = serde_json::from_str(&r.metadata)
+            .map_err(|e| StoreError::Corrupt(format!("payment {} metadata: {e}", r.id)))?;
+        Ok(Payment {
+            status: r.status.parse().map_err(StoreError::Corrupt)?,
+            amount: Money {
+                minor: r.amount_minor,
+                currency,
+            },
+            id: r.id,
+            customer_id: r.customer_id,
+            amount_refunded_minor: r.amount_refunded_minor,
+            payment_method: r.payment_method,
+            description: r.description,
+            gateway: r.gateway,
+            gateway_id: r.gateway_id,
+            decline_code: r.decline_code,
+            failure_message: r.failure_message,
+            metadata,
+            created_at: Timestamp::from_micros(r.created_at),
+            updated_at: Timestamp::from_micros(r.updated_at),
+        })
+    }
+}
+
+const COLUMNS: &str = "id, customer_id, amount_minor, currency, amount_refunded_minor, status, \
+     payment_method, description, gateway, gateway_id, decline_code, failure_message, metadata, \
+     created_at, updated_at";
+
+pub async fn insert(tx: &mut Tx, p: &Payment) -> Result<()> {
+    let metadata = serde_json::to_string(&p.metadata)
+        .map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?;
+    with_tx!(tx, |c| sqlx::query(
+        "INSERT INTO payments (id, customer_id, amount_minor, currency, amount_refunded_minor,
+             status, payment_method, description, gateway, gateway_id, decline_code,
+             failure_message, metadata, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+    )
+    .bind(&p.id)
+    .bind(&p.customer_id)
+    .bind(p.amount.minor)
+    .bind(p.amount.currency.code())
+    .bind(p.amount_refunded_minor)
+    .bind(p.status.as_str())
+    .bind(&p.payment_method)
+    .bind(&p.description)
+    .bind(&p.gateway)
+    .bind(&p.gateway_id)
+    .bind(&p.decline_code)
+    .bind(&p.failure_message)
+    .bind(&metadata)
+    .bind(p.created_at.as_micros())
+    .bind(p.updated_at.as_micros())
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn get(store: &Store, id: &str) -> Result<Option<Payment>> {
+    let sql = format!("SELECT {COLUMNS} FROM payments WHERE id = $1");
+    let row: Option<PaymentRow> = with_read!(store, |e| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(e)
+        .await)?;
+    row.map(Payment::try_from).transpose()
+}
+
+/// What a payment list asks for. Lists run newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub limit: i64,
+    pub starting_after: Option<String>,
+    pub customer_id: Option<String>,
+    pub status: Option<PaymentStatus>,
+    pub created_gte: Option<Timestamp>,
+    pub created_lte: Option<Timestamp>,
+}
+
+pub async fn list(store: &Store, q: &ListQuery) -> Result<Vec<Payment>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM payments
+          WHERE ($1 IS NULL OR id < $1) AND ($2 IS NULL OR customer_id = $2)
+            AND ($3 IS NULL OR status = $3)
+            AND ($4 IS NULL OR created_at >= $4) AND ($5 IS NULL OR created_at <= $5)
+          ORDER BY id DESC LIMIT $6"
+    );
+    let rows: Vec<PaymentRow> = with_read!(store, |e| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(&q.starting_after)
+        .bind(&q.customer_id)
+        .bind(q.status.map(|s| s.as_str()))
+        .bind(q.created_gte.map(Timestamp::as_micros))
+        .bind(q.created_lte.map(Timestamp::as_micros))
+        .bind(q.limit)
+        .fetch_all(e)
+        .await)?;
+    rows.into_iter().map(Payment::try_from).collect()
+}
+
+/// Counts `amount_minor` more as refunded, moving the status to `refunded` or
+/// `partially_refunded`. `None` if the payment is not refundable or the amount exceeds what
+/// is left: the check and the change are one statement, so concurrent refunds cannot
+/// together exceed the payment.
+pub async fn add_refunded(
+    tx: &mut Tx,
+    payment_id: &str,
+    amount_minor: i64,
+    now: Timestamp,
+) -> Result<Option<Payment>> {
+    let sql = format!(
+        "UPDATE payments
+            SET amount_refunded_minor = amount_refunded_minor + $2,
+                status = CASE WHEN amount_refunded_minor + $2 = amount_minor
+                              THEN 'refunded' ELSE 'partially_refunded' END,
+                updated_at = $3
+          WHERE id = $1 AND status IN ('succeeded', 'partially_refunded')
+            AND amount_refunded_minor + $2 <= amount_minor
+          RETURNING {COLUMNS}"
+    );
+    let row: Option<PaymentRow> = with_tx!(tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(payment_id)
+        .bind(amount_minor)
+        .bind(now.as_micros())
+        .fetch_optional(c)
+        .await)?;
+    row.map(Payment::try_from).transpose()
+}
+
+pub async fn insert_refund(tx: &mut Tx, r: &Refund) -> Result<()> {
+    with_tx!(tx, |c| {
+        sqlx::query(
+        "INSERT INTO refunds (id, payment_id, amount_minor, currency, status, reason, gateway_id, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    )
+    .bind(&r.id)
+    .bind(&r.payment_id)
+    .bind(r.amount.minor)
+    .bind(r.amount.currency.code())
+    .bind(&r.status)
+    .bind(&r.reason)
+    .bind(&r.gateway_id)
+    .bind(r.created_at.as_micros())
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected())
+    })?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct RefundRow {
+    id: String,
+    payment_id: String,
+    amount_minor: i64,
+    currency: String,
+    status: String,
+    reason: Option<String>,
+    gateway_id: Option<String>,
+    created_at: i64,
+}
+
+/// A payment's refunds, oldest first.
+pub async fn refunds_of(store: &Store, payment_id: &str) -> Result<Vec<Refund>> {
+    let rows: Vec<RefundRow> = with_read!(store, |e| sqlx::query_as(
+        "SELECT id, payment_id, amount_minor, currency, status, reason, gateway_id, created_at
+           FROM refunds WHERE payment_id = $1 ORDER BY id"
+    )
+    .bind(payment_id)
+    .fetch_all(e)
+    .await)?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(Refund {
+                amount: Money {
+                    minor: r.amount_minor,
+                    currency: currency(&r.currency, &r.id)?,
+                },
+                id: r.id,
+                payment_id: r.payment_id,
+                status: r.status,
+                reason: r.reason,
+                gateway_id: r.gateway_id,
+                created_at: Timestamp::from_micros(r.created_at),
+            })
+        })
+        .collect()
+}
