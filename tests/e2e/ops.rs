@@ -72,6 +72,9 @@ async fn openapi_and_offline_docs() {
         "/api/v1/revenue/customers/{id}",
         "/api/v1/revenue/customers/{id}/export",
         "/api/v1/audit",
+        "/api/v1/revenue/payments",
+        "/api/v1/revenue/payments/{id}",
+        "/api/v1/revenue/payments/{id}/refunds",
     ] {
         assert!(
             doc["paths"][path].is_object(),

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Load benchmark for the customer routes, from a separate process (wrk), on SQLite and on
+# Load benchmark for the customer and payment routes, from a separate process (wrk), on SQLite and on
 # PostgreSQL. Results go to stdout; record them in BENCHMARKS.md with the machine and date.
 #
-#   tests/load/customers.sh [seconds per run, default 15] [connections, default 32]
+#   tests/load/api.sh [seconds per run, default 15] [connections, default 32]
 #
 # Needs wrk (Debian: apt-get install wrk) and a PostgreSQL at BENCH_DATABASE_URL's server
 # (default: postgres://postgres@127.0.0.1:5432, database hephaestus_bench, recreated).
@@ -42,6 +42,10 @@ run_db() {
   export CUSTOMER_ID
   echo "### $label: GET /api/v1/revenue/customers/{id} (${secs}s, $conns connections)"
   wrk -t1 -c"$conns" -d"${secs}s" --latency -s tests/load/get_customer.lua "http://127.0.0.1:$port"
+  grep -E 'VmHWM|VmRSS' /proc/$pid/status
+
+  echo "### $label: POST /api/v1/revenue/payments, sandbox gateway (${secs}s, $conns connections)"
+  wrk -t1 -c"$conns" -d"${secs}s" --latency -s tests/load/create_payment.lua "http://127.0.0.1:$port"
   grep -E 'VmHWM|VmRSS' /proc/$pid/status
 
   [ -s "$dir/stderr" ] && { echo "server log:"; cat "$dir/stderr"; }
