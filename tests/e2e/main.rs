@@ -12,3 +12,4 @@ mod customers;
 mod idempotency;
 mod ops;
 mod payments;
+mod webhooks;

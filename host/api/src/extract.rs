@@ -4,7 +4,7 @@
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
-use bytes_ext::body_bytes;
+pub use bytes_ext::body_bytes;
 use serde::de::DeserializeOwned;
 
 use crate::AppState;

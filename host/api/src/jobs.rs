@@ -1,8 +1,10 @@
-//! Background upkeep for one host. Every job here is safe to run on many hosts at once:
-//! flushes add to shared counters and purges are plain deletes of expired rows.
+//! Background work for one host. Every job here is safe to run on many hosts at once:
+//! flushes add to shared counters, purges are plain deletes of expired rows, and webhook
+//! events are claimed (`FOR UPDATE SKIP LOCKED` on PostgreSQL) before they are applied.
 
 use std::time::Duration;
 
+use hephaestus_billing::stripe_events;
 use hephaestus_core::Timestamp;
 use hephaestus_store::{idempotency, rate_limit};
 use tokio::sync::watch;
@@ -11,6 +13,8 @@ use tokio::task::JoinHandle;
 use crate::AppState;
 
 const PURGE_EVERY: Duration = Duration::from_secs(60);
+const WEBHOOK_POLL: Duration = Duration::from_millis(500);
+const WEBHOOK_BATCH: i64 = 32;
 /// Rate-limit windows are kept a day for diagnosis, then dropped.
 const WINDOW_RETENTION_SECS: i64 = 24 * 60 * 60;
 
@@ -19,6 +23,10 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
     tokio::spawn(async move {
         let mut flush = tokio::time::interval(state.limiter.flush_interval());
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Events are processed as soon as they arrive on this host; the tick picks up
+        // retries and events that arrived through another host.
+        let mut webhooks = tokio::time::interval(WEBHOOK_POLL);
+        webhooks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut purge = tokio::time::interval(PURGE_EVERY);
         purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -29,6 +37,8 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
                     }
                 }
                 _ = purge.tick() => purge_expired(&state).await,
+                _ = webhooks.tick() => process_webhooks(&state).await,
+                () = state.webhook_worker.notified() => process_webhooks(&state).await,
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
                         break;
@@ -40,6 +50,20 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
             tracing::warn!(error = %e, "final rate-limit flush failed");
         }
     })
+}
+
+async fn process_webhooks(state: &AppState) {
+    // Drain what is due, batch by batch, before going back to waiting.
+    loop {
+        match stripe_events::process_due(&state.store, WEBHOOK_BATCH).await {
+            Ok(n) if n as i64 == WEBHOOK_BATCH => continue,
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook processing failed; will retry");
+                break;
+            }
+        }
+    }
 }
 
 async fn purge_expired(state: &AppState) {

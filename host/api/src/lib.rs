@@ -7,6 +7,7 @@
 //! - [`rate_limit`]: the per-key limiter whose counts are shared through the database.
 //! - [`write`]: the transaction, idempotency and audit path every change takes.
 //! - [`customers`], [`payments`]: the customer and payment routes.
+//! - [`webhooks`]: the signature-verified Stripe webhook intake.
 //! - [`ops`]: health, readiness, metrics, OpenAPI and the audit log.
 //! - [`metrics`], [`openapi`]: Prometheus series and the generated API description.
 //! - [`jobs`]: background upkeep (rate-limit flushes, expiring idempotency records).
@@ -21,6 +22,7 @@ pub mod openapi;
 pub mod ops;
 pub mod payments;
 pub mod rate_limit;
+pub mod webhooks;
 pub mod write;
 
 use std::sync::Arc;
@@ -63,6 +65,8 @@ pub struct ApiConfig {
     pub idempotency_lock_secs: i64,
     /// The largest single payment, in major units of the payment's currency.
     pub max_payment: rust_decimal::Decimal,
+    /// Stripe webhook signing secrets; several while one is being rotated.
+    pub stripe_webhook_secrets: Vec<hephaestus_core::secret::Secret>,
 }
 
 impl Default for ApiConfig {
@@ -78,6 +82,7 @@ impl Default for ApiConfig {
             request_timeout: Duration::from_secs(30),
             idempotency_lock_secs: 60,
             max_payment: rust_decimal::Decimal::from(1_000_000),
+            stripe_webhook_secrets: Vec::new(),
         }
     }
 }
@@ -94,6 +99,8 @@ pub struct AppState {
     pub openapi: Arc<String>,
     /// Moves the money: the sandbox by default, Stripe when configured.
     pub gateway: Arc<dyn Gateway>,
+    /// Wakes this host's webhook worker when an event arrives.
+    pub webhook_worker: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -106,6 +113,7 @@ impl AppState {
     pub fn with_gateway(store: Store, config: ApiConfig, gateway: Arc<dyn Gateway>) -> Self {
         Self {
             gateway,
+            webhook_worker: Arc::new(tokio::sync::Notify::new()),
             key_cache: Arc::new(auth::KeyCache::new(config.key_cache_ttl)),
             limiter: Arc::new(RateLimiter::new(config.rate_limit)),
             metrics: Arc::new(metrics::Metrics::default()),
@@ -173,6 +181,7 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .nest("/api/v1", api)
+        .route("/api/v1/revenue/webhooks/stripe", post(webhooks::stripe))
         .merge(extra)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)

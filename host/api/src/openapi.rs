@@ -55,6 +55,7 @@ impl Modify for BearerKey {
         crate::payments::get,
         crate::payments::list,
         crate::payments::refund,
+        crate::webhooks::stripe,
         crate::ops::audit_list,
         crate::ops::health,
         crate::ops::ready,

@@ -294,6 +294,7 @@ pub async fn create(
                     metadata: p.metadata,
                     created_at: now,
                     updated_at: now,
+                    gateway_event_at: None,
                 };
                 payments::insert(tx, &payment).await?;
                 let event_kind = match status {

@@ -6,6 +6,7 @@
 //! - [`customer`]: the customer record and the validation of what clients send for it.
 //! - [`money`]: integer minor units with ISO 4217 exponents; exact decimal parsing.
 //! - [`payment`]: one-time payments and refunds.
+//! - [`secret`]: configured secrets that never print.
 //! - [`event`]: the append-only domain event that analytics, triggers and experiments read.
 //! - [`validation`]: the one error a domain check returns, naming the field to blame.
 
@@ -15,6 +16,7 @@ pub mod ids;
 pub mod keys;
 pub mod money;
 pub mod payment;
+pub mod secret;
 pub mod time;
 pub mod validation;
 

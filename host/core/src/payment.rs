@@ -43,6 +43,18 @@ impl PaymentStatus {
         }
     }
 
+    /// How far along a payment is. A gateway event may move a payment forward, or sideways
+    /// when it is newer; never back (a late `payment_failed` cannot undo a success).
+    pub fn progress(self) -> u8 {
+        match self {
+            PaymentStatus::Processing | PaymentStatus::RequiresAction | PaymentStatus::Failed => 1,
+            PaymentStatus::Succeeded => 2,
+            PaymentStatus::PartiallyRefunded => 3,
+            PaymentStatus::Refunded => 4,
+            PaymentStatus::Disputed => 5,
+        }
+    }
+
     /// Whether money was captured and some of it can still be given back.
     pub fn is_refundable(self) -> bool {
         matches!(
@@ -90,6 +102,9 @@ pub struct Payment {
     pub metadata: Metadata,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The gateway's creation time (Unix seconds) of the newest webhook event applied: an
+    /// older event arriving later must not move the payment back.
+    pub gateway_event_at: Option<i64>,
 }
 
 impl Payment {

@@ -102,6 +102,16 @@ pub struct ServeArgs {
     #[arg(long, env = "HEPHAESTUS_MAX_PAYMENT", default_value = "1000000.00", value_parser = parse_max_payment)]
     pub max_payment: rust_decimal::Decimal,
 
+    /// Stripe webhook signing secrets (`whsec_…`), comma-separated: list the old and the new
+    /// one while rotating. Without one the webhook endpoint refuses every event.
+    #[arg(
+        long,
+        env = "STRIPE_WEBHOOK_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub stripe_webhook_secret: Vec<hephaestus_core::secret::Secret>,
+
     /// Log format: `text` for people, `json` for log pipelines.
     #[arg(long, env = "HEPHAESTUS_LOG_FORMAT", default_value = "text",
           value_parser = ["text", "json"])]
@@ -117,6 +127,7 @@ impl ServeArgs {
             key_cache_ttl: Duration::from_millis(self.key_cache_ttl_ms),
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             max_payment: self.max_payment,
+            stripe_webhook_secrets: self.stripe_webhook_secret.clone(),
             ..ApiConfig::default()
         }
     }

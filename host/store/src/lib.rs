@@ -6,6 +6,7 @@
 //! - [`idempotency`]: claimed `Idempotency-Key`s and the first response stored for replay.
 //! - [`audit`]: who changed what, when, through which request.
 //! - [`events`]: the append-only domain event log.
+//! - [`inbox`]: verified gateway webhooks waiting to be applied.
 //! - [`customers`]: customer records, lookup, listing and erasure.
 //! - [`payments`]: payments and refunds as the host records them.
 //!
@@ -22,6 +23,7 @@ pub mod audit;
 pub mod customers;
 pub mod events;
 pub mod idempotency;
+pub mod inbox;
 pub mod keys;
 pub mod payments;
 pub mod rate_limit;

@@ -22,6 +22,7 @@ struct PaymentRow {
     metadata: String,
     created_at: i64,
     updated_at: i64,
+    gateway_event_at: Option<i64>,
 }
 
 fn currency(code: &str, id: &str) -> Result<Currency> {
@@ -52,13 +53,14 @@ impl TryFrom<PaymentRow> for Payment {
             metadata,
             created_at: Timestamp::from_micros(r.created_at),
             updated_at: Timestamp::from_micros(r.updated_at),
+            gateway_event_at: r.gateway_event_at,
         })
     }
 }
 
 const COLUMNS: &str = "id, customer_id, amount_minor, currency, amount_refunded_minor, status, \
      payment_method, description, gateway, gateway_id, decline_code, failure_message, metadata, \
-     created_at, updated_at";
+     created_at, updated_at, gateway_event_at";
 
 pub async fn insert(tx: &mut Tx, p: &Payment) -> Result<()> {
     let metadata = serde_json::to_string(&p.metadata)
@@ -217,4 +219,63 @@ pub async fn refunds_of(store: &Store, payment_id: &str) -> Result<Vec<Refund>> 
             })
         })
         .collect()
+}
+
+/// The payment a gateway object belongs to.
+pub async fn find_by_gateway_id(
+    tx: &mut Tx,
+    gateway: &str,
+    gateway_id: &str,
+) -> Result<Option<Payment>> {
+    let sql = format!("SELECT {COLUMNS} FROM payments WHERE gateway = $1 AND gateway_id = $2");
+    let row: Option<PaymentRow> = with_tx!(tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(gateway)
+        .bind(gateway_id)
+        .fetch_optional(c)
+        .await)?;
+    row.map(Payment::try_from).transpose()
+}
+
+/// Applies what a gateway event says about a payment. The caller has decided the event is
+/// not older than what was applied before.
+pub async fn apply_gateway_state(tx: &mut Tx, p: &Payment, now: Timestamp) -> Result<()> {
+    with_tx!(tx, |c| sqlx::query(
+        "UPDATE payments SET status = $2, amount_refunded_minor = $3, decline_code = $4,
+             failure_message = $5, gateway_event_at = $6, updated_at = $7
+          WHERE id = $1"
+    )
+    .bind(&p.id)
+    .bind(p.status.as_str())
+    .bind(p.amount_refunded_minor)
+    .bind(&p.decline_code)
+    .bind(&p.failure_message)
+    .bind(p.gateway_event_at)
+    .bind(now.as_micros())
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Whether a refund with this gateway id is already recorded.
+pub async fn refund_known(tx: &mut Tx, gateway_id: &str) -> Result<bool> {
+    let n: i64 = with_tx!(tx, |c| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM refunds WHERE gateway_id = $1"
+    )
+    .bind(gateway_id)
+    .fetch_one(c)
+    .await)?;
+    Ok(n > 0)
+}
+
+/// Sets a refund's status from the gateway (`succeeded`, `pending`, `failed`, `canceled`).
+pub async fn set_refund_status(tx: &mut Tx, gateway_id: &str, status: &str) -> Result<u64> {
+    Ok(with_tx!(tx, |c| sqlx::query(
+        "UPDATE refunds SET status = $2 WHERE gateway_id = $1"
+    )
+    .bind(gateway_id)
+    .bind(status)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?)
 }

@@ -1,0 +1,237 @@
+//! Applying Stripe events from the inbox. Events arrive late, twice, or out of order, so
+//! every rule here is monotonic: a payment only moves forward (see
+//! [`PaymentStatus::progress`]), or sideways when the event is newer than the last one
+//! applied; refunded amounts only grow; a refund is recorded once per gateway refund id.
+//! Each event is applied in one transaction with its domain events and its inbox status.
+
+use hephaestus_core::Timestamp;
+use hephaestus_core::event::{NewEvent, kind};
+use hephaestus_core::ids::{self, prefix};
+use hephaestus_core::money::Money;
+use hephaestus_core::payment::{Payment, PaymentStatus, Refund};
+use hephaestus_store::inbox::{self, InboxEvent};
+use hephaestus_store::{Store, StoreError, Tx, events, payments};
+use serde_json::{Value, json};
+
+pub const SOURCE: &str = "stripe";
+const GATEWAY: &str = "stripe";
+
+/// What applying an event came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Processed,
+    /// Stored and deliberately not acted on (a type we do not handle, an object we do not
+    /// know, an event older than the state we hold).
+    Ignored(String),
+}
+
+/// Claims due events and applies each. Returns how many were claimed.
+pub async fn process_due(store: &Store, batch: i64) -> Result<usize, StoreError> {
+    let due = inbox::claim_due(store, batch, 60).await?;
+    let claimed = due.len();
+    for event in due {
+        let for_apply = event.clone();
+        let applied = store
+            .write(move |tx| Box::pin(async move { apply(tx, &for_apply).await }))
+            .await;
+        match applied {
+            Ok(Applied::Processed) => {}
+            Ok(Applied::Ignored(why)) => {
+                tracing::info!(event = %event.id, kind = %event.kind, why = %why, "webhook event ignored");
+            }
+            Err(e) => {
+                tracing::warn!(event = %event.id, kind = %event.kind, error = %e, attempt = event.attempts, "webhook event failed; will retry");
+                inbox::retry_later(store, &event, e.to_string()).await?;
+            }
+        }
+    }
+    Ok(claimed)
+}
+
+/// Applies one event and records its outcome in the inbox, in `tx`.
+pub async fn apply(tx: &mut Tx, event: &InboxEvent) -> Result<Applied, StoreError> {
+    let payload: Value = serde_json::from_str(&event.payload)
+        .map_err(|e| StoreError::Corrupt(format!("stored event {}: {e}", event.id)))?;
+    let object = &payload["data"]["object"];
+    let applied = match event.kind.as_str() {
+        "payment_intent.succeeded" => intent(tx, event, object, PaymentStatus::Succeeded).await?,
+        "payment_intent.payment_failed" => intent(tx, event, object, PaymentStatus::Failed).await?,
+        "payment_intent.requires_action" => {
+            intent(tx, event, object, PaymentStatus::RequiresAction).await?
+        }
+        "payment_intent.processing" => intent(tx, event, object, PaymentStatus::Processing).await?,
+        "charge.refunded" => charge_refunded(tx, event, object).await?,
+        "charge.refund.updated" => refund_updated(tx, object).await?,
+        other => Applied::Ignored(format!("event type {other} is not handled")),
+    };
+    let (status, note) = match &applied {
+        Applied::Processed => ("processed", None),
+        Applied::Ignored(why) => ("ignored", Some(why.as_str())),
+    };
+    inbox::finish(tx, &event.source, &event.id, status, note).await?;
+    Ok(applied)
+}
+
+/// Whether an event created at `created` may set `payment` to `status`.
+fn moves_forward(payment: &Payment, status: PaymentStatus, created: i64) -> bool {
+    let (now, next) = (payment.status.progress(), status.progress());
+    next > now || (next == now && created >= payment.gateway_event_at.unwrap_or(i64::MIN))
+}
+
+async fn intent(
+    tx: &mut Tx,
+    event: &InboxEvent,
+    object: &Value,
+    status: PaymentStatus,
+) -> Result<Applied, StoreError> {
+    let Some(intent_id) = object["id"].as_str() else {
+        return Ok(Applied::Ignored(
+            "the event has no payment intent id".into(),
+        ));
+    };
+    let Some(mut payment) = payments::find_by_gateway_id(tx, GATEWAY, intent_id).await? else {
+        return Ok(Applied::Ignored(format!("no payment for {intent_id}")));
+    };
+    if !moves_forward(&payment, status, event.created) {
+        return Ok(Applied::Ignored(format!(
+            "payment {} is {}; this {} event is older",
+            payment.id, payment.status, event.kind
+        )));
+    }
+    let before = payment.status;
+    payment.status = status;
+    payment.gateway_event_at = Some(
+        payment
+            .gateway_event_at
+            .unwrap_or(i64::MIN)
+            .max(event.created),
+    );
+    if status == PaymentStatus::Failed {
+        let error = &object["last_payment_error"];
+        payment.decline_code = error["decline_code"].as_str().map(str::to_string);
+        payment.failure_message = error["message"].as_str().map(str::to_string);
+    }
+    let now = Timestamp::now();
+    payments::apply_gateway_state(tx, &payment, now).await?;
+    let domain_kind = match status {
+        PaymentStatus::Succeeded => Some(kind::PAYMENT_SUCCEEDED),
+        PaymentStatus::Failed => Some(kind::PAYMENT_FAILED),
+        PaymentStatus::RequiresAction => Some(kind::PAYMENT_REQUIRES_ACTION),
+        _ => None,
+    };
+    if let Some(domain_kind) = domain_kind.filter(|_| before != status) {
+        events::append(tx, payment_event(domain_kind, &payment, now));
+    }
+    Ok(Applied::Processed)
+}
+
+fn payment_event(kind: &'static str, p: &Payment, now: Timestamp) -> NewEvent {
+    NewEvent::new(
+        kind,
+        &p.id,
+        Some(p.customer_id.clone()),
+        json!({
+            "payment_id": p.id,
+            "customer_id": p.customer_id,
+            "amount_minor": p.amount.minor,
+            "currency": p.amount.currency.code(),
+            "decline_code": p.decline_code,
+        }),
+        now,
+    )
+}
+
+async fn charge_refunded(
+    tx: &mut Tx,
+    event: &InboxEvent,
+    charge: &Value,
+) -> Result<Applied, StoreError> {
+    let Some(intent_id) = charge["payment_intent"].as_str() else {
+        return Ok(Applied::Ignored("the charge has no payment intent".into()));
+    };
+    let Some(mut payment) = payments::find_by_gateway_id(tx, GATEWAY, intent_id).await? else {
+        return Ok(Applied::Ignored(format!("no payment for {intent_id}")));
+    };
+    let now = Timestamp::now();
+    // Record each refund the charge lists that we have not seen (refunds made through our
+    // own API are already recorded under their gateway id).
+    let listed = charge["refunds"]["data"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for r in &listed {
+        let (Some(id), Some(amount)) = (r["id"].as_str(), r["amount"].as_i64()) else {
+            continue;
+        };
+        if payments::refund_known(tx, id).await? {
+            continue;
+        }
+        let refund = Refund {
+            id: ids::new_id(prefix::REFUND),
+            payment_id: payment.id.clone(),
+            amount: Money {
+                minor: amount,
+                currency: payment.amount.currency,
+            },
+            status: r["status"].as_str().unwrap_or("succeeded").to_string(),
+            reason: r["reason"].as_str().map(str::to_string),
+            gateway_id: Some(id.to_string()),
+            created_at: now,
+        };
+        payments::insert_refund(tx, &refund).await?;
+        events::append(
+            tx,
+            NewEvent::new(
+                kind::REFUND_CREATED,
+                &refund.id,
+                Some(payment.customer_id.clone()),
+                json!({
+                    "refund_id": refund.id,
+                    "payment_id": payment.id,
+                    "amount_minor": amount,
+                    "currency": payment.amount.currency.code(),
+                }),
+                now,
+            ),
+        );
+    }
+    let refunded = charge["amount_refunded"]
+        .as_i64()
+        .unwrap_or(0)
+        .clamp(0, payment.amount.minor);
+    if refunded > payment.amount_refunded_minor {
+        // A refund means the charge succeeded, whether or not its success event came first;
+        // the success event arriving later is then ignored, so it is counted once.
+        if payment.status.progress() < PaymentStatus::Succeeded.progress() {
+            events::append(tx, payment_event(kind::PAYMENT_SUCCEEDED, &payment, now));
+        }
+        payment.amount_refunded_minor = refunded;
+        let status = if refunded == payment.amount.minor {
+            PaymentStatus::Refunded
+        } else {
+            PaymentStatus::PartiallyRefunded
+        };
+        // A dispute outranks a refund; otherwise the refund is the newest news.
+        if status.progress() >= payment.status.progress() {
+            payment.status = status;
+        }
+        payment.gateway_event_at = Some(
+            payment
+                .gateway_event_at
+                .unwrap_or(i64::MIN)
+                .max(event.created),
+        );
+        payments::apply_gateway_state(tx, &payment, now).await?;
+    }
+    Ok(Applied::Processed)
+}
+
+async fn refund_updated(tx: &mut Tx, refund: &Value) -> Result<Applied, StoreError> {
+    let (Some(id), Some(status)) = (refund["id"].as_str(), refund["status"].as_str()) else {
+        return Ok(Applied::Ignored("the refund has no id or status".into()));
+    };
+    if payments::set_refund_status(tx, id, status).await? == 0 {
+        return Ok(Applied::Ignored(format!("no refund {id}")));
+    }
+    Ok(Applied::Processed)
+}

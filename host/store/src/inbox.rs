@@ -1,0 +1,176 @@
+//! The webhook inbox. Intake stores each verified event once (a duplicate delivery is a
+//! no-op) and answers; workers on any host claim due events — PostgreSQL with
+//! `FOR UPDATE SKIP LOCKED`, SQLite through its single writer — and record the outcome in
+//! the same transaction as the changes the event caused.
+
+use hephaestus_core::Timestamp;
+
+use crate::{Backend, Result, Store, Tx, with_read, with_tx};
+
+/// Attempts before an event that keeps failing is parked as `failed`.
+pub const MAX_ATTEMPTS: i64 = 8;
+
+#[derive(Debug, Clone)]
+pub struct NewInboxEvent {
+    pub source: &'static str,
+    pub id: String,
+    pub kind: String,
+    pub object_id: Option<String>,
+    /// The event's own creation time at the gateway, Unix seconds.
+    pub created: i64,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InboxEvent {
+    pub source: String,
+    pub id: String,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub object_id: Option<String>,
+    pub created: i64,
+    pub payload: String,
+    pub attempts: i64,
+    pub received_at: i64,
+}
+
+/// Stores an event unless one with its id is already there. `true` if it is new.
+pub async fn receive(store: &Store, e: NewInboxEvent) -> Result<bool> {
+    store
+        .write(move |tx| {
+            Box::pin(async move {
+                let now = Timestamp::now().as_micros();
+                let n = with_tx!(tx, |c| sqlx::query(
+                    "INSERT INTO webhook_events (source, id, type, object_id, created, payload,
+                         status, next_attempt_at, received_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7)
+                     ON CONFLICT (source, id) DO NOTHING"
+                )
+                .bind(e.source)
+                .bind(&e.id)
+                .bind(&e.kind)
+                .bind(&e.object_id)
+                .bind(e.created)
+                .bind(&e.payload)
+                .bind(now)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected()))?;
+                Ok(n == 1)
+            })
+        })
+        .await
+}
+
+/// Claims up to `limit` due events for `lock_secs`, oldest (by the gateway's clock) first.
+pub async fn claim_due(store: &Store, limit: i64, lock_secs: i64) -> Result<Vec<InboxEvent>> {
+    let skip_locked = matches!(store.backend(), Backend::Postgres(_));
+    let mut events = store
+        .write(move |tx| {
+            Box::pin(async move {
+                let now = Timestamp::now();
+                let sql = format!(
+                    "UPDATE webhook_events SET locked_until = $1, attempts = attempts + 1
+                      WHERE (source, id) IN (
+                          SELECT source, id FROM webhook_events
+                           WHERE status = 'pending' AND next_attempt_at <= $2
+                             AND (locked_until IS NULL OR locked_until < $2)
+                           ORDER BY created, received_at LIMIT $3 {})
+                      RETURNING source, id, type, object_id, created, payload, attempts, received_at",
+                    if skip_locked { "FOR UPDATE SKIP LOCKED" } else { "" }
+                );
+                let rows: Vec<InboxEvent> = with_tx!(tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(now.add_secs(lock_secs).as_micros())
+                    .bind(now.as_micros())
+                    .bind(limit)
+                    .fetch_all(c)
+                    .await)?;
+                Ok::<_, crate::StoreError>(rows)
+            })
+        })
+        .await?;
+    events.sort_by_key(|e| (e.created, e.received_at));
+    Ok(events)
+}
+
+/// Records how an event ended (`processed` or `ignored`, with why), in the transaction that
+/// applied it.
+pub async fn finish(
+    tx: &mut Tx,
+    source: &str,
+    id: &str,
+    status: &str,
+    note: Option<&str>,
+) -> Result<()> {
+    with_tx!(tx, |c| {
+        sqlx::query(
+        "UPDATE webhook_events SET status = $3, last_error = $4, processed_at = $5, locked_until = NULL
+          WHERE source = $1 AND id = $2"
+    )
+    .bind(source)
+    .bind(id)
+    .bind(status)
+    .bind(note)
+    .bind(Timestamp::now().as_micros())
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected())
+    })?;
+    Ok(())
+}
+
+/// Schedules another attempt with exponential backoff, or parks the event as `failed`
+/// after [`MAX_ATTEMPTS`].
+pub async fn retry_later(store: &Store, e: &InboxEvent, error: String) -> Result<()> {
+    let (source, id, attempts) = (e.source.clone(), e.id.clone(), e.attempts);
+    store
+        .write(move |tx| {
+            Box::pin(async move {
+                let now = Timestamp::now();
+                let status = if attempts >= MAX_ATTEMPTS {
+                    "failed"
+                } else {
+                    "pending"
+                };
+                let delay = 1_i64 << attempts.clamp(0, 12);
+                with_tx!(tx, |c| sqlx::query(
+                    "UPDATE webhook_events SET status = $3, last_error = $4, next_attempt_at = $5,
+                         locked_until = NULL WHERE source = $1 AND id = $2"
+                )
+                .bind(&source)
+                .bind(&id)
+                .bind(status)
+                .bind(&error)
+                .bind(now.add_secs(delay).as_micros())
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected()))?;
+                Ok::<_, crate::StoreError>(())
+            })
+        })
+        .await
+}
+
+/// An event's status and attempts, for operators and tests.
+pub async fn status(
+    store: &Store,
+    source: &str,
+    id: &str,
+) -> Result<Option<(String, i64, Option<String>)>> {
+    Ok(with_read!(store, |e| sqlx::query_as(
+        "SELECT status, attempts, last_error FROM webhook_events WHERE source = $1 AND id = $2"
+    )
+    .bind(source)
+    .bind(id)
+    .fetch_optional(e)
+    .await)?)
+}
+
+/// Events not yet finished; for readiness and tests.
+pub async fn pending_count(store: &Store) -> Result<i64> {
+    Ok(with_read!(store, |e| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM webhook_events WHERE status = 'pending'"
+    )
+    .fetch_one(e)
+    .await)?)
+}

@@ -1,0 +1,453 @@
+//! Stripe webhooks: signatures made by Stripe's own Python library, then duplicates,
+//! out-of-order delivery and unknown events, processed by the background worker.
+
+use std::time::{Duration, Instant};
+
+use hephaestus_api::ApiConfig;
+use hephaestus_core::Timestamp;
+use hephaestus_core::customer::Metadata;
+use hephaestus_core::money::{Currency, Money};
+use hephaestus_core::payment::{Payment, PaymentStatus};
+use hephaestus_core::secret::Secret;
+use hephaestus_store::{inbox, payments};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::both_dbs;
+use crate::common::{Db, Reply, TestServer, test_config};
+
+both_dbs!(
+    signatures_are_checked_by_an_independent_signer,
+    duplicates_are_acknowledged_once,
+    late_events_never_regress_a_payment,
+    a_refund_before_the_success_is_counted_once,
+    unknown_types_and_objects_are_stored_and_ignored
+);
+
+const HOOK: &str = "/api/v1/revenue/webhooks/stripe";
+const SECRET: &str = "whsec_test_current";
+const OLD_SECRET: &str = "whsec_test_previous";
+
+fn now_secs() -> i64 {
+    Timestamp::now().as_micros() / 1_000_000
+}
+
+/// `Stripe-Signature` as the official `stripe` Python package makes it.
+fn stripe_sign(payload: &str, secret: &str, timestamp: i64) -> String {
+    let python = std::env::var("TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import sys, stripe; print(stripe.WebhookSignature.generate_signature_header(sys.stdin.read(), sys.argv[1], timestamp=int(sys.argv[2])))",
+            secret,
+            &timestamp.to_string(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(payload.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    assert!(
+        out.status.success(),
+        "the stripe package is needed (tests/run installs it; TEST_PYTHON names the interpreter): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+async fn server(db: Db) -> TestServer {
+    let config = ApiConfig {
+        stripe_webhook_secrets: vec![Secret::new(OLD_SECRET), Secret::new(SECRET)],
+        ..test_config()
+    };
+    TestServer::start_with(db, config).await
+}
+
+async fn deliver(s: &TestServer, payload: &str, signature: Option<&str>) -> Reply {
+    let mut req = s
+        .client
+        .post(s.url(HOOK))
+        .header("content-type", "application/json")
+        .body(payload.to_string());
+    if let Some(sig) = signature {
+        req = req.header("stripe-signature", sig);
+    }
+    Reply::from(req.send().await.unwrap()).await
+}
+
+async fn send(s: &TestServer, event: &Value) -> Reply {
+    let payload = event.to_string();
+    let sig = stripe_sign(&payload, SECRET, now_secs());
+    let r = deliver(s, &payload, Some(&sig)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r
+}
+
+fn event(id: &str, kind: &str, created: i64, object: Value) -> Value {
+    json!({
+        "id": id,
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": created,
+        "livemode": false,
+        "pending_webhooks": 1,
+        "type": kind,
+        "data": { "object": object },
+    })
+}
+
+/// Waits until the worker has finished every stored event.
+async fn settled(s: &TestServer) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while inbox::pending_count(&s.store).await.unwrap() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "webhook events still pending after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A payment made through Stripe, as the Stripe gateway records it.
+async fn stripe_payment(s: &TestServer, intent: &str, status: PaymentStatus) -> String {
+    let customer = s.create_customer(&format!("{intent}@example.com")).await;
+    let now = Timestamp::now();
+    let payment = Payment {
+        id: hephaestus_core::ids::new_id("pay"),
+        customer_id: customer["id"].as_str().unwrap().to_string(),
+        amount: Money {
+            minor: 9700,
+            currency: Currency::parse("usd", "currency").unwrap(),
+        },
+        amount_refunded_minor: 0,
+        status,
+        payment_method: "pm_card_visa".into(),
+        description: None,
+        gateway: "stripe".into(),
+        gateway_id: Some(intent.to_string()),
+        decline_code: None,
+        failure_message: None,
+        metadata: Metadata::new(),
+        created_at: now,
+        updated_at: now,
+        gateway_event_at: None,
+    };
+    let id = payment.id.clone();
+    s.store
+        .write(move |tx| Box::pin(async move { payments::insert(tx, &payment).await }))
+        .await
+        .unwrap();
+    id
+}
+
+async fn event_kinds(s: &TestServer, customer_of_payment: &str) -> Vec<String> {
+    let p = s
+        .get(
+            &s.admin,
+            &format!("/api/v1/revenue/payments/{customer_of_payment}"),
+        )
+        .await;
+    let c = p.body["customer_id"].as_str().unwrap();
+    let export = s
+        .get(&s.admin, &format!("/api/v1/revenue/customers/{c}/export"))
+        .await;
+    export.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn signatures_are_checked_by_an_independent_signer(db: Db) {
+    let s = server(db).await;
+    let now = now_secs();
+    let payload = event(
+        "evt_sig_ok",
+        "customer.created",
+        now,
+        json!({"id": "cus_x"}),
+    )
+    .to_string();
+
+    let good = stripe_sign(&payload, SECRET, now);
+    let r = deliver(&s, &payload, Some(&good)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body, json!({"received": true, "duplicate": false}));
+
+    let rotated_payload = event(
+        "evt_sig_old",
+        "customer.created",
+        now,
+        json!({"id": "cus_y"}),
+    )
+    .to_string();
+    let old = stripe_sign(&rotated_payload, OLD_SECRET, now);
+    assert_eq!(
+        deliver(&s, &rotated_payload, Some(&old)).await.status,
+        StatusCode::OK,
+        "the previous secret still works during rotation"
+    );
+
+    let bad_payload = event(
+        "evt_sig_bad",
+        "customer.created",
+        now,
+        json!({"id": "cus_z"}),
+    )
+    .to_string();
+    let cases = [
+        (
+            "wrong secret",
+            stripe_sign(&bad_payload, "whsec_attacker", now),
+            bad_payload.clone(),
+        ),
+        (
+            "stale timestamp",
+            stripe_sign(&bad_payload, SECRET, now - 301),
+            bad_payload.clone(),
+        ),
+        (
+            "from the future",
+            stripe_sign(&bad_payload, SECRET, now + 600),
+            bad_payload.clone(),
+        ),
+        (
+            "tampered body",
+            stripe_sign(&bad_payload, SECRET, now),
+            bad_payload.replace("cus_z", "cus_q"),
+        ),
+        (
+            "garbage header",
+            "nonsense".to_string(),
+            bad_payload.clone(),
+        ),
+    ];
+    for (name, sig, body) in cases {
+        let r = deliver(&s, &body, Some(&sig)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{name}: {}", r.body);
+        assert_eq!(r.field(), Some("Stripe-Signature"), "{name}");
+    }
+    let missing = deliver(&s, &bad_payload, None).await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        s.count("webhook_events").await,
+        2,
+        "nothing stored for a rejected delivery"
+    );
+    settled(&s).await;
+}
+
+async fn duplicates_are_acknowledged_once(db: Db) {
+    let s = server(db).await;
+    let pay = stripe_payment(&s, "pi_dup", PaymentStatus::Processing).await;
+    let e = event(
+        "evt_dup",
+        "payment_intent.succeeded",
+        now_secs(),
+        json!({"id": "pi_dup", "object": "payment_intent", "status": "succeeded"}),
+    );
+    let replies = futures::future::join_all((0..10).map(|_| send(&s, &e))).await;
+    let fresh = replies
+        .iter()
+        .filter(|r| r.body["duplicate"] == false)
+        .count();
+    assert_eq!(fresh, 1, "one delivery is new, nine are duplicates");
+    settled(&s).await;
+    assert_eq!(s.count("webhook_events").await, 1);
+    let p = s
+        .get(&s.admin, &format!("/api/v1/revenue/payments/{pay}"))
+        .await;
+    assert_eq!(p.body["status"], "succeeded");
+    let kinds = event_kinds(&s, &pay).await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "payment.succeeded").count(),
+        1,
+        "{kinds:?}"
+    );
+}
+
+async fn late_events_never_regress_a_payment(db: Db) {
+    let s = server(db).await;
+    let pay = stripe_payment(&s, "pi_order", PaymentStatus::RequiresAction).await;
+    let t = now_secs();
+    let intent = |status: &str| {
+        json!({"id": "pi_order", "object": "payment_intent", "status": status,
+        "last_payment_error": {"decline_code": "insufficient_funds", "message": "Your card has insufficient funds."}})
+    };
+    // The success is delivered first; the failure that happened before it arrives later.
+    send(
+        &s,
+        &event(
+            "evt_o2",
+            "payment_intent.succeeded",
+            t + 10,
+            intent("succeeded"),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    send(
+        &s,
+        &event(
+            "evt_o1",
+            "payment_intent.payment_failed",
+            t + 5,
+            intent("requires_payment_method"),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    let p = s
+        .get(&s.admin, &format!("/api/v1/revenue/payments/{pay}"))
+        .await;
+    assert_eq!(p.body["status"], "succeeded");
+    assert!(p.body["decline_code"].is_null());
+    let (status, _, note) = inbox::status(&s.store, "stripe", "evt_o1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, "ignored");
+    assert!(note.unwrap().contains("older"));
+
+    // A newer event of the same rank does apply: a failure, then a newer retry that needs action.
+    let pay2 = stripe_payment(&s, "pi_side", PaymentStatus::Processing).await;
+    let side = |status: &str| {
+        json!({"id": "pi_side", "object": "payment_intent", "status": status,
+        "last_payment_error": {"decline_code": "card_declined", "message": "declined"}})
+    };
+    send(
+        &s,
+        &event(
+            "evt_s1",
+            "payment_intent.payment_failed",
+            t + 1,
+            side("requires_payment_method"),
+        ),
+    )
+    .await;
+    send(
+        &s,
+        &event(
+            "evt_s2",
+            "payment_intent.requires_action",
+            t + 2,
+            side("requires_action"),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    let p2 = s
+        .get(&s.admin, &format!("/api/v1/revenue/payments/{pay2}"))
+        .await;
+    assert_eq!(p2.body["status"], "requires_action");
+}
+
+async fn a_refund_before_the_success_is_counted_once(db: Db) {
+    let s = server(db).await;
+    let pay = stripe_payment(&s, "pi_ref", PaymentStatus::Processing).await;
+    let t = now_secs();
+    let charge = json!({
+        "id": "ch_ref", "object": "charge", "payment_intent": "pi_ref",
+        "amount": 9700, "amount_refunded": 3000, "currency": "usd", "refunded": false,
+        "refunds": {"object": "list", "data": [
+            {"id": "re_ref_1", "object": "refund", "amount": 3000, "currency": "usd", "status": "succeeded", "reason": "requested_by_customer"}
+        ]}
+    });
+    for _ in 0..3 {
+        // Redelivered with new event ids, as a retried endpoint may see.
+        let id = format!("evt_r_{}", uuid::Uuid::now_v7().simple());
+        send(&s, &event(&id, "charge.refunded", t + 20, charge.clone())).await;
+    }
+    send(
+        &s,
+        &event(
+            "evt_r_success",
+            "payment_intent.succeeded",
+            t + 10,
+            json!({"id": "pi_ref", "status": "succeeded"}),
+        ),
+    )
+    .await;
+    settled(&s).await;
+
+    let p = s
+        .get(&s.admin, &format!("/api/v1/revenue/payments/{pay}"))
+        .await;
+    assert_eq!(p.body["status"], "partially_refunded");
+    assert_eq!(p.body["amount_refunded_minor"], 3000);
+    assert_eq!(p.body["refunds"].as_array().unwrap().len(), 1);
+    let kinds = event_kinds(&s, &pay).await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "payment.succeeded").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "refund.created").count(),
+        1,
+        "{kinds:?}"
+    );
+
+    // A later refund status change reaches the recorded refund.
+    send(
+        &s,
+        &event(
+            "evt_r_upd",
+            "charge.refund.updated",
+            t + 30,
+            json!({"id": "re_ref_1", "object": "refund", "status": "failed"}),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    let p = s
+        .get(&s.admin, &format!("/api/v1/revenue/payments/{pay}"))
+        .await;
+    assert_eq!(p.body["refunds"][0]["status"], "failed");
+}
+
+async fn unknown_types_and_objects_are_stored_and_ignored(db: Db) {
+    let s = server(db).await;
+    let t = now_secs();
+    send(
+        &s,
+        &event(
+            "evt_u1",
+            "customer.discount.created",
+            t,
+            json!({"id": "di_1"}),
+        ),
+    )
+    .await;
+    send(
+        &s,
+        &event(
+            "evt_u2",
+            "payment_intent.succeeded",
+            t,
+            json!({"id": "pi_nobody_knows"}),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    for id in ["evt_u1", "evt_u2"] {
+        let (status, attempts, note) = inbox::status(&s.store, "stripe", id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(status, "ignored", "{id}");
+        assert_eq!(attempts, 1);
+        assert!(note.is_some());
+    }
+    // A body that verifies but is not an event is refused and not stored.
+    let payload = r#"{"hello": "world"}"#;
+    let r = deliver(&s, payload, Some(&stripe_sign(payload, SECRET, t))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(s.count("webhook_events").await, 2);
+}
