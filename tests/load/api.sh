@@ -4,7 +4,7 @@
 #
 #   tests/load/api.sh [seconds per run, default 15] [connections, default 32]
 #
-# Needs wrk (Debian: apt-get install wrk) and a PostgreSQL at BENCH_DATABASE_URL's server
+# Needs wrk (Debian: apt-get install wrk), sqlite3, psql, bc, python3, and a PostgreSQL at BENCH_DATABASE_URL's server
 # (default: postgres://postgres@127.0.0.1:5432, database hephaestus_bench, recreated).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,9 +16,10 @@ cargo build --release -p hephaestus >/dev/null
 bin=target/release/hephaestus
 
 run_db() {
+  # shellcheck disable=SC2317
   local label="$1" url="$2" dir
   dir=$(mktemp -d)
-  env -u DATABASE_URL ${url:+DATABASE_URL=$url} HEPHAESTUS_DATA_DIR="$dir" HEPHAESTUS_RATE_LIMIT=100000000/s \
+  env -u DATABASE_URL ${url:+DATABASE_URL=$url} STRIPE_WEBHOOK_SECRET=whsec_load HEPHAESTUS_DATA_DIR="$dir" HEPHAESTUS_RATE_LIMIT=100000000/s \
     HEPHAESTUS_LOG=warn HEPHAESTUS_ADDR="127.0.0.1:$port" \
     "$bin" serve >"$dir/stdout" 2>"$dir/stderr" &
   local pid=$!
@@ -47,6 +48,21 @@ run_db() {
   echo "### $label: POST /api/v1/revenue/payments, sandbox gateway (${secs}s, $conns connections)"
   wrk -t1 -c"$conns" -d"${secs}s" --latency -s tests/load/create_payment.lua "http://127.0.0.1:$port"
   grep -E 'VmHWM|VmRSS' /proc/$pid/status
+
+  # More events than the run can send, so every delivery is a new event.
+  python3 tests/load/webhooks.py $((secs * 12000)) whsec_load > "$dir/events.tsv"
+  echo "### $label: POST /api/v1/revenue/webhooks/stripe, verified new events (${secs}s, $conns connections)"
+  EVENTS_FILE="$dir/events.tsv" wrk -t1 -c"$conns" -d"${secs}s" --latency -s tests/load/webhooks.lua "http://127.0.0.1:$port"
+  grep -E 'VmHWM|VmRSS' /proc/$pid/status
+  # The worker applies stored events in the background; time how long it takes to catch up.
+  local count="SELECT COUNT(*) FROM webhook_events WHERE status = 'pending'" start pending
+  start=$(date +%s.%N)
+  for _ in $(seq 1 1200); do
+    if [ -n "$url" ]; then pending=$(psql "$url" -tAc "$count"); else pending=$(sqlite3 "$dir/hephaestus.db" "$count"); fi
+    [ "$pending" = 0 ] && break
+    sleep 0.1
+  done
+  echo "webhook backlog drained $(echo "$(date +%s.%N) - $start" | bc) s after the load ended (pending: $pending)"
 
   [ -s "$dir/stderr" ] && { echo "server log:"; cat "$dir/stderr"; }
   kill -TERM "$pid"

@@ -14,7 +14,7 @@ use crate::AppState;
 
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 const WEBHOOK_POLL: Duration = Duration::from_millis(500);
-const WEBHOOK_BATCH: i64 = 32;
+const WEBHOOK_BATCH: i64 = 128;
 /// Rate-limit windows are kept a day for diagnosis, then dropped.
 const WINDOW_RETENTION_SECS: i64 = 24 * 60 * 60;
 

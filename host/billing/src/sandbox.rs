@@ -184,14 +184,6 @@ impl Gateway for SandboxGateway {
                 .store
                 .write(move |tx| {
                     Box::pin(async move {
-                        // The same idempotency key answers with the first charge, as long as
-                        // it is the same request.
-                        if let Some(existing) = charge_by(tx, "idempotency_key", &req.idempotency_key).await? {
-                            let same = existing.amount_minor == req.amount.minor
-                                && existing.currency == req.amount.currency.code()
-                                && existing.payment_method == req.payment_method;
-                            return Ok(if same { Ok(existing) } else { Err(()) });
-                        }
                         let (status, decline) = match behaviour {
                             Behaviour::Succeed => ("succeeded", None),
                             Behaviour::Decline(code) => ("failed", Some(code.to_string())),
@@ -208,11 +200,12 @@ impl Gateway for SandboxGateway {
                             decline_code: decline,
                             amount_refunded_minor: 0,
                         };
-                        with_tx!(tx, |c| sqlx::query(
+                        let inserted = with_tx!(&mut *tx, |c| sqlx::query(
                             "INSERT INTO sandbox_charges (id, idempotency_key, amount_minor, currency,
                                  payment_method, status, decline_code, amount_refunded_minor,
                                  created_at, updated_at)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8)"
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8)
+                             ON CONFLICT (idempotency_key) DO NOTHING"
                         )
                         .bind(&row.id)
                         .bind(&row.idempotency_key)
@@ -225,6 +218,17 @@ impl Gateway for SandboxGateway {
                         .execute(c)
                         .await
                         .map(|r| r.rows_affected()))?;
+                        if inserted == 0 {
+                            // The same idempotency key answers with the first charge, as long
+                            // as it is the same request.
+                            let existing = charge_by(tx, "idempotency_key", &req.idempotency_key)
+                                .await?
+                                .ok_or_else(|| StoreError::Corrupt("sandbox charge vanished".into()))?;
+                            let same = existing.amount_minor == req.amount.minor
+                                && existing.currency == req.amount.currency.code()
+                                && existing.payment_method == req.payment_method;
+                            return Ok(if same { Ok(existing) } else { Err(()) });
+                        }
                         Ok::<_, StoreError>(Ok(row))
                     })
                 })

@@ -107,8 +107,17 @@ async fn run_batch(
     delivers: &mut Vec<Deliver>,
 ) -> Result<(), StoreError> {
     let mut tx = Tx::new(TxInner::Sqlite(pool.begin().await?));
+    let mut open = false;
     for job in jobs {
-        statement(&mut tx, "SAVEPOINT job").await?;
+        // One round trip per job boundary: release the previous job's savepoint and open
+        // this one's together. The last one is released by the commit.
+        let boundary = if open {
+            "RELEASE SAVEPOINT job; SAVEPOINT job"
+        } else {
+            "SAVEPOINT job"
+        };
+        statement(&mut tx, boundary).await?;
+        open = true;
         let mark = tx.mark();
         // A panicking job must not take the writer (and every later write) down with it.
         match AssertUnwindSafe(job(&mut tx)).catch_unwind().await {
@@ -117,14 +126,12 @@ async fn run_batch(
                     statement(&mut tx, "ROLLBACK TO SAVEPOINT job").await?;
                     tx.discard_since(mark);
                 }
-                statement(&mut tx, "RELEASE SAVEPOINT job").await?;
                 delivers.push(ran.deliver);
             }
             Err(_) => {
                 tracing::error!("a write job panicked; its changes are rolled back");
                 statement(&mut tx, "ROLLBACK TO SAVEPOINT job").await?;
                 tx.discard_since(mark);
-                statement(&mut tx, "RELEASE SAVEPOINT job").await?;
             }
         }
     }
@@ -132,7 +139,7 @@ async fn run_batch(
 }
 
 async fn statement(tx: &mut Tx, sql: &'static str) -> Result<(), StoreError> {
-    with_tx!(tx, |c| sqlx::query(sql)
+    with_tx!(tx, |c| sqlx::raw_sql(sql)
         .execute(c)
         .await
         .map(|r| r.rows_affected()))?;
@@ -143,5 +150,72 @@ fn clone_err(r: &Result<(), StoreError>) -> Result<(), StoreError> {
     match r {
         Ok(()) => Ok(()),
         Err(e) => Err(StoreError::BatchFailed(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{PoolSettings, Store, StoreError, with_read, with_tx};
+
+    async fn insert_window(tx: &mut crate::Tx, key: &str) -> Result<(), StoreError> {
+        with_tx!(tx, |c| sqlx::query(
+            "INSERT INTO rate_limit_windows (api_key_id, window_start, count) VALUES ($1, 0, 1)"
+        )
+        .bind(key)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_or_panicking_job_is_undone_alone() {
+        let dir = std::env::temp_dir().join(format!("writer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("w.db").display());
+        let store = Store::connect(&url, &PoolSettings::default())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+
+        let jobs = (0..30).map(|i| {
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |tx| {
+                        Box::pin(async move {
+                            insert_window(tx, &format!("k{i}")).await?;
+                            match i % 3 {
+                                0 => Ok(()),
+                                1 => Err(StoreError::Corrupt("job failed after writing".into())),
+                                _ => panic!("job {i} panicked after writing"),
+                            }
+                        })
+                    })
+                    .await
+            }
+        });
+        let results = futures::future::join_all(jobs).await;
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(r.is_ok(), i % 3 == 0, "job {i}: {r:?}");
+        }
+        let kept: Vec<String> = with_read!(&store, |e| sqlx::query_scalar(
+            "SELECT api_key_id FROM rate_limit_windows ORDER BY api_key_id"
+        )
+        .fetch_all(e)
+        .await)
+        .unwrap();
+        let mut expected: Vec<String> = (0..30)
+            .filter(|i| i % 3 == 0)
+            .map(|i| format!("k{i}"))
+            .collect();
+        expected.sort();
+        assert_eq!(kept, expected);
+        // The writer survived the panics.
+        store
+            .write(|tx| Box::pin(async move { insert_window(tx, "after").await }))
+            .await
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
