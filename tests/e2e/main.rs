@@ -8,6 +8,7 @@ mod common;
 mod auth;
 mod bad_requests;
 mod binary;
+mod catalog;
 mod customers;
 mod idempotency;
 mod ops;

@@ -75,6 +75,9 @@ async fn openapi_and_offline_docs() {
         "/api/v1/revenue/payments",
         "/api/v1/revenue/payments/{id}",
         "/api/v1/revenue/payments/{id}/refunds",
+        "/api/v1/revenue/products",
+        "/api/v1/revenue/prices/{id}",
+        "/api/v1/revenue/webhooks/stripe",
     ] {
         assert!(
             doc["paths"][path].is_object(),

@@ -6,13 +6,14 @@
 //! - [`auth`]: API keys, scopes, rate limiting and the audit trail.
 //! - [`rate_limit`]: the per-key limiter whose counts are shared through the database.
 //! - [`write`]: the transaction, idempotency and audit path every change takes.
-//! - [`customers`], [`payments`]: the customer and payment routes.
+//! - [`customers`], [`catalog`], [`payments`]: customers, products and prices, payments.
 //! - [`webhooks`]: the signature-verified Stripe webhook intake.
 //! - [`ops`]: health, readiness, metrics, OpenAPI and the audit log.
 //! - [`metrics`], [`openapi`]: Prometheus series and the generated API description.
 //! - [`jobs`]: background upkeep (rate-limit flushes, expiring idempotency records).
 
 pub mod auth;
+pub mod catalog;
 pub mod customers;
 pub mod error;
 pub mod extract;
@@ -144,6 +145,19 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
             get(customers::get).delete(customers::erase),
         )
         .route("/revenue/customers/{id}/export", get(customers::export))
+        .route(
+            "/revenue/products",
+            get(catalog::list_products).post(catalog::create_product),
+        )
+        .route("/revenue/products/{id}", get(catalog::get_product))
+        .route(
+            "/revenue/prices",
+            get(catalog::list_prices).post(catalog::create_price),
+        )
+        .route(
+            "/revenue/prices/{id}",
+            get(catalog::get_price).post(catalog::update_price),
+        )
         .route(
             "/revenue/payments",
             get(payments::list).post(payments::create),

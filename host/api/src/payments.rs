@@ -27,7 +27,7 @@ use crate::write::{self, RequestMeta, Written};
 /// A decimal amount in major units exactly as the client wrote it: a JSON number (`97.00`)
 /// or a string (`"97.00"`). Kept as text so it is never rounded through a float.
 #[derive(Debug)]
-pub struct AmountText(String);
+pub struct AmountText(pub String);
 
 impl<'de> Deserialize<'de> for AmountText {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -46,7 +46,7 @@ impl<'de> Deserialize<'de> for AmountText {
 }
 
 /// An amount for responses: a JSON number with exactly the currency's decimals.
-fn amount_json(m: Money) -> Box<RawValue> {
+pub fn amount_json(m: Money) -> Box<RawValue> {
     RawValue::from_string(m.major_string())
         .unwrap_or_else(|_| RawValue::from_string("0".into()).unwrap_or_default())
 }

@@ -13,6 +13,9 @@ pub mod kind {
     pub const PAYMENT_FAILED: &str = "payment.failed";
     pub const PAYMENT_REQUIRES_ACTION: &str = "payment.requires_action";
     pub const REFUND_CREATED: &str = "refund.created";
+    pub const PRODUCT_CREATED: &str = "product.created";
+    pub const PRICE_CREATED: &str = "price.created";
+    pub const PRICE_DEACTIVATED: &str = "price.deactivated";
 }
 
 #[derive(Debug, Clone, PartialEq)]

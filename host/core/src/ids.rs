@@ -12,6 +12,8 @@ pub mod prefix {
     pub const API_KEY: &str = "key";
     pub const AUDIT: &str = "aud";
     pub const PAYMENT: &str = "pay";
+    pub const PRODUCT: &str = "prod";
+    pub const PRICE: &str = "price";
     pub const REFUND: &str = "re";
     /// The sandbox gateway's own objects, as a remote processor would name them.
     pub const SANDBOX_CHARGE: &str = "pi_sbx";

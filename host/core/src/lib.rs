@@ -5,11 +5,13 @@
 //! - [`keys`]: API key secrets, their hashes and the scope ladder.
 //! - [`customer`]: the customer record and the validation of what clients send for it.
 //! - [`money`]: integer minor units with ISO 4217 exponents; exact decimal parsing.
+//! - [`catalog`]: products and prices.
 //! - [`payment`]: one-time payments and refunds.
 //! - [`secret`]: configured secrets that never print.
 //! - [`event`]: the append-only domain event that analytics, triggers and experiments read.
 //! - [`validation`]: the one error a domain check returns, naming the field to blame.
 
+pub mod catalog;
 pub mod customer;
 pub mod event;
 pub mod ids;

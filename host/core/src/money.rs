@@ -84,6 +84,20 @@ pub fn parse_major(
     max_minor: i64,
     field: &str,
 ) -> Result<i64, ValidationError> {
+    let minor = parse_major_or_zero(text, currency, max_minor, field)?;
+    if minor == 0 {
+        return Err(ValidationError::new(field, "must be greater than zero"));
+    }
+    Ok(minor)
+}
+
+/// Like [`parse_major`], but zero is allowed (a free price).
+pub fn parse_major_or_zero(
+    text: &str,
+    currency: Currency,
+    max_minor: i64,
+    field: &str,
+) -> Result<i64, ValidationError> {
     let err = |m: String| ValidationError::new(field, m);
     let text = text.trim();
     let plain = !text.is_empty()
@@ -115,9 +129,6 @@ pub fn parse_major(
         .and_then(|m| i64::try_from(m).ok())
         .filter(|m| *m <= MAX_MINOR)
         .ok_or_else(|| err(format!("`{text}` is too large")))?;
-    if minor == 0 {
-        return Err(err("must be greater than zero".into()));
-    }
     if minor > max_minor {
         let max = Money {
             minor: max_minor,

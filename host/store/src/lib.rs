@@ -7,6 +7,7 @@
 //! - [`audit`]: who changed what, when, through which request.
 //! - [`events`]: the append-only domain event log.
 //! - [`inbox`]: verified gateway webhooks waiting to be applied.
+//! - [`catalog`]: products and prices.
 //! - [`customers`]: customer records, lookup, listing and erasure.
 //! - [`payments`]: payments and refunds as the host records them.
 //!
@@ -20,6 +21,7 @@
 //! `SQLITE_BUSY`) and a pool of readers.
 
 pub mod audit;
+pub mod catalog;
 pub mod customers;
 pub mod events;
 pub mod idempotency;
