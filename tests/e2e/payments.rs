@@ -12,7 +12,9 @@ both_dbs!(
     refunds_partial_full_and_over,
     concurrent_payment_with_one_key_charges_once,
     money_converts_exactly,
-    list_filters_and_events
+    list_filters_and_events,
+    three_d_secure_completes_through_the_sandbox,
+    reconciliation_catches_a_missed_update
 );
 
 const PAYMENTS: &str = "/api/v1/revenue/payments";
@@ -435,4 +437,137 @@ async fn list_filters_and_events(db: Db) {
             "refund.created"
         ]
     );
+}
+
+async fn three_d_secure_completes_through_the_sandbox(db: Db) {
+    let s = TestServer::start(db).await;
+    let c = customer(&s).await;
+    let waiting = pay(
+        &s,
+        &c,
+        json!(20),
+        "usd",
+        "pm_card_authenticationRequired",
+        None,
+    )
+    .await;
+    assert_eq!(waiting.body["status"], "requires_action");
+    let id = waiting.body["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/sandbox/payments/{id}/authenticate");
+
+    let done = s.post(&s.admin, &path, &json!({}), None).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert_eq!(done.body["status"], "succeeded");
+    let again = s.post(&s.admin, &path, &json!({}), None).await;
+    assert_eq!(
+        again.status,
+        StatusCode::BAD_REQUEST,
+        "only a waiting payment can be completed"
+    );
+
+    let other = pay(
+        &s,
+        &c,
+        json!(20),
+        "usd",
+        "pm_card_authenticationRequired",
+        None,
+    )
+    .await;
+    let failed = s
+        .post(
+            &s.admin,
+            &format!(
+                "/api/v1/sandbox/payments/{}/authenticate",
+                other.body["id"].as_str().unwrap()
+            ),
+            &json!({"outcome": "fail"}),
+            None,
+        )
+        .await;
+    assert_eq!(failed.body["status"], "failed");
+    assert_eq!(failed.body["decline_code"], "authentication_required");
+    let bad = s
+        .post(&s.admin, &path, &json!({"outcome": "maybe"}), None)
+        .await;
+    assert_eq!(bad.field(), Some("outcome"));
+
+    let export = s
+        .get(&s.admin, &format!("/api/v1/revenue/customers/{c}/export"))
+        .await;
+    let kinds: Vec<&str> = export.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "customer.created",
+            "payment.requires_action",
+            "payment.succeeded",
+            "payment.requires_action",
+            "payment.failed"
+        ]
+    );
+}
+
+async fn reconciliation_catches_a_missed_update(db: Db) {
+    use hephaestus_billing::gateway::Gateway;
+    use hephaestus_billing::reconcile::{Report, reconcile};
+    use hephaestus_billing::sandbox::SandboxGateway;
+
+    let s = TestServer::start(db).await;
+    let c = customer(&s).await;
+    let waiting = pay(
+        &s,
+        &c,
+        json!(20),
+        "usd",
+        "pm_card_authenticationRequired",
+        None,
+    )
+    .await;
+    let id = waiting.body["id"].as_str().unwrap().to_string();
+    let charge = waiting.body["gateway_id"].as_str().unwrap().to_string();
+
+    // The customer completes 3-D Secure at the gateway, but the host never hears of it.
+    let gateway = SandboxGateway::new(s.store.clone());
+    assert_eq!(gateway.name(), "sandbox");
+    gateway
+        .complete_action(&charge, true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        s.get(&s.admin, &format!("{PAYMENTS}/{id}")).await.body["status"],
+        "requires_action"
+    );
+
+    // Not yet past the deadline: left alone. Past it: refetched and brought up to date, once.
+    let early = reconcile(&s.store, &gateway, 3600, 100).await.unwrap();
+    assert_eq!(early, Report::default());
+    let report = reconcile(&s.store, &gateway, 0, 100).await.unwrap();
+    assert_eq!(
+        report,
+        Report {
+            checked: 1,
+            updated: 1,
+            failed: 0
+        }
+    );
+    assert_eq!(
+        s.get(&s.admin, &format!("{PAYMENTS}/{id}")).await.body["status"],
+        "succeeded"
+    );
+    let again = reconcile(&s.store, &gateway, 0, 100).await.unwrap();
+    assert_eq!(again.checked, 0);
+    let succeeded: i64 = hephaestus_store::with_read!(&s.store, |e| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM events WHERE type = 'payment.succeeded'"
+    )
+    .fetch_one(e)
+    .await)
+    .unwrap();
+    assert_eq!(succeeded, 1);
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use hephaestus_billing::stripe_events;
+use hephaestus_billing::{reconcile, stripe_events};
 use hephaestus_core::Timestamp;
 use hephaestus_store::{idempotency, rate_limit};
 use tokio::sync::watch;
@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::AppState;
 
 const PURGE_EVERY: Duration = Duration::from_secs(60);
+const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 const WEBHOOK_POLL: Duration = Duration::from_millis(500);
 const WEBHOOK_BATCH: i64 = 128;
 /// Rate-limit windows are kept a day for diagnosis, then dropped.
@@ -27,6 +28,8 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
         // retries and events that arrived through another host.
         let mut webhooks = tokio::time::interval(WEBHOOK_POLL);
         webhooks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut purge = tokio::time::interval(PURGE_EVERY);
         purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -38,6 +41,7 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
                 }
                 _ = purge.tick() => purge_expired(&state).await,
                 _ = webhooks.tick() => process_webhooks(&state).await,
+                _ = reconcile.tick() => reconcile_unsettled(&state).await,
                 () = state.webhook_worker.notified() => process_webhooks(&state).await,
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
@@ -63,6 +67,20 @@ async fn process_webhooks(state: &AppState) {
                 break;
             }
         }
+    }
+}
+
+async fn reconcile_unsettled(state: &AppState) {
+    let deadline = i64::try_from(state.config.reconcile_after.as_secs()).unwrap_or(i64::MAX);
+    match reconcile::reconcile(&state.store, state.gateway.as_ref(), deadline, 100).await {
+        Ok(r) if r.checked > 0 => tracing::info!(
+            checked = r.checked,
+            updated = r.updated,
+            failed = r.failed,
+            "reconciled unsettled payments"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "reconciliation failed; will retry"),
     }
 }
 

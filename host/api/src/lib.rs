@@ -7,6 +7,7 @@
 //! - [`rate_limit`]: the per-key limiter whose counts are shared through the database.
 //! - [`write`]: the transaction, idempotency and audit path every change takes.
 //! - [`customers`], [`catalog`], [`payments`]: customers, products and prices, payments.
+//! - [`sandbox`]: the sandbox gateway's test controls.
 //! - [`webhooks`]: the signature-verified Stripe webhook intake.
 //! - [`ops`]: health, readiness, metrics, OpenAPI and the audit log.
 //! - [`metrics`], [`openapi`]: Prometheus series and the generated API description.
@@ -23,6 +24,7 @@ pub mod openapi;
 pub mod ops;
 pub mod payments;
 pub mod rate_limit;
+pub mod sandbox;
 pub mod webhooks;
 pub mod write;
 
@@ -66,6 +68,9 @@ pub struct ApiConfig {
     pub idempotency_lock_secs: i64,
     /// The largest single payment, in major units of the payment's currency.
     pub max_payment: rust_decimal::Decimal,
+    /// How long a payment may wait on its gateway (processing, or the customer's action)
+    /// before reconciliation asks the gateway about it.
+    pub reconcile_after: Duration,
     /// Stripe webhook signing secrets; several while one is being rotated.
     pub stripe_webhook_secrets: Vec<hephaestus_core::secret::Secret>,
 }
@@ -84,6 +89,7 @@ impl Default for ApiConfig {
             idempotency_lock_secs: 60,
             max_payment: rust_decimal::Decimal::from(1_000_000),
             stripe_webhook_secrets: Vec::new(),
+            reconcile_after: Duration::from_secs(600),
         }
     }
 }
@@ -164,6 +170,10 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         )
         .route("/revenue/payments/{id}", get(payments::get))
         .route("/revenue/payments/{id}/refunds", post(payments::refund))
+        .route(
+            "/sandbox/payments/{id}/authenticate",
+            post(sandbox::authenticate),
+        )
         .route("/audit", get(ops::audit_list))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

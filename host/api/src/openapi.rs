@@ -63,6 +63,7 @@ impl Modify for BearerKey {
         crate::payments::list,
         crate::payments::refund,
         crate::webhooks::stripe,
+        crate::sandbox::authenticate,
         crate::ops::audit_list,
         crate::ops::health,
         crate::ops::ready,
@@ -70,12 +71,13 @@ impl Modify for BearerKey {
     components(schemas(ErrorBody, ErrorDetail, crate::customers::CustomerView, crate::customers::CreateCustomer,
         crate::payments::PaymentView, crate::payments::RefundView, crate::payments::CreatePayment, crate::payments::CreateRefund,
         crate::catalog::ProductView, crate::catalog::CreateProduct, crate::catalog::PriceView, crate::catalog::CreatePrice,
-        crate::catalog::RecurringView, crate::catalog::RecurringRequest, crate::catalog::UpdatePrice)),
+        crate::catalog::RecurringView, crate::catalog::RecurringRequest, crate::catalog::UpdatePrice, crate::sandbox::Authenticate)),
     modifiers(&BearerKey),
     tags(
         (name = "customers", description = "Customer records, export and erasure"),
         (name = "catalog", description = "Products and their immutable prices"),
         (name = "payments", description = "One-time payments and refunds, through the sandbox or Stripe"),
+        (name = "sandbox", description = "Test controls of the built-in sandbox gateway"),
         (name = "operations", description = "Health, readiness and the audit log"),
     )
 )]

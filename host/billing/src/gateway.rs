@@ -76,4 +76,9 @@ pub trait Gateway: Send + Sync + std::fmt::Debug {
 
     /// The charge's current state, to reconcile after a missed or out-of-order event.
     fn fetch(&self, charge_id: String) -> BoxFuture<'_, Result<Option<Charge>, GatewayError>>;
+
+    /// The sandbox, when this is it: it has test controls no real gateway has.
+    fn as_sandbox(&self) -> Option<&crate::sandbox::SandboxGateway> {
+        None
+    }
 }

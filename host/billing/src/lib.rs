@@ -3,10 +3,12 @@
 //! - [`gateway`]: the trait, its requests and results, and its errors.
 //! - [`sandbox`]: the built-in gateway that behaves like Stripe's test mode, with a ledger
 //!   of its own, so the product runs and is tested with no account.
+//! - [`reconcile`]: refetching unsettled payments from their gateway.
 //! - [`webhook`]: `Stripe-Signature` verification.
 //! - [`stripe_events`]: applying verified gateway events from the inbox to payments.
 
 pub mod gateway;
+pub mod reconcile;
 pub mod sandbox;
 pub mod stripe_events;
 pub mod webhook;

@@ -14,7 +14,7 @@
 //! | `pm_card_chargeDeclinedIncorrectCvc` | declined, `incorrect_cvc` |
 //! | `pm_card_chargeDeclinedProcessingError` | declined, `processing_error` |
 //! | `pm_card_chargeDeclinedFraudulent` | declined, `fraudulent` |
-//! | `pm_card_authenticationRequired` | needs the customer's action (3-D Secure) |
+//! | `pm_card_authenticationRequired` | needs the customer's action (3-D Secure); completed or failed with [`SandboxGateway::complete_action`] |
 //!
 //! Anything else is an unknown payment method, as Stripe answers it.
 
@@ -91,6 +91,7 @@ fn decline_message(code: &str) -> &'static str {
         "expired_card" => "Your card has expired.",
         "incorrect_cvc" => "Your card's security code is incorrect.",
         "processing_error" => "An error occurred while processing your card. Try again.",
+        "authentication_required" => "The customer did not complete authentication.",
         _ => "Your card was declined.",
     }
 }
@@ -325,6 +326,10 @@ impl Gateway for SandboxGateway {
         })
     }
 
+    fn as_sandbox(&self) -> Option<&SandboxGateway> {
+        Some(self)
+    }
+
     fn fetch(&self, charge_id: String) -> BoxFuture<'_, Result<Option<Charge>, GatewayError>> {
         Box::pin(async move {
             let sql = format!("SELECT {CHARGE_COLUMNS} FROM sandbox_charges WHERE id = $1");
@@ -336,6 +341,48 @@ impl Gateway for SandboxGateway {
                 .map_err(|e| store_err(e.into()))?;
             row.map(|r| r.to_charge()).transpose()
         })
+    }
+}
+
+impl SandboxGateway {
+    /// Plays the customer finishing (or failing) the action a charge waits for, such as 3-D
+    /// Secure. `None` if no charge with that id is waiting for one.
+    pub async fn complete_action(
+        &self,
+        charge_id: &str,
+        succeed: bool,
+    ) -> Result<Option<Charge>, GatewayError> {
+        let id = charge_id.to_string();
+        let changed =
+            self.store
+                .write(move |tx| {
+                    Box::pin(async move {
+                        let (status, decline) = if succeed {
+                            ("succeeded", None)
+                        } else {
+                            ("failed", Some("authentication_required"))
+                        };
+                        let n = with_tx!(tx, |c| {
+                            sqlx::query(
+                        "UPDATE sandbox_charges SET status = $2, decline_code = $3, updated_at = $4
+                          WHERE id = $1 AND status = 'requires_action'"
+                    )
+                    .bind(&id)
+                    .bind(status)
+                    .bind(decline)
+                    .bind(Timestamp::now().as_micros())
+                    .execute(c)
+                    .await
+                    .map(|r| r.rows_affected())
+                        })?;
+                        Ok::<_, StoreError>(n == 1)
+                    })
+                })
+                .await?;
+        if !changed {
+            return Ok(None);
+        }
+        self.fetch(charge_id.to_string()).await
     }
 }
 

@@ -132,7 +132,7 @@ async fn intent(
     Ok(Applied::Processed)
 }
 
-fn payment_event(kind: &'static str, p: &Payment, now: Timestamp) -> NewEvent {
+pub(crate) fn payment_event(kind: &'static str, p: &Payment, now: Timestamp) -> NewEvent {
     NewEvent::new(
         kind,
         &p.id,

@@ -25,12 +25,33 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Apply database migrations and exit.
     Migrate(StorageArgs),
+    /// Billing maintenance.
+    Billing {
+        #[command(subcommand)]
+        action: BillingCommand,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
     /// Create, list and revoke API keys.
     Keys {
         #[command(subcommand)]
         action: KeysCommand,
         #[command(flatten)]
         storage: StorageArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BillingCommand {
+    /// Ask the gateway about payments still processing or waiting for the customer, and
+    /// bring them up to date (the server also does this every minute).
+    Reconcile {
+        /// Only payments unchanged for at least this many seconds.
+        #[arg(long, default_value_t = 600)]
+        older_than_secs: i64,
+        /// At most this many payments.
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
     },
 }
 
@@ -103,6 +124,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = open(&storage).await?;
             println!("migrations applied ({})", store.kind());
             store.close().await;
+            Ok(())
+        }
+        Command::Billing { action, storage } => {
+            let store = open(&storage).await?;
+            let BillingCommand::Reconcile {
+                older_than_secs,
+                limit,
+            } = action;
+            let gateway = hephaestus_billing::sandbox::SandboxGateway::new(store.clone());
+            let report =
+                hephaestus_billing::reconcile::reconcile(&store, &gateway, older_than_secs, limit)
+                    .await;
+            store.close().await;
+            let report = report?;
+            println!(
+                "checked {} unsettled payment(s): {} updated, {} could not be refetched",
+                report.checked, report.updated, report.failed
+            );
             Ok(())
         }
         Command::Keys { action, storage } => {

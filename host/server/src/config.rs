@@ -112,6 +112,11 @@ pub struct ServeArgs {
     )]
     pub stripe_webhook_secret: Vec<hephaestus_core::secret::Secret>,
 
+    /// Seconds a payment may wait on its gateway before reconciliation refetches it.
+    #[arg(long, env = "HEPHAESTUS_RECONCILE_AFTER_SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(0..=86_400 * 30))]
+    pub reconcile_after_secs: u64,
+
     /// Log format: `text` for people, `json` for log pipelines.
     #[arg(long, env = "HEPHAESTUS_LOG_FORMAT", default_value = "text",
           value_parser = ["text", "json"])]
@@ -128,6 +133,7 @@ impl ServeArgs {
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             max_payment: self.max_payment,
             stripe_webhook_secrets: self.stripe_webhook_secret.clone(),
+            reconcile_after: Duration::from_secs(self.reconcile_after_secs),
             ..ApiConfig::default()
         }
     }
@@ -182,6 +188,7 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "HEPHAESTUS_SHUTDOWN_GRACE_SECS",
     "HEPHAESTUS_LOG_FORMAT",
     "HEPHAESTUS_MAX_PAYMENT",
+    "HEPHAESTUS_RECONCILE_AFTER_SECS",
     "HEPHAESTUS_LOG",
 ];
 

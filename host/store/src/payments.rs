@@ -221,13 +221,61 @@ pub async fn refunds_of(store: &Store, payment_id: &str) -> Result<Vec<Refund>> 
         .collect()
 }
 
-/// The payment a gateway object belongs to.
+/// Locks the rows a statement reads for the rest of the transaction, on PostgreSQL: workers
+/// on several hosts may apply events about one payment at once, and each must see what the
+/// other applied. SQLite's single writer serialises them already.
+fn row_lock(tx: &mut Tx) -> &'static str {
+    match tx.inner() {
+        crate::TxInner::Postgres(_) => " FOR UPDATE",
+        crate::TxInner::Sqlite(_) => "",
+    }
+}
+
+/// A payment, locked for the rest of the transaction.
+pub async fn get_for_update(tx: &mut Tx, id: &str) -> Result<Option<Payment>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM payments WHERE id = $1{}",
+        row_lock(tx)
+    );
+    let row: Option<PaymentRow> = with_tx!(tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(c)
+        .await)?;
+    row.map(Payment::try_from).transpose()
+}
+
+/// Payments of `gateway` still waiting on it (processing, or requiring the customer's
+/// action) and untouched since `before`: what reconciliation asks the gateway about.
+pub async fn unsettled(
+    store: &Store,
+    gateway: &str,
+    before: Timestamp,
+    limit: i64,
+) -> Result<Vec<Payment>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM payments
+          WHERE gateway = $1 AND status IN ('processing', 'requires_action') AND updated_at < $2
+          ORDER BY updated_at LIMIT $3"
+    );
+    let rows: Vec<PaymentRow> = with_read!(store, |e| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(gateway)
+        .bind(before.as_micros())
+        .bind(limit)
+        .fetch_all(e)
+        .await)?;
+    rows.into_iter().map(Payment::try_from).collect()
+}
+
+/// The payment a gateway object belongs to, locked for the rest of the transaction.
 pub async fn find_by_gateway_id(
     tx: &mut Tx,
     gateway: &str,
     gateway_id: &str,
 ) -> Result<Option<Payment>> {
-    let sql = format!("SELECT {COLUMNS} FROM payments WHERE gateway = $1 AND gateway_id = $2");
+    let sql = format!(
+        "SELECT {COLUMNS} FROM payments WHERE gateway = $1 AND gateway_id = $2{}",
+        row_lock(tx)
+    );
     let row: Option<PaymentRow> = with_tx!(tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(gateway)
         .bind(gateway_id)

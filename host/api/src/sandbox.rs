@@ -1,0 +1,117 @@
+//! Test controls of the sandbox gateway, under `/api/v1/sandbox`. They exist only while the
+//! sandbox is the gateway; with Stripe configured these routes answer 404.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hephaestus_billing::reconcile;
+use hephaestus_core::ids::{self, prefix};
+use hephaestus_core::payment::PaymentStatus;
+use hephaestus_store::payments;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::auth::WriteKey;
+use crate::error::AppError;
+use crate::extract::{Json, PathId};
+use crate::payments::PaymentView;
+use crate::write::{self, RequestMeta, Written};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Authenticate {
+    /// `succeed` (default) or `fail`.
+    pub outcome: Option<String>,
+}
+
+/// Plays the customer completing (or failing) 3-D Secure for a payment made with
+/// `pm_card_authenticationRequired`. The payment moves on as it would when the gateway
+/// reports it, with its domain event.
+#[utoipa::path(
+    post, path = "/api/v1/sandbox/payments/{id}/authenticate", tag = "sandbox",
+    params(("id" = String, Path)), request_body = Authenticate,
+    responses((status = 200, body = PaymentView), (status = 400, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn authenticate(
+    State(state): State<AppState>,
+    auth: WriteKey,
+    meta: RequestMeta,
+    PathId(id): PathId,
+    body: Json<Authenticate>,
+) -> Response {
+    let Some(sandbox) = state.gateway.as_sandbox() else {
+        return AppError::RouteNotFound {
+            method: meta.method.to_string(),
+            path: meta.path.clone(),
+        }
+        .into_response();
+    };
+    let succeed = match body.value.outcome.as_deref() {
+        None | Some("succeed") => true,
+        Some("fail") => false,
+        Some(_) => return AppError::invalid("outcome", "must be succeed or fail").into_response(),
+    };
+    let not_found = || {
+        AppError::NotFound {
+            kind: "payment",
+            id: id.clone(),
+        }
+        .into_response()
+    };
+    if !ids::is_well_formed(prefix::PAYMENT, &id) {
+        return not_found();
+    }
+    let payment = match payments::get(&state.store, &id).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return not_found(),
+        Err(e) => return AppError::from(e).into_response(),
+    };
+    let (true, Some(charge_id), PaymentStatus::RequiresAction) = (
+        payment.gateway == "sandbox",
+        payment.gateway_id.clone(),
+        payment.status,
+    ) else {
+        return AppError::Invalid {
+            field: None,
+            message: format!("payment {id} is not waiting for the customer's action"),
+        }
+        .into_response();
+    };
+    let claimed = match write::claim(&state, &auth.0, &meta, &body.raw).await {
+        Ok(c) => c,
+        Err(answer) => return answer,
+    };
+    let charge = match sandbox.complete_action(&charge_id, succeed).await {
+        Ok(Some(charge)) => charge,
+        Ok(None) => {
+            return claimed
+                .fail(AppError::Invalid {
+                    field: None,
+                    message: format!("payment {id} is not waiting for the customer's action"),
+                })
+                .await;
+        }
+        Err(e) => return claimed.fail(AppError::Unavailable(e.to_string())).await,
+    };
+    claimed
+        .commit(move |tx| {
+            Box::pin(async move {
+                reconcile::apply_charge(tx, &id, &charge).await?;
+                let payment =
+                    payments::get_for_update(tx, &id)
+                        .await?
+                        .ok_or_else(|| AppError::NotFound {
+                            kind: "payment",
+                            id: id.clone(),
+                        })?;
+                Ok(Written::json(
+                    StatusCode::OK,
+                    &PaymentView::from(&payment),
+                    None,
+                ))
+            })
+        })
+        .await
+}

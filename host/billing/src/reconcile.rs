@@ -1,0 +1,105 @@
+//! Bringing payments up to date with what their gateway says: reconciliation asks the
+//! gateway about payments left unsettled past a deadline (a missed or delayed webhook), and
+//! the sandbox's own "customer completed 3-D Secure" lands here too. The same forward-only
+//! rule as webhooks applies, and a change writes its domain event in the same transaction.
+
+use hephaestus_core::Timestamp;
+use hephaestus_core::event::kind;
+use hephaestus_core::payment::{Payment, PaymentStatus};
+use hephaestus_store::{Store, StoreError, Tx, events, payments};
+
+use crate::gateway::{Charge, ChargeStatus, Gateway};
+use crate::stripe_events::payment_event;
+
+/// What a reconciliation pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub checked: usize,
+    pub updated: usize,
+    pub failed: usize,
+}
+
+fn status_of(charge: &Charge) -> PaymentStatus {
+    match charge.status {
+        ChargeStatus::Succeeded => PaymentStatus::Succeeded,
+        ChargeStatus::RequiresAction => PaymentStatus::RequiresAction,
+        ChargeStatus::Processing => PaymentStatus::Processing,
+        ChargeStatus::Declined => PaymentStatus::Failed,
+    }
+}
+
+/// Applies the gateway's current view of a charge to the payment `payment_id`. The
+/// gateway's answer is the newest news, so it applies unless it would move the payment
+/// back. Returns the payment when it changed.
+pub async fn apply_charge(
+    tx: &mut Tx,
+    payment_id: &str,
+    charge: &Charge,
+) -> Result<Option<Payment>, StoreError> {
+    let Some(mut payment) = payments::get_for_update(tx, payment_id).await? else {
+        return Ok(None);
+    };
+    let status = status_of(charge);
+    if status == payment.status || status.progress() < payment.status.progress() {
+        return Ok(None);
+    }
+    payment.status = status;
+    if status == PaymentStatus::Failed {
+        payment.decline_code = charge.decline_code.clone();
+        payment.failure_message = charge.failure_message.clone();
+    }
+    let now = Timestamp::now();
+    payments::apply_gateway_state(tx, &payment, now).await?;
+    let domain_kind = match status {
+        PaymentStatus::Succeeded => Some(kind::PAYMENT_SUCCEEDED),
+        PaymentStatus::Failed => Some(kind::PAYMENT_FAILED),
+        PaymentStatus::RequiresAction => Some(kind::PAYMENT_REQUIRES_ACTION),
+        _ => None,
+    };
+    if let Some(k) = domain_kind {
+        events::append(tx, payment_event(k, &payment, now));
+    }
+    Ok(Some(payment))
+}
+
+/// One pass: payments of `gateway` unsettled for longer than `deadline_secs`, at most
+/// `limit` of them, refetched and brought up to date.
+pub async fn reconcile(
+    store: &Store,
+    gateway: &dyn Gateway,
+    deadline_secs: i64,
+    limit: i64,
+) -> Result<Report, StoreError> {
+    let before = Timestamp::now().add_secs(-deadline_secs);
+    let due = payments::unsettled(store, gateway.name(), before, limit).await?;
+    let mut report = Report {
+        checked: due.len(),
+        ..Report::default()
+    };
+    for payment in due {
+        let Some(charge_id) = payment.gateway_id.clone() else {
+            continue;
+        };
+        let charge = match gateway.fetch(charge_id.clone()).await {
+            Ok(Some(charge)) => charge,
+            Ok(None) => {
+                tracing::warn!(payment = %payment.id, charge = %charge_id, "the gateway does not know this charge");
+                report.failed += 1;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(payment = %payment.id, error = %e, "could not refetch a charge; will retry next pass");
+                report.failed += 1;
+                continue;
+            }
+        };
+        let id = payment.id.clone();
+        let changed = store
+            .write(move |tx| Box::pin(async move { apply_charge(tx, &id, &charge).await }))
+            .await?;
+        if changed.is_some() {
+            report.updated += 1;
+        }
+    }
+    Ok(report)
+}
