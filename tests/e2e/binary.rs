@@ -196,7 +196,7 @@ async fn first_run_key_and_keys_cli() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_settings_stop_the_start_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &str, &str); 5] = [
+    let cases: [(&str, &str, &str); 8] = [
         ("HEPHAESTUS_ADRR", "127.0.0.1:0", "HEPHAESTUS_ADRR"),
         ("HEPHAESTUS_ADDR", "localhost-8000", "--addr"),
         ("DATABASE_URL", "mysql://root@localhost/x", "--database-url"),
@@ -206,6 +206,13 @@ async fn bad_settings_stop_the_start_naming_the_setting() {
             "admin.example.com",
             "--cors-origins",
         ),
+        (
+            "HEPHAESTUS_REPORTING_CURRENCY",
+            "ABC",
+            "--reporting-currency",
+        ),
+        ("HEPHAESTUS_EXCHANGE_RATES", "EUR-USD", "--exchange-rates"),
+        ("STRIPE_WEBHOOK_SECRET", " ", "--stripe-webhook-secret"),
     ];
     for (name, value, named) in cases {
         let out = command(dir.path())

@@ -13,4 +13,5 @@ mod customers;
 mod idempotency;
 mod ops;
 mod payments;
+mod reporting;
 mod webhooks;

@@ -7,6 +7,7 @@
 //! - [`rate_limit`]: the per-key limiter whose counts are shared through the database.
 //! - [`write`]: the transaction, idempotency and audit path every change takes.
 //! - [`customers`], [`catalog`], [`payments`]: customers, products and prices, payments.
+//! - [`reporting`]: exchange rates and totals per currency and in the reporting currency.
 //! - [`sandbox`]: the sandbox gateway's test controls.
 //! - [`webhooks`]: the signature-verified Stripe webhook intake.
 //! - [`ops`]: health, readiness, metrics, OpenAPI and the audit log.
@@ -24,6 +25,7 @@ pub mod openapi;
 pub mod ops;
 pub mod payments;
 pub mod rate_limit;
+pub mod reporting;
 pub mod sandbox;
 pub mod webhooks;
 pub mod write;
@@ -68,6 +70,8 @@ pub struct ApiConfig {
     pub idempotency_lock_secs: i64,
     /// The largest single payment, in major units of the payment's currency.
     pub max_payment: rust_decimal::Decimal,
+    /// The currency totals are reported in.
+    pub reporting_currency: hephaestus_core::money::Currency,
     /// How long a payment may wait on its gateway (processing, or the customer's action)
     /// before reconciliation asks the gateway about it.
     pub reconcile_after: Duration,
@@ -90,6 +94,8 @@ impl Default for ApiConfig {
             max_payment: rust_decimal::Decimal::from(1_000_000),
             stripe_webhook_secrets: Vec::new(),
             reconcile_after: Duration::from_secs(600),
+            reporting_currency: hephaestus_core::money::Currency::parse("USD", "currency")
+                .unwrap_or_else(|_| unreachable!("USD is an ISO 4217 currency")),
         }
     }
 }
@@ -167,6 +173,11 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .route(
             "/revenue/payments",
             get(payments::list).post(payments::create),
+        )
+        .route("/revenue/payments/totals", get(reporting::totals))
+        .route(
+            "/revenue/exchange-rates",
+            get(reporting::list_rates).post(reporting::set_rate),
         )
         .route("/revenue/payments/{id}", get(payments::get))
         .route("/revenue/payments/{id}/refunds", post(payments::refund))

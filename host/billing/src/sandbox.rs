@@ -353,17 +353,17 @@ impl SandboxGateway {
         succeed: bool,
     ) -> Result<Option<Charge>, GatewayError> {
         let id = charge_id.to_string();
-        let changed =
-            self.store
-                .write(move |tx| {
-                    Box::pin(async move {
-                        let (status, decline) = if succeed {
-                            ("succeeded", None)
-                        } else {
-                            ("failed", Some("authentication_required"))
-                        };
-                        let n = with_tx!(tx, |c| {
-                            sqlx::query(
+        let changed = self
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    let (status, decline) = if succeed {
+                        ("succeeded", None)
+                    } else {
+                        ("failed", Some("authentication_required"))
+                    };
+                    let n = with_tx!(tx, |c| {
+                        sqlx::query(
                         "UPDATE sandbox_charges SET status = $2, decline_code = $3, updated_at = $4
                           WHERE id = $1 AND status = 'requires_action'"
                     )
@@ -374,11 +374,11 @@ impl SandboxGateway {
                     .execute(c)
                     .await
                     .map(|r| r.rows_affected())
-                        })?;
-                        Ok::<_, StoreError>(n == 1)
-                    })
+                    })?;
+                    Ok::<_, StoreError>(n == 1)
                 })
-                .await?;
+            })
+            .await?;
         if !changed {
             return Ok(None);
         }

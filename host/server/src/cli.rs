@@ -163,6 +163,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "  (shown once; create more with: hephaestus keys create --name NAME --scope read|write|admin)"
         );
     }
+    record_configured_rates(&store, &args.exchange_rates).await?;
     let shutdown = server::shutdown_signal().context("cannot listen for SIGTERM")?;
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
@@ -181,6 +182,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Duration::from_secs(args.shutdown_grace_secs),
     )
     .await
+}
+
+/// Records `HEPHAESTUS_EXCHANGE_RATES` that differ from the newest rate of their pair.
+async fn record_configured_rates(
+    store: &Store,
+    rates: &[(String, String, String)],
+) -> anyhow::Result<()> {
+    let latest = hephaestus_store::exchange_rates::latest(store).await?;
+    for (base, quote, rate) in rates {
+        let new = hephaestus_api::reporting::new_rate(base, quote, rate, "config")
+            .map_err(|e| anyhow::anyhow!("HEPHAESTUS_EXCHANGE_RATES: {e}"))?;
+        let unchanged = latest
+            .iter()
+            .any(|r| r.base == new.base && r.quote == new.quote && r.rate == new.rate);
+        if !unchanged {
+            store
+                .write(move |tx| {
+                    Box::pin(
+                        async move { hephaestus_store::exchange_rates::insert(tx, &new).await },
+                    )
+                })
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 async fn keys_command(store: &Store, action: KeysCommand) -> anyhow::Result<()> {

@@ -117,6 +117,16 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(0..=86_400 * 30))]
     pub reconcile_after_secs: u64,
 
+    /// The currency payment totals are reported in (ISO 4217).
+    #[arg(long, env = "HEPHAESTUS_REPORTING_CURRENCY", default_value = "USD", value_parser = parse_currency)]
+    pub reporting_currency: hephaestus_core::money::Currency,
+
+    /// Exchange rates to record at start, comma-separated `BASE/QUOTE=RATE`
+    /// (`EUR/USD=1.0832,GBP/USD=1.27`). Recorded only when they differ from the newest rate
+    /// of the pair, which may also be set through the API.
+    #[arg(long, env = "HEPHAESTUS_EXCHANGE_RATES", value_delimiter = ',', value_parser = parse_rate_setting)]
+    pub exchange_rates: Vec<(String, String, String)>,
+
     /// Log format: `text` for people, `json` for log pipelines.
     #[arg(long, env = "HEPHAESTUS_LOG_FORMAT", default_value = "text",
           value_parser = ["text", "json"])]
@@ -134,6 +144,7 @@ impl ServeArgs {
             max_payment: self.max_payment,
             stripe_webhook_secrets: self.stripe_webhook_secret.clone(),
             reconcile_after: Duration::from_secs(self.reconcile_after_secs),
+            reporting_currency: self.reporting_currency,
             ..ApiConfig::default()
         }
     }
@@ -146,6 +157,19 @@ fn parse_database_url(s: &str) -> Result<String, String> {
     } else {
         Err("must start with sqlite:, postgres:// or postgresql://".to_string())
     }
+}
+
+fn parse_currency(s: &str) -> Result<hephaestus_core::money::Currency, String> {
+    hephaestus_core::money::Currency::parse(s, "currency").map_err(|e| e.message)
+}
+
+fn parse_rate_setting(s: &str) -> Result<(String, String, String), String> {
+    let err = || format!("`{s}` is not BASE/QUOTE=RATE, like EUR/USD=1.0832");
+    let (pair, rate) = s.trim().split_once('=').ok_or_else(err)?;
+    let (base, quote) = pair.split_once('/').ok_or_else(err)?;
+    hephaestus_api::reporting::new_rate(base, quote, rate, "config")
+        .map_err(|e| format!("`{s}`: {e}"))?;
+    Ok((base.to_string(), quote.to_string(), rate.to_string()))
 }
 
 fn parse_max_payment(s: &str) -> Result<rust_decimal::Decimal, String> {
@@ -189,6 +213,8 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "HEPHAESTUS_LOG_FORMAT",
     "HEPHAESTUS_MAX_PAYMENT",
     "HEPHAESTUS_RECONCILE_AFTER_SECS",
+    "HEPHAESTUS_REPORTING_CURRENCY",
+    "HEPHAESTUS_EXCHANGE_RATES",
     "HEPHAESTUS_LOG",
 ];
 

@@ -6,6 +6,7 @@
 //! - [`idempotency`]: claimed `Idempotency-Key`s and the first response stored for replay.
 //! - [`audit`]: who changed what, when, through which request.
 //! - [`events`]: the append-only domain event log.
+//! - [`exchange_rates`]: rates for reporting in one currency, and per-currency totals.
 //! - [`inbox`]: verified gateway webhooks waiting to be applied.
 //! - [`catalog`]: products and prices.
 //! - [`customers`]: customer records, lookup, listing and erasure.
@@ -24,6 +25,7 @@ pub mod audit;
 pub mod catalog;
 pub mod customers;
 pub mod events;
+pub mod exchange_rates;
 pub mod idempotency;
 pub mod inbox;
 pub mod keys;
