@@ -21,7 +21,8 @@ both_dbs!(
     duplicates_are_acknowledged_once,
     late_events_never_regress_a_payment,
     a_refund_before_the_success_is_counted_once,
-    unknown_types_and_objects_are_stored_and_ignored
+    unknown_types_and_objects_are_stored_and_ignored,
+    disputes_in_any_order
 );
 
 const HOOK: &str = "/api/v1/revenue/webhooks/stripe";
@@ -450,4 +451,151 @@ async fn unknown_types_and_objects_are_stored_and_ignored(db: Db) {
     let r = deliver(&s, payload, Some(&stripe_sign(payload, SECRET, t))).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(s.count("webhook_events").await, 2);
+}
+
+fn dispute_object(status: &str, moves: &[i64]) -> Value {
+    json!({
+        "id": "dp_1", "object": "dispute", "charge": "ch_dsp", "payment_intent": "pi_dsp",
+        "amount": 9700, "currency": "usd", "reason": "fraudulent", "status": status,
+        "balance_transactions": moves.iter().map(|m| json!({"object": "balance_transaction", "amount": m})).collect::<Vec<_>>(),
+    })
+}
+
+async fn disputes_in_any_order(db: Db) {
+    let s = server(db).await;
+    let t = now_secs();
+
+    // Lost, delivered in order: the payment is disputed from the start and stays so.
+    let lost = stripe_payment(&s, "pi_dsp", PaymentStatus::Succeeded).await;
+    send(
+        &s,
+        &event(
+            "evt_d1",
+            "charge.dispute.created",
+            t + 1,
+            dispute_object("needs_response", &[]),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(
+        s.get(&s.admin, &format!("/api/v1/revenue/payments/{lost}"))
+            .await
+            .body["status"],
+        "disputed"
+    );
+    send(
+        &s,
+        &event(
+            "evt_d2",
+            "charge.dispute.funds_withdrawn",
+            t + 2,
+            dispute_object("needs_response", &[-9700]),
+        ),
+    )
+    .await;
+    send(
+        &s,
+        &event(
+            "evt_d3",
+            "charge.dispute.updated",
+            t + 3,
+            dispute_object("under_review", &[-9700]),
+        ),
+    )
+    .await;
+    send(
+        &s,
+        &event(
+            "evt_d4",
+            "charge.dispute.closed",
+            t + 4,
+            dispute_object("lost", &[-9700]),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    let p = s
+        .get(&s.admin, &format!("/api/v1/revenue/payments/{lost}"))
+        .await;
+    assert_eq!(p.body["status"], "disputed");
+    assert_eq!(p.body["disputes"][0]["status"], "lost");
+    assert_eq!(p.body["disputes"][0]["funds_withdrawn_minor"], 9700);
+    let kinds = event_kinds(&s, &lost).await;
+    let disputes: Vec<&str> = kinds
+        .iter()
+        .filter(|k| k.starts_with("dispute."))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        disputes,
+        [
+            "dispute.created",
+            "dispute.funds_withdrawn",
+            "dispute.updated",
+            "dispute.closed"
+        ]
+    );
+
+    // Won, delivered backwards: the close first, the older events after it change nothing.
+    let won = stripe_payment(&s, "pi_dsp2", PaymentStatus::Succeeded).await;
+    let obj = |status: &str, moves: &[i64]| {
+        let mut o = dispute_object(status, moves);
+        o["id"] = json!("dp_2");
+        o["payment_intent"] = json!("pi_dsp2");
+        o
+    };
+    send(
+        &s,
+        &event(
+            "evt_w3",
+            "charge.dispute.closed",
+            t + 30,
+            obj("won", &[-9700, 9700]),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    send(
+        &s,
+        &event(
+            "evt_w1",
+            "charge.dispute.created",
+            t + 10,
+            obj("needs_response", &[]),
+        ),
+    )
+    .await;
+    send(
+        &s,
+        &event(
+            "evt_w2",
+            "charge.dispute.funds_withdrawn",
+            t + 11,
+            obj("needs_response", &[-9700]),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    let p = s
+        .get(&s.admin, &format!("/api/v1/revenue/payments/{won}"))
+        .await;
+    assert_eq!(
+        p.body["status"], "succeeded",
+        "a won dispute gives the payment back"
+    );
+    assert_eq!(p.body["disputes"].as_array().unwrap().len(), 1);
+    assert_eq!(p.body["disputes"][0]["status"], "won");
+    assert_eq!(p.body["disputes"][0]["funds_reinstated_minor"], 9700);
+    let kinds = event_kinds(&s, &won).await;
+    let disputes: Vec<&str> = kinds
+        .iter()
+        .filter(|k| k.starts_with("dispute."))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        disputes,
+        ["dispute.created", "dispute.closed"],
+        "each fact once"
+    );
 }

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use hephaestus_billing::disputes::{self, Change};
 use hephaestus_billing::gateway::{ChargeRequest, ChargeStatus, GatewayError, RefundRequest};
 use hephaestus_core::Timestamp;
 use hephaestus_core::customer::{Metadata, validate_metadata};
@@ -118,6 +119,53 @@ pub struct PaymentView {
     /// Present on reads of one payment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refunds: Option<Vec<RefundView>>,
+    /// Present on reads of one payment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disputes: Option<Vec<DisputeView>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DisputeView {
+    /// `dsp_…`
+    pub id: String,
+    pub object: &'static str,
+    /// The gateway's id (`dp_…`).
+    pub gateway_id: String,
+    #[schema(value_type = f64)]
+    pub amount: Box<RawValue>,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub reason: Option<String>,
+    /// warning_needs_response, needs_response, under_review, won, lost, …
+    pub status: String,
+    pub funds_withdrawn_minor: i64,
+    pub funds_reinstated_minor: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+}
+
+impl DisputeView {
+    fn of(d: &hephaestus_store::disputes::Dispute, currency: Currency) -> Self {
+        DisputeView {
+            id: d.id.clone(),
+            object: "dispute",
+            gateway_id: d.gateway_id.clone(),
+            amount: amount_json(Money {
+                minor: d.amount_minor,
+                currency,
+            }),
+            amount_minor: d.amount_minor,
+            currency: d.currency.clone(),
+            reason: d.reason.clone(),
+            status: d.status.clone(),
+            funds_withdrawn_minor: d.funds_withdrawn_minor,
+            funds_reinstated_minor: d.funds_reinstated_minor,
+            created_at: Timestamp::from_micros(d.created_at),
+            updated_at: Timestamp::from_micros(d.updated_at),
+        }
+    }
 }
 
 impl From<&Payment> for PaymentView {
@@ -146,6 +194,7 @@ impl From<&Payment> for PaymentView {
             created_at: p.created_at,
             updated_at: p.updated_at,
             refunds: None,
+            disputes: None,
         }
     }
 }
@@ -279,7 +328,7 @@ pub async fn create(
                     ChargeStatus::Processing => PaymentStatus::Processing,
                     ChargeStatus::Declined => PaymentStatus::Failed,
                 };
-                let payment = Payment {
+                let mut payment = Payment {
                     id: ids::new_id(prefix::PAYMENT),
                     customer_id: p.customer_id,
                     amount: p.amount,
@@ -320,6 +369,17 @@ pub async fn create(
                             now,
                         ),
                     );
+                }
+                if let Some(dispute) = &charge.dispute {
+                    disputes::apply(
+                        tx,
+                        payment.clone(),
+                        dispute,
+                        Change::Created,
+                        now.as_micros() / 1_000_000,
+                    )
+                    .await?;
+                    payment.status = PaymentStatus::Disputed;
                 }
                 let view = PaymentView::from(&payment);
                 if status == PaymentStatus::Failed {
@@ -395,6 +455,13 @@ pub async fn get(
     let refunds = payments::refunds_of(&state.store, &payment.id).await?;
     let mut view = PaymentView::from(&payment);
     view.refunds = Some(refunds.iter().map(RefundView::from).collect());
+    let disputes = hephaestus_store::disputes::of_payment(&state.store, &payment.id).await?;
+    view.disputes = Some(
+        disputes
+            .iter()
+            .map(|d| DisputeView::of(d, payment.amount.currency))
+            .collect(),
+    );
     Ok(axum::Json(view))
 }
 

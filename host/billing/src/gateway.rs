@@ -32,6 +32,8 @@ pub struct Charge {
     pub decline_code: Option<String>,
     pub failure_message: Option<String>,
     pub amount_refunded_minor: i64,
+    /// A dispute the charge already drew (the sandbox's dispute test card).
+    pub dispute: Option<crate::disputes::DisputeState>,
 }
 
 #[derive(Debug, Clone)]

@@ -1,5 +1,6 @@
 //! Billing: the gateways that move money, behind one [`gateway::Gateway`] trait.
 //!
+//! - [`disputes`]: chargebacks, applied in any order.
 //! - [`gateway`]: the trait, its requests and results, and its errors.
 //! - [`sandbox`]: the built-in gateway that behaves like Stripe's test mode, with a ledger
 //!   of its own, so the product runs and is tested with no account.
@@ -7,6 +8,7 @@
 //! - [`webhook`]: `Stripe-Signature` verification.
 //! - [`stripe_events`]: applying verified gateway events from the inbox to payments.
 
+pub mod disputes;
 pub mod gateway;
 pub mod reconcile;
 pub mod sandbox;

@@ -14,6 +14,7 @@
 //! | `pm_card_chargeDeclinedIncorrectCvc` | declined, `incorrect_cvc` |
 //! | `pm_card_chargeDeclinedProcessingError` | declined, `processing_error` |
 //! | `pm_card_chargeDeclinedFraudulent` | declined, `fraudulent` |
+//! | `pm_card_createDispute` | succeeds, then is disputed as fraudulent (funds withdrawn) |
 //! | `pm_card_authenticationRequired` | needs the customer's action (3-D Secure); completed or failed with [`SandboxGateway::complete_action`] |
 //!
 //! Anything else is an unknown payment method, as Stripe answers it.
@@ -24,6 +25,7 @@ use hephaestus_core::ids::{self, prefix};
 use hephaestus_core::money::{Currency, Money};
 use hephaestus_store::{Store, StoreError, Tx, with_read, with_tx};
 
+use crate::disputes::DisputeState;
 use crate::gateway::{
     Charge, ChargeRequest, ChargeStatus, Gateway, GatewayError, GatewayRefund, RefundRequest,
 };
@@ -34,6 +36,8 @@ pub enum Behaviour {
     Succeed,
     Decline(&'static str),
     RequireAction,
+    /// Succeeds, and the cardholder disputes it at once (`fraudulent`).
+    SucceedThenDispute,
 }
 
 /// The test payment methods, and what each does.
@@ -75,6 +79,7 @@ pub const PAYMENT_METHODS: &[(&str, Behaviour)] = &[
         Behaviour::Decline("fraudulent"),
     ),
     ("pm_card_authenticationRequired", Behaviour::RequireAction),
+    ("pm_card_createDispute", Behaviour::SucceedThenDispute),
 ];
 
 pub fn behaviour(payment_method: &str) -> Option<Behaviour> {
@@ -142,6 +147,7 @@ impl ChargeRow {
                 .map(|c| decline_message(c).to_string()),
             decline_code: self.decline_code.clone(),
             amount_refunded_minor: self.amount_refunded_minor,
+            dispute: None,
         })
     }
 }
@@ -186,7 +192,7 @@ impl Gateway for SandboxGateway {
                 .write(move |tx| {
                     Box::pin(async move {
                         let (status, decline) = match behaviour {
-                            Behaviour::Succeed => ("succeeded", None),
+                            Behaviour::Succeed | Behaviour::SucceedThenDispute => ("succeeded", None),
                             Behaviour::Decline(code) => ("failed", Some(code.to_string())),
                             Behaviour::RequireAction => ("requires_action", None),
                         };
@@ -236,7 +242,23 @@ impl Gateway for SandboxGateway {
                 .await
                 .map_err(store_err)?;
             match row {
-                Ok(row) => row.to_charge(),
+                Ok(row) => {
+                    let mut charge = row.to_charge()?;
+                    if behaviour == Behaviour::SucceedThenDispute {
+                        charge.dispute = Some(DisputeState {
+                            gateway_id: format!(
+                                "dp_sbx_{}",
+                                &charge.id[prefix::SANDBOX_CHARGE.len() + 1..]
+                            ),
+                            amount_minor: charge.amount.minor,
+                            reason: Some("fraudulent".into()),
+                            status: "needs_response".into(),
+                            withdrawn_minor: charge.amount.minor,
+                            reinstated_minor: 0,
+                        });
+                    }
+                    Ok(charge)
+                }
                 Err(()) => Err(GatewayError::InvalidRequest {
                     param: None,
                     message: "this idempotency key was used for a different charge".into(),

@@ -10,6 +10,8 @@ use hephaestus_core::ids::{self, prefix};
 use hephaestus_core::money::Money;
 use hephaestus_core::payment::{Payment, PaymentStatus, Refund};
 use hephaestus_store::inbox::{self, InboxEvent};
+
+use crate::disputes::{self, Change, DisputeState};
 use hephaestus_store::{Store, StoreError, Tx, events, payments};
 use serde_json::{Value, json};
 
@@ -69,6 +71,15 @@ pub async fn apply(tx: &mut Tx, event: &InboxEvent) -> Result<Applied, StoreErro
         "payment_intent.processing" => intent(tx, event, object, PaymentStatus::Processing).await?,
         "charge.refunded" => charge_refunded(tx, event, object).await?,
         "charge.refund.updated" => refund_updated(tx, object).await?,
+        "charge.dispute.created" => dispute(tx, event, object, Change::Created).await?,
+        "charge.dispute.updated" => dispute(tx, event, object, Change::Updated).await?,
+        "charge.dispute.funds_withdrawn" => {
+            dispute(tx, event, object, Change::FundsWithdrawn).await?
+        }
+        "charge.dispute.funds_reinstated" => {
+            dispute(tx, event, object, Change::FundsReinstated).await?
+        }
+        "charge.dispute.closed" => dispute(tx, event, object, Change::Closed).await?,
         other => Applied::Ignored(format!("event type {other} is not handled")),
     };
     let (status, note) = match &applied {
@@ -230,6 +241,42 @@ async fn charge_refunded(
         );
         payments::apply_gateway_state(tx, &payment, now).await?;
     }
+    Ok(Applied::Processed)
+}
+
+async fn dispute(
+    tx: &mut Tx,
+    event: &InboxEvent,
+    object: &Value,
+    change: Change,
+) -> Result<Applied, StoreError> {
+    let (Some(id), Some(intent_id)) = (object["id"].as_str(), object["payment_intent"].as_str())
+    else {
+        return Ok(Applied::Ignored(
+            "the dispute has no id or payment intent".into(),
+        ));
+    };
+    let Some(payment) = payments::find_by_gateway_id(tx, GATEWAY, intent_id).await? else {
+        return Ok(Applied::Ignored(format!("no payment for {intent_id}")));
+    };
+    // Balance transactions are the dispute's money movements: negative withdrawn, positive
+    // reinstated. The list in each event is the whole history so far.
+    let moves: Vec<i64> = object["balance_transactions"]
+        .as_array()
+        .map(|list| list.iter().filter_map(|t| t["amount"].as_i64()).collect())
+        .unwrap_or_default();
+    let state = DisputeState {
+        gateway_id: id.to_string(),
+        amount_minor: object["amount"].as_i64().unwrap_or(payment.amount.minor),
+        reason: object["reason"].as_str().map(str::to_string),
+        status: object["status"]
+            .as_str()
+            .unwrap_or("needs_response")
+            .to_string(),
+        withdrawn_minor: moves.iter().filter(|m| **m < 0).map(|m| -m).sum(),
+        reinstated_minor: moves.iter().filter(|m| **m > 0).sum(),
+    };
+    disputes::apply(tx, payment, &state, change, event.created).await?;
     Ok(Applied::Processed)
 }
 

@@ -13,6 +13,11 @@ pub mod kind {
     pub const PAYMENT_FAILED: &str = "payment.failed";
     pub const PAYMENT_REQUIRES_ACTION: &str = "payment.requires_action";
     pub const REFUND_CREATED: &str = "refund.created";
+    pub const DISPUTE_CREATED: &str = "dispute.created";
+    pub const DISPUTE_UPDATED: &str = "dispute.updated";
+    pub const DISPUTE_FUNDS_WITHDRAWN: &str = "dispute.funds_withdrawn";
+    pub const DISPUTE_FUNDS_REINSTATED: &str = "dispute.funds_reinstated";
+    pub const DISPUTE_CLOSED: &str = "dispute.closed";
     pub const PRODUCT_CREATED: &str = "product.created";
     pub const PRICE_CREATED: &str = "price.created";
     pub const PRICE_DEACTIVATED: &str = "price.deactivated";

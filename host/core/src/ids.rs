@@ -13,6 +13,7 @@ pub mod prefix {
     pub const AUDIT: &str = "aud";
     pub const PAYMENT: &str = "pay";
     pub const PRODUCT: &str = "prod";
+    pub const DISPUTE: &str = "dsp";
     pub const PRICE: &str = "price";
     pub const REFUND: &str = "re";
     /// The sandbox gateway's own objects, as a remote processor would name them.

@@ -5,6 +5,7 @@
 //! - [`rate_limit`]: per-key request counters shared by every host using the database.
 //! - [`idempotency`]: claimed `Idempotency-Key`s and the first response stored for replay.
 //! - [`audit`]: who changed what, when, through which request.
+//! - [`disputes`]: chargebacks as gateways report them.
 //! - [`events`]: the append-only domain event log.
 //! - [`exchange_rates`]: rates for reporting in one currency, and per-currency totals.
 //! - [`inbox`]: verified gateway webhooks waiting to be applied.
@@ -24,6 +25,7 @@
 pub mod audit;
 pub mod catalog;
 pub mod customers;
+pub mod disputes;
 pub mod events;
 pub mod exchange_rates;
 pub mod idempotency;
