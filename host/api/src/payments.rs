@@ -304,106 +304,103 @@ pub async fn create(
         Ok(c) => c,
         Err(answer) => return answer,
     };
-    let charge = state
-        .gateway
-        .charge(ChargeRequest {
-            amount: p.amount,
-            payment_method: p.payment_method.clone(),
-            description: p.description.clone(),
-            idempotency_key: claimed.external_key("charge"),
-        })
-        .await;
-    let charge = match charge {
-        Ok(c) => c,
-        Err(e) => return claimed.fail(gateway_error(e)).await,
+    let gateway = state.gateway.clone();
+    let request = ChargeRequest {
+        amount: p.amount,
+        payment_method: p.payment_method.clone(),
+        description: p.description.clone(),
+        idempotency_key: claimed.external_key("charge"),
     };
-    let gateway = state.gateway.name().to_string();
     claimed
-        .commit(move |tx| {
-            Box::pin(async move {
-                let now = Timestamp::now();
-                let status = match charge.status {
-                    ChargeStatus::Succeeded => PaymentStatus::Succeeded,
-                    ChargeStatus::RequiresAction => PaymentStatus::RequiresAction,
-                    ChargeStatus::Processing => PaymentStatus::Processing,
-                    ChargeStatus::Declined => PaymentStatus::Failed,
-                };
-                let mut payment = Payment {
-                    id: ids::new_id(prefix::PAYMENT),
-                    customer_id: p.customer_id,
-                    amount: p.amount,
-                    amount_refunded_minor: 0,
-                    status,
-                    payment_method: p.payment_method,
-                    description: p.description,
-                    gateway,
-                    gateway_id: Some(charge.id.clone()),
-                    decline_code: charge.decline_code.clone(),
-                    failure_message: charge.failure_message.clone(),
-                    metadata: p.metadata,
-                    created_at: now,
-                    updated_at: now,
-                    gateway_event_at: None,
-                };
-                payments::insert(tx, &payment).await?;
-                let event_kind = match status {
-                    PaymentStatus::Succeeded => Some(kind::PAYMENT_SUCCEEDED),
-                    PaymentStatus::Failed => Some(kind::PAYMENT_FAILED),
-                    PaymentStatus::RequiresAction => Some(kind::PAYMENT_REQUIRES_ACTION),
-                    _ => None,
-                };
-                if let Some(event_kind) = event_kind {
-                    events::append(
-                        tx,
-                        NewEvent::new(
-                            event_kind,
-                            &payment.id,
-                            Some(payment.customer_id.clone()),
-                            json!({
-                                "payment_id": payment.id,
-                                "customer_id": payment.customer_id,
-                                "amount_minor": payment.amount.minor,
-                                "currency": payment.amount.currency.code(),
-                                "decline_code": payment.decline_code,
-                            }),
-                            now,
-                        ),
-                    );
-                }
-                if let Some(dispute) = &charge.dispute {
-                    disputes::apply(
-                        tx,
-                        payment.clone(),
-                        dispute,
-                        Change::Created,
-                        now.as_micros() / 1_000_000,
-                    )
-                    .await?;
-                    payment.status = PaymentStatus::Disputed;
-                }
-                let view = PaymentView::from(&payment);
-                if status == PaymentStatus::Failed {
-                    // The declined payment is stored; the answer is the documented 402.
-                    let body = Declined {
-                        error: DeclinedError {
-                            code: "card_declined",
-                            message: payment
-                                .failure_message
-                                .as_deref()
-                                .unwrap_or("Your card was declined."),
-                            decline_code: payment.decline_code.as_deref(),
-                            payment_id: &payment.id,
-                            payment: &view,
-                        },
+        .then(async move {
+            let charge = gateway.charge(request).await.map_err(gateway_error)?;
+            let gateway = gateway.name().to_string();
+            Ok(write::change(move |tx| {
+                Box::pin(async move {
+                    let now = Timestamp::now();
+                    let status = match charge.status {
+                        ChargeStatus::Succeeded => PaymentStatus::Succeeded,
+                        ChargeStatus::RequiresAction => PaymentStatus::RequiresAction,
+                        ChargeStatus::Processing => PaymentStatus::Processing,
+                        ChargeStatus::Declined => PaymentStatus::Failed,
                     };
-                    return Ok(Written::json(
-                        StatusCode::PAYMENT_REQUIRED,
-                        &body,
-                        Some(&payment.id),
-                    ));
-                }
-                Ok(write::created(&payment.id, &view))
-            })
+                    let mut payment = Payment {
+                        id: ids::new_id(prefix::PAYMENT),
+                        customer_id: p.customer_id,
+                        amount: p.amount,
+                        amount_refunded_minor: 0,
+                        status,
+                        payment_method: p.payment_method,
+                        description: p.description,
+                        gateway,
+                        gateway_id: Some(charge.id.clone()),
+                        decline_code: charge.decline_code.clone(),
+                        failure_message: charge.failure_message.clone(),
+                        metadata: p.metadata,
+                        created_at: now,
+                        updated_at: now,
+                        gateway_event_at: None,
+                    };
+                    payments::insert(tx, &payment).await?;
+                    let event_kind = match status {
+                        PaymentStatus::Succeeded => Some(kind::PAYMENT_SUCCEEDED),
+                        PaymentStatus::Failed => Some(kind::PAYMENT_FAILED),
+                        PaymentStatus::RequiresAction => Some(kind::PAYMENT_REQUIRES_ACTION),
+                        _ => None,
+                    };
+                    if let Some(event_kind) = event_kind {
+                        events::append(
+                            tx,
+                            NewEvent::new(
+                                event_kind,
+                                &payment.id,
+                                Some(payment.customer_id.clone()),
+                                json!({
+                                    "payment_id": payment.id,
+                                    "customer_id": payment.customer_id,
+                                    "amount_minor": payment.amount.minor,
+                                    "currency": payment.amount.currency.code(),
+                                    "decline_code": payment.decline_code,
+                                }),
+                                now,
+                            ),
+                        );
+                    }
+                    if let Some(dispute) = &charge.dispute {
+                        disputes::apply(
+                            tx,
+                            payment.clone(),
+                            dispute,
+                            Change::Created,
+                            now.as_micros() / 1_000_000,
+                        )
+                        .await?;
+                        payment.status = PaymentStatus::Disputed;
+                    }
+                    let view = PaymentView::from(&payment);
+                    if status == PaymentStatus::Failed {
+                        // The declined payment is stored; the answer is the documented 402.
+                        let body = Declined {
+                            error: DeclinedError {
+                                code: "card_declined",
+                                message: payment
+                                    .failure_message
+                                    .as_deref()
+                                    .unwrap_or("Your card was declined."),
+                                decline_code: payment.decline_code.as_deref(),
+                                payment_id: &payment.id,
+                                payment: &view,
+                            },
+                        };
+                        return Ok(Written::json(
+                            StatusCode::PAYMENT_REQUIRED,
+                            &body,
+                            Some(&payment.id),
+                        ));
+                    }
+                    Ok(write::created(&payment.id, &view))
+                })
+            }))
         })
         .await
 }
@@ -624,62 +621,59 @@ pub async fn refund(
         Ok(c) => c,
         Err(answer) => return answer,
     };
-    let refunded = state
-        .gateway
-        .refund(RefundRequest {
-            charge_id,
-            amount_minor,
-            idempotency_key: claimed.external_key("refund"),
-        })
-        .await;
-    let refunded = match refunded {
-        Ok(r) => r,
-        Err(e) => return claimed.fail(gateway_error(e)).await,
+    let gateway = state.gateway.clone();
+    let request = RefundRequest {
+        charge_id,
+        amount_minor,
+        idempotency_key: claimed.external_key("refund"),
     };
     claimed
-        .commit(move |tx| {
-            Box::pin(async move {
-                let now = Timestamp::now();
-                let updated = payments::add_refunded(tx, &payment.id, amount_minor, now)
-                    .await?
-                    .ok_or_else(|| AppError::Conflict {
-                        code: "refund_conflict",
-                        message:
-                            "the payment changed while it was being refunded; read it and retry"
-                                .into(),
-                        details: Map::new(),
-                    })?;
-                let refund = Refund {
-                    id: ids::new_id(prefix::REFUND),
-                    payment_id: payment.id.clone(),
-                    amount: Money {
-                        minor: amount_minor,
-                        currency,
-                    },
-                    status: "succeeded".into(),
-                    reason: req.reason,
-                    gateway_id: Some(refunded.id),
-                    created_at: now,
-                };
-                payments::insert_refund(tx, &refund).await?;
-                events::append(
-                    tx,
-                    NewEvent::new(
-                        kind::REFUND_CREATED,
-                        &refund.id,
-                        Some(updated.customer_id.clone()),
-                        json!({
-                            "refund_id": refund.id,
-                            "payment_id": updated.id,
-                            "amount_minor": amount_minor,
-                            "currency": currency.code(),
-                            "payment_status": updated.status.as_str(),
-                        }),
-                        now,
-                    ),
-                );
-                Ok(write::created(&refund.id, &RefundView::from(&refund)))
-            })
+        .then(async move {
+            let refunded = gateway.refund(request).await.map_err(gateway_error)?;
+            Ok(write::change(move |tx| {
+                Box::pin(async move {
+                    let now = Timestamp::now();
+                    let updated = payments::add_refunded(tx, &payment.id, amount_minor, now)
+                        .await?
+                        .ok_or_else(|| AppError::Conflict {
+                            code: "refund_conflict",
+                            message:
+                                "the payment changed while it was being refunded; read it and retry"
+                                    .into(),
+                            details: Map::new(),
+                        })?;
+                    let refund = Refund {
+                        id: ids::new_id(prefix::REFUND),
+                        payment_id: payment.id.clone(),
+                        amount: Money {
+                            minor: amount_minor,
+                            currency,
+                        },
+                        status: "succeeded".into(),
+                        reason: req.reason,
+                        gateway_id: Some(refunded.id),
+                        created_at: now,
+                    };
+                    payments::insert_refund(tx, &refund).await?;
+                    events::append(
+                        tx,
+                        NewEvent::new(
+                            kind::REFUND_CREATED,
+                            &refund.id,
+                            Some(updated.customer_id.clone()),
+                            json!({
+                                "refund_id": refund.id,
+                                "payment_id": updated.id,
+                                "amount_minor": amount_minor,
+                                "currency": currency.code(),
+                                "payment_status": updated.status.as_str(),
+                            }),
+                            now,
+                        ),
+                    );
+                    Ok(write::created(&refund.id, &RefundView::from(&refund)))
+                })
+            }))
         })
         .await
 }

@@ -41,13 +41,13 @@ pub async fn authenticate(
     PathId(id): PathId,
     body: Json<Authenticate>,
 ) -> Response {
-    let Some(sandbox) = state.gateway.as_sandbox() else {
+    if state.gateway.as_sandbox().is_none() {
         return AppError::RouteNotFound {
             method: meta.method.to_string(),
             path: meta.path.clone(),
         }
         .into_response();
-    };
+    }
     let succeed = match body.value.outcome.as_deref() {
         None | Some("succeed") => true,
         Some("fail") => false,
@@ -83,35 +83,36 @@ pub async fn authenticate(
         Ok(c) => c,
         Err(answer) => return answer,
     };
-    let charge = match sandbox.complete_action(&charge_id, succeed).await {
-        Ok(Some(charge)) => charge,
-        Ok(None) => {
-            return claimed
-                .fail(AppError::Invalid {
+    let gateway = state.gateway.clone();
+    claimed
+        .then(async move {
+            let sandbox = gateway
+                .as_sandbox()
+                .ok_or_else(|| AppError::Internal(anyhow::anyhow!("the gateway changed")))?;
+            let charge = sandbox
+                .complete_action(&charge_id, succeed)
+                .await
+                .map_err(|e| AppError::Unavailable(e.to_string()))?
+                .ok_or_else(|| AppError::Invalid {
                     field: None,
                     message: format!("payment {id} is not waiting for the customer's action"),
-                })
-                .await;
-        }
-        Err(e) => return claimed.fail(AppError::Unavailable(e.to_string())).await,
-    };
-    claimed
-        .commit(move |tx| {
-            Box::pin(async move {
-                reconcile::apply_charge(tx, &id, &charge).await?;
-                let payment =
-                    payments::get_for_update(tx, &id)
-                        .await?
-                        .ok_or_else(|| AppError::NotFound {
+                })?;
+            Ok(write::change(move |tx| {
+                Box::pin(async move {
+                    reconcile::apply_charge(tx, &id, &charge).await?;
+                    let payment = payments::get_for_update(tx, &id).await?.ok_or_else(|| {
+                        AppError::NotFound {
                             kind: "payment",
                             id: id.clone(),
-                        })?;
-                Ok(Written::json(
-                    StatusCode::OK,
-                    &PaymentView::from(&payment),
-                    None,
-                ))
-            })
+                        }
+                    })?;
+                    Ok(Written::json(
+                        StatusCode::OK,
+                        &PaymentView::from(&payment),
+                        None,
+                    ))
+                })
+            }))
         })
         .await
 }

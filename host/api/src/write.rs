@@ -94,6 +94,12 @@ impl<F> Change for F where
 {
 }
 
+/// Names a closure as a [`Change`], so the compiler infers its signature where it is written
+/// (inside an `async` block it could not).
+pub fn change<F: Change>(f: F) -> F {
+    f
+}
+
 /// Runs one change. `body` is the raw request body: with the method and path it is the
 /// fingerprint a reused key is compared on.
 pub async fn run(
@@ -184,34 +190,30 @@ impl Claimed {
     }
 
     /// Runs the change in the request's transaction, with its audit entry and stored
-    /// response, and answers. From here on the request runs to its end even if the client
-    /// hangs up: a claimed key must end `done` (with the change) or released (without it).
+    /// response, and answers.
     pub async fn commit(self, change: impl Change) -> Response {
+        self.then(async move { Ok(change) }).await
+    }
+
+    /// Does `work` (a call to a payment gateway, say), then runs the change it returns, or
+    /// answers with its error: a client error is stored for replay, a server error releases
+    /// the key so a retry runs again. From the claim on, all of it runs in a task of its
+    /// own, to its end even if the client hangs up: a claimed key must end `done` with the
+    /// change, or released without it, and never with the gateway having acted unrecorded.
+    pub async fn then<C: Change>(
+        self,
+        work: impl Future<Output = Result<C, AppError>> + Send + 'static,
+    ) -> Response {
+        let audit_of = self.audit_fn();
+        let (state, idem) = (self.state, self.idem);
         let task = tokio::spawn(
-            finish(
-                self.state.clone(),
-                self.idem.clone(),
-                self.audit_fn(),
-                Ok(change),
-            )
-            .instrument(tracing::Span::current()),
+            async move { finish(state, idem, audit_of, work.await).await }
+                .instrument(tracing::Span::current()),
         );
         match task.await {
             Ok(response) => response,
             Err(e) => AppError::Internal(anyhow::anyhow!("write task failed: {e}")).into_response(),
         }
-    }
-
-    /// Answers with `err` without running a change: a client error is stored for replay, a
-    /// server error releases the key so a retry runs again.
-    pub async fn fail(self, err: AppError) -> Response {
-        finish::<fn(&mut Tx) -> BoxFuture<'_, Result<Written, AppError>>>(
-            self.state.clone(),
-            self.idem.clone(),
-            self.audit_fn(),
-            Err(err),
-        )
-        .await
     }
 
     fn audit_fn(&self) -> impl Fn(StatusCode) -> AuditEntry + Clone + Send + 'static {
