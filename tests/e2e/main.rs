@@ -10,6 +10,7 @@ mod bad_requests;
 mod binary;
 mod catalog;
 mod customers;
+mod event_log;
 mod idempotency;
 mod ops;
 mod payments;

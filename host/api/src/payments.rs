@@ -633,6 +633,12 @@ pub async fn refund(
             Ok(write::change(move |tx| {
                 Box::pin(async move {
                     let now = Timestamp::now();
+                    // Lock the payment, then see whether the gateway's report of this refund
+                    // (a `charge.refunded` webhook) got here first: then it is recorded.
+                    payments::get_for_update(tx, &payment.id).await?;
+                    if let Some(known) = payments::refund_by_gateway_id(tx, &refunded.id).await? {
+                        return Ok(write::created(&known.id, &RefundView::from(&known)));
+                    }
                     let updated = payments::add_refunded(tx, &payment.id, amount_minor, now)
                         .await?
                         .ok_or_else(|| AppError::Conflict {

@@ -132,7 +132,9 @@ impl RateLimiter {
             Some(w) => w,
             None => windows.entry(key_id.to_string()).or_default(),
         };
-        if w.window_start != window_start {
+        // Only a newer window starts afresh: a request that computed its window just before
+        // a boundary and got here after it is counted in the current one.
+        if window_start > w.window_start {
             *w = KeyWindow {
                 window_start,
                 ..KeyWindow::default()
@@ -162,29 +164,36 @@ impl RateLimiter {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = store.begin().await?;
-        let mut totals = Vec::with_capacity(batch.len());
-        for (key, window_start, delta) in &batch {
-            totals.push(rate_limit::add(&mut tx, key, *window_start, *delta).await?);
+        // Keys in one order on every host, so two hosts' flushes cannot deadlock on
+        // PostgreSQL by locking the same rows in opposite orders.
+        let mut batch = batch;
+        batch.sort_by(|a, b| a.0.cmp(&b.0));
+        let stored: hephaestus_store::Result<Vec<i64>> = async {
+            let mut tx = store.begin().await?;
+            let mut totals = Vec::with_capacity(batch.len());
+            for (key, window_start, delta) in &batch {
+                totals.push(rate_limit::add(&mut tx, key, *window_start, *delta).await?);
+            }
+            let used: Vec<String> = batch.iter().map(|(k, _, _)| k.clone()).collect();
+            keys::touch(&mut tx, &used, Timestamp::now()).await?;
+            tx.commit().await?;
+            Ok(totals)
         }
-        let used: Vec<String> = batch.iter().map(|(k, _, _)| k.clone()).collect();
-        keys::touch(&mut tx, &used, Timestamp::now()).await?;
-        let committed = tx.commit().await;
+        .await;
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        for ((key, window_start, delta), total) in batch.iter().zip(totals) {
+        for (i, (key, window_start, delta)) in batch.iter().enumerate() {
             if let Some(w) = windows.get_mut(key)
                 && w.window_start == *window_start
             {
                 w.in_flight = 0;
-                if committed.is_ok() {
-                    w.shared = w.shared.max(total);
-                } else {
+                match &stored {
+                    Ok(totals) => w.shared = w.shared.max(totals[i]),
                     // Not stored: count it again next time rather than forget it.
-                    w.pending += delta;
+                    Err(_) => w.pending += delta,
                 }
             }
         }
-        committed
+        stored.map(|_| ())
     }
 
     /// How often to flush: often enough that hosts see each other's counts within a small

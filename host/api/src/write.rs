@@ -136,12 +136,13 @@ pub async fn claim(
     meta: &RequestMeta,
     body: &[u8],
 ) -> Result<Claimed, Response> {
-    let idem = meta.idempotency_key.as_ref().map(|key| IdemKey {
+    let mut idem = meta.idempotency_key.as_ref().map(|key| IdemKey {
         api_key_id: who.key_id.clone(),
         key: key.clone(),
         request_hash: fingerprint(&meta.method, &meta.path, body),
+        claim_token: String::new(),
     });
-    if let Some(k) = &idem {
+    if let Some(k) = &mut idem {
         match idempotency::claim(&state.store, k, state.config.idempotency_lock_secs).await {
             Ok(Claim::Acquired) => {}
             Ok(Claim::Replay { status, body }) => return Err(replay(status, body)),

@@ -43,12 +43,16 @@ pub async fn apply_charge(
     if status == payment.status || status.progress() < payment.status.progress() {
         return Ok(None);
     }
+    let now = Timestamp::now();
     payment.status = status;
+    // What the gateway says now is newer than any event it sent before: a late, older
+    // webhook must not undo it.
+    let now_secs = now.as_micros().div_euclid(1_000_000);
+    payment.gateway_event_at = Some(payment.gateway_event_at.unwrap_or(i64::MIN).max(now_secs));
     if status == PaymentStatus::Failed {
         payment.decline_code = charge.decline_code.clone();
         payment.failure_message = charge.failure_message.clone();
     }
-    let now = Timestamp::now();
     payments::apply_gateway_state(tx, &payment, now).await?;
     let domain_kind = match status {
         PaymentStatus::Succeeded => Some(kind::PAYMENT_SUCCEEDED),

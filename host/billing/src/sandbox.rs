@@ -302,20 +302,25 @@ impl Gateway for SandboxGateway {
                             });
                         }
                         let left = charge.amount_minor - charge.amount_refunded_minor;
+                        let too_much = || GatewayError::InvalidRequest {
+                            param: Some("amount"),
+                            message: format!(
+                                "Refund amount ({}) is greater than the unrefunded amount on the charge ({left})",
+                                req.amount_minor
+                            ),
+                        };
                         if req.amount_minor <= 0 || req.amount_minor > left {
-                            return Err(GatewayError::InvalidRequest {
-                                param: Some("amount"),
-                                message: format!(
-                                    "Refund amount ({}) is greater than the unrefunded amount on the charge ({left})",
-                                    req.amount_minor
-                                ),
-                            });
+                            return Err(too_much());
                         }
                         let id = ids::new_id(prefix::SANDBOX_REFUND);
                         let now = Timestamp::now().as_micros();
-                        with_tx!(&mut *tx, |c| sqlx::query(
+                        // The check and the change in one statement: concurrent refunds (on
+                        // PostgreSQL, in parallel transactions) cannot together exceed the charge.
+                        let updated = with_tx!(&mut *tx, |c| sqlx::query(
                             "UPDATE sandbox_charges SET amount_refunded_minor = amount_refunded_minor + $2,
-                                 updated_at = $3 WHERE id = $1"
+                                 updated_at = $3
+                              WHERE id = $1 AND status = 'succeeded'
+                                AND amount_refunded_minor + $2 <= amount_minor"
                         )
                         .bind(&charge.id)
                         .bind(req.amount_minor)
@@ -324,6 +329,9 @@ impl Gateway for SandboxGateway {
                         .await
                         .map(|r| r.rows_affected()))
                         .map_err(|e| store_err(e.into()))?;
+                        if updated != 1 {
+                            return Err(too_much());
+                        }
                         with_tx!(&mut *tx, |c| sqlx::query(
                             "INSERT INTO sandbox_refunds (id, idempotency_key, charge_id, amount_minor, created_at)
                              VALUES ($1, $2, $3, $4, $5)"

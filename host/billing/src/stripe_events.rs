@@ -25,7 +25,13 @@ pub enum Applied {
     /// Stored and deliberately not acted on (a type we do not handle, an object we do not
     /// know, an event older than the state we hold).
     Ignored(String),
+    /// About an object not recorded yet: the event can beat the API's own commit of the
+    /// payment it concerns. Tried again later; ignored after [`UNKNOWN_OBJECT_ATTEMPTS`].
+    NotYet(String),
 }
+
+/// Attempts an event about an unknown object gets before it is ignored.
+pub const UNKNOWN_OBJECT_ATTEMPTS: i64 = 5;
 
 /// Claims due events and applies them, each in its own transaction, all at once: on SQLite
 /// they share one group commit (in claim order), on PostgreSQL they spread over the pool.
@@ -48,6 +54,7 @@ pub async fn process_due(store: &Store, batch: i64) -> Result<usize, StoreError>
             Ok(Applied::Ignored(why)) => {
                 tracing::debug!(event = %event.id, kind = %event.kind, why = %why, "webhook event ignored");
             }
+            Ok(Applied::NotYet(why)) => inbox::retry_later(store, &event, why).await?,
             Err(e) => {
                 tracing::warn!(event = %event.id, kind = %event.kind, error = %e, attempt = event.attempts, "webhook event failed; will retry");
                 inbox::retry_later(store, &event, e.to_string()).await?;
@@ -82,9 +89,14 @@ pub async fn apply(tx: &mut Tx, event: &InboxEvent) -> Result<Applied, StoreErro
         "charge.dispute.closed" => dispute(tx, event, object, Change::Closed).await?,
         other => Applied::Ignored(format!("event type {other} is not handled")),
     };
+    let applied = match applied {
+        Applied::NotYet(why) if event.attempts >= UNKNOWN_OBJECT_ATTEMPTS => Applied::Ignored(why),
+        Applied::NotYet(why) => return Ok(Applied::NotYet(why)),
+        other => other,
+    };
     let (status, note) = match &applied {
         Applied::Processed => ("processed", None),
-        Applied::Ignored(why) => ("ignored", Some(why.as_str())),
+        Applied::Ignored(why) | Applied::NotYet(why) => ("ignored", Some(why.as_str())),
     };
     inbox::finish(tx, &event.source, &event.id, status, note).await?;
     Ok(applied)
@@ -108,7 +120,7 @@ async fn intent(
         ));
     };
     let Some(mut payment) = payments::find_by_gateway_id(tx, GATEWAY, intent_id).await? else {
-        return Ok(Applied::Ignored(format!("no payment for {intent_id}")));
+        return Ok(Applied::NotYet(format!("no payment for {intent_id}")));
     };
     if !moves_forward(&payment, status, event.created) {
         return Ok(Applied::Ignored(format!(
@@ -168,7 +180,7 @@ async fn charge_refunded(
         return Ok(Applied::Ignored("the charge has no payment intent".into()));
     };
     let Some(mut payment) = payments::find_by_gateway_id(tx, GATEWAY, intent_id).await? else {
-        return Ok(Applied::Ignored(format!("no payment for {intent_id}")));
+        return Ok(Applied::NotYet(format!("no payment for {intent_id}")));
     };
     let now = Timestamp::now();
     // Record each refund the charge lists that we have not seen (refunds made through our
@@ -257,7 +269,7 @@ async fn dispute(
         ));
     };
     let Some(payment) = payments::find_by_gateway_id(tx, GATEWAY, intent_id).await? else {
-        return Ok(Applied::Ignored(format!("no payment for {intent_id}")));
+        return Ok(Applied::NotYet(format!("no payment for {intent_id}")));
     };
     // Balance transactions are the dispute's money movements: negative withdrawn, positive
     // reinstated. The list in each event is the whole history so far.

@@ -5,6 +5,10 @@
 use hephaestus_core::secret::Secret;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+/// More `v1` signatures than anyone rotating secrets needs: a longer list is refused.
+const MAX_SIGNATURES: usize = 8;
 
 /// Stripe's default: events older (or newer) than this are refused as replays.
 pub const DEFAULT_TOLERANCE_SECS: i64 = 300;
@@ -42,7 +46,12 @@ pub fn verify(
         match key {
             "t" => timestamp = Some(value.parse().map_err(|_| SignatureError::Malformed)?),
             // A signature that is not hex cannot match; skip it rather than fail the others.
-            "v1" => signatures.extend(hex::decode(value).ok()),
+            "v1" => {
+                if signatures.len() == MAX_SIGNATURES {
+                    return Err(SignatureError::Malformed);
+                }
+                signatures.extend(hex::decode(value).ok());
+            }
             _ => {}
         }
     }
@@ -53,20 +62,20 @@ pub fn verify(
     if (now_secs - timestamp).abs() > tolerance_secs {
         return Err(SignatureError::Stale(tolerance_secs));
     }
-    let signed = |secret: &str| {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+    // One MAC per secret, compared against every candidate in constant time; the number of
+    // candidates is capped so a header stuffed with signatures costs nothing extra.
+    for secret in secrets {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes())
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         mac.update(timestamp.to_string().as_bytes());
         mac.update(b".");
         mac.update(payload);
-        mac
-    };
-    for secret in secrets {
-        for sig in &signatures {
-            // `Mac::verify_slice` compares in constant time.
-            if signed(secret.expose()).verify_slice(sig).is_ok() {
-                return Ok(());
-            }
+        let expected = mac.finalize().into_bytes();
+        if signatures
+            .iter()
+            .any(|sig| bool::from(expected[..].ct_eq(sig.as_slice())))
+        {
+            return Ok(());
         }
     }
     Err(SignatureError::Mismatch)
@@ -133,6 +142,11 @@ mod tests {
         assert_eq!(
             verify(body, Some(&good), &other, NOW, 300),
             Err(SignatureError::Mismatch)
+        );
+        let stuffed = format!("{good}{}", ",v1=00".repeat(8));
+        assert_eq!(
+            verify(body, Some(&stuffed), &s, NOW, 300),
+            Err(SignatureError::Malformed)
         );
         let v0 = good.replace("v1=", "v0=");
         assert_eq!(

@@ -141,11 +141,12 @@ impl ServeArgs {
             cors_origins: self.cors_origins.clone(),
             key_cache_ttl: Duration::from_millis(self.key_cache_ttl_ms),
             request_timeout: Duration::from_secs(self.request_timeout_secs),
+            // A claim must outlive any request that can still be running under it.
+            idempotency_lock_secs: i64::try_from(self.request_timeout_secs).unwrap_or(3600) + 60,
             max_payment: self.max_payment,
             stripe_webhook_secrets: self.stripe_webhook_secret.clone(),
             reconcile_after: Duration::from_secs(self.reconcile_after_secs),
             reporting_currency: self.reporting_currency,
-            ..ApiConfig::default()
         }
     }
 }

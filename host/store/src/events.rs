@@ -71,15 +71,23 @@ pub async fn for_customer(store: &Store, customer_id: &str) -> Result<Vec<Event>
     rows.into_iter().map(Event::try_from).collect()
 }
 
-/// Events after position `after_seq`, oldest first: how consumers read the log.
+/// Events after position `after_seq`, oldest first: how consumers read the log. On
+/// PostgreSQL only events whose transaction is older than every transaction still running
+/// are returned, so a reader that moves past a position never misses an event that was
+/// assigned a lower `seq` but commits later. (SQLite's single writer commits in `seq` order.)
 pub async fn after(store: &Store, after_seq: i64, limit: i64) -> Result<Vec<Event>> {
-    let rows: Vec<EventRow> = with_read!(store, |e| sqlx::query_as(
+    let visible = match store.backend() {
+        crate::Backend::Postgres(_) => "AND tx_id < pg_snapshot_xmin(pg_current_snapshot())",
+        crate::Backend::Sqlite(_) => "",
+    };
+    let sql = format!(
         "SELECT seq, id, type, customer_id, subject_id, data, occurred_at
-           FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
-    )
-    .bind(after_seq)
-    .bind(limit)
-    .fetch_all(e)
-    .await)?;
+           FROM events WHERE seq > $1 {visible} ORDER BY seq LIMIT $2"
+    );
+    let rows: Vec<EventRow> = with_read!(store, |e| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(e)
+        .await)?;
     rows.into_iter().map(Event::try_from).collect()
 }

@@ -5,7 +5,7 @@
 
 use hephaestus_core::Timestamp;
 
-use crate::{Result, Store, Tx, with_read, with_tx};
+use crate::{Result, Store, StoreError, Tx, with_read, with_tx};
 
 /// How long a key is remembered.
 pub const RETENTION_SECS: i64 = 24 * 60 * 60;
@@ -17,6 +17,8 @@ pub struct IdemKey {
     pub key: String,
     /// SHA-256 over method, path and body: the same key for another request is a conflict.
     pub request_hash: String,
+    /// Set by [`claim`]: proves this request still holds the claim when it finishes.
+    pub claim_token: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,16 +41,17 @@ struct Existing {
     response_body: Option<String>,
 }
 
-/// Tries to take the key. `lock_secs` bounds how long a claim whose request died (a crashed
+/// Tries to take the key; on success `k.claim_token` is this request's proof of ownership. `lock_secs` bounds how long a claim whose request died (a crashed
 /// host) blocks retries: after it, a retry takes the claim over, which is safe because the
 /// dead request's changes were never committed (they commit with the record).
-pub async fn claim(store: &Store, k: &IdemKey, lock_secs: i64) -> Result<Claim> {
+pub async fn claim(store: &Store, k: &mut IdemKey, lock_secs: i64) -> Result<Claim> {
     let now = Timestamp::now();
+    k.claim_token = hephaestus_core::ids::new_id("clm");
     let mut tx = store.begin().await?;
     let inserted = with_tx!(&mut tx, |c| sqlx::query(
         "INSERT INTO idempotency_keys
-             (api_key_id, idem_key, request_hash, state, created_at, locked_until)
-         VALUES ($1, $2, $3, 'running', $4, $5)
+             (api_key_id, idem_key, request_hash, state, created_at, locked_until, claim_token)
+         VALUES ($1, $2, $3, 'running', $4, $5, $6)
          ON CONFLICT (api_key_id, idem_key) DO NOTHING"
     )
     .bind(&k.api_key_id)
@@ -56,6 +59,7 @@ pub async fn claim(store: &Store, k: &IdemKey, lock_secs: i64) -> Result<Claim> 
     .bind(&k.request_hash)
     .bind(now.as_micros())
     .bind(now.add_secs(lock_secs).as_micros())
+    .bind(&k.claim_token)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
@@ -67,7 +71,8 @@ pub async fn claim(store: &Store, k: &IdemKey, lock_secs: i64) -> Result<Claim> 
     let taken = with_tx!(&mut tx, |c| sqlx::query(
         "UPDATE idempotency_keys
             SET request_hash = $3, state = 'running', response_status = NULL,
-                response_body = NULL, resource_id = NULL, created_at = $4, locked_until = $5
+                response_body = NULL, resource_id = NULL, created_at = $4, locked_until = $5,
+                claim_token = $7
           WHERE api_key_id = $1 AND idem_key = $2
             AND (created_at < $6 OR (state = 'running' AND locked_until < $4))"
     )
@@ -77,6 +82,7 @@ pub async fn claim(store: &Store, k: &IdemKey, lock_secs: i64) -> Result<Claim> 
     .bind(now.as_micros())
     .bind(now.add_secs(lock_secs).as_micros())
     .bind(now.add_secs(-RETENTION_SECS).as_micros())
+    .bind(&k.claim_token)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
@@ -108,7 +114,9 @@ pub async fn claim(store: &Store, k: &IdemKey, lock_secs: i64) -> Result<Claim> 
     })
 }
 
-/// Stores the response for replay, inside the transaction that made the change.
+/// Stores the response for replay, inside the transaction that made the change. Fails with
+/// [`StoreError::ClaimLost`] if this request no longer holds the claim (it expired and a
+/// retry took it over), so the change rolls back instead of committing twice.
 pub async fn complete(
     tx: &mut Tx,
     k: &IdemKey,
@@ -116,19 +124,23 @@ pub async fn complete(
     body: &str,
     resource_id: Option<&str>,
 ) -> Result<()> {
-    with_tx!(tx, |c| sqlx::query(
+    let n = with_tx!(tx, |c| sqlx::query(
         "UPDATE idempotency_keys
             SET state = 'done', response_status = $3, response_body = $4, resource_id = $5
-          WHERE api_key_id = $1 AND idem_key = $2"
+          WHERE api_key_id = $1 AND idem_key = $2 AND state = 'running' AND claim_token = $6"
     )
     .bind(&k.api_key_id)
     .bind(&k.key)
     .bind(i64::from(status))
     .bind(body)
     .bind(resource_id)
+    .bind(&k.claim_token)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
+    if n != 1 {
+        return Err(StoreError::ClaimLost);
+    }
     Ok(())
 }
 
@@ -137,10 +149,12 @@ pub async fn complete(
 pub async fn release(store: &Store, k: &IdemKey) -> Result<()> {
     let mut tx = store.begin().await?;
     with_tx!(&mut tx, |c| sqlx::query(
-        "DELETE FROM idempotency_keys WHERE api_key_id = $1 AND idem_key = $2 AND state = 'running'"
+        "DELETE FROM idempotency_keys
+          WHERE api_key_id = $1 AND idem_key = $2 AND state = 'running' AND claim_token = $3"
     )
     .bind(&k.api_key_id)
     .bind(&k.key)
+    .bind(&k.claim_token)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;

@@ -55,6 +55,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is not what this version expects: {0}")]
     Corrupt(String),
+    #[error("this request's idempotency claim expired and was taken over by a retry")]
+    ClaimLost,
     #[error("the write did not finish: the writer stopped or the job panicked")]
     WriterGone,
     #[error("the write batch failed to commit: {0}")]

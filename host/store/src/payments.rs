@@ -203,22 +203,22 @@ pub async fn refunds_of(store: &Store, payment_id: &str) -> Result<Vec<Refund>> 
     .bind(payment_id)
     .fetch_all(e)
     .await)?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(Refund {
-                amount: Money {
-                    minor: r.amount_minor,
-                    currency: currency(&r.currency, &r.id)?,
-                },
-                id: r.id,
-                payment_id: r.payment_id,
-                status: r.status,
-                reason: r.reason,
-                gateway_id: r.gateway_id,
-                created_at: Timestamp::from_micros(r.created_at),
-            })
-        })
-        .collect()
+    rows.into_iter().map(refund_of).collect()
+}
+
+fn refund_of(r: RefundRow) -> Result<Refund> {
+    Ok(Refund {
+        amount: Money {
+            minor: r.amount_minor,
+            currency: currency(&r.currency, &r.id)?,
+        },
+        id: r.id,
+        payment_id: r.payment_id,
+        status: r.status,
+        reason: r.reason,
+        gateway_id: r.gateway_id,
+        created_at: Timestamp::from_micros(r.created_at),
+    })
 }
 
 /// Locks the rows a statement reads for the rest of the transaction, on PostgreSQL: workers
@@ -307,13 +307,19 @@ pub async fn apply_gateway_state(tx: &mut Tx, p: &Payment, now: Timestamp) -> Re
 
 /// Whether a refund with this gateway id is already recorded.
 pub async fn refund_known(tx: &mut Tx, gateway_id: &str) -> Result<bool> {
-    let n: i64 = with_tx!(tx, |c| sqlx::query_scalar(
-        "SELECT COUNT(*) FROM refunds WHERE gateway_id = $1"
+    Ok(refund_by_gateway_id(tx, gateway_id).await?.is_some())
+}
+
+/// The refund recorded under this gateway id, if any.
+pub async fn refund_by_gateway_id(tx: &mut Tx, gateway_id: &str) -> Result<Option<Refund>> {
+    let row: Option<RefundRow> = with_tx!(tx, |c| sqlx::query_as(
+        "SELECT id, payment_id, amount_minor, currency, status, reason, gateway_id, created_at
+           FROM refunds WHERE gateway_id = $1"
     )
     .bind(gateway_id)
-    .fetch_one(c)
+    .fetch_optional(c)
     .await)?;
-    Ok(n > 0)
+    row.map(refund_of).transpose()
 }
 
 /// Sets a refund's status from the gateway (`succeeded`, `pending`, `failed`, `canceled`).

@@ -68,9 +68,11 @@ impl Writer {
                 Ran {
                     keep: outcome.is_ok(),
                     deliver: Box::new(move |batch: Result<(), StoreError>| {
-                        let delivered = match (outcome, batch) {
-                            (Ok(_), Err(e)) => Err(E::from(e)),
-                            (outcome, _) => outcome,
+                        // If the batch did not commit, no job's answer holds: even a job's
+                        // own error may rest on rows of earlier jobs that are now gone.
+                        let delivered = match batch {
+                            Err(e) => Err(E::from(e)),
+                            Ok(()) => outcome,
                         };
                         let _ = done.send(delivered);
                     }),
