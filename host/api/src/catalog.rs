@@ -178,12 +178,11 @@ pub async fn list_products(
     Query(params): Query<ProductParams>,
 ) -> ApiResult<axum::Json<serde_json::Value>> {
     let (limit, after) = page_params(params.limit, params.starting_after, prefix::PRODUCT)?;
-    let mut rows =
+    let rows =
         catalog::list_products(&state.store, limit + 1, after.as_deref(), params.active).await?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let items: Vec<ProductView> = rows.iter().map(ProductView::from).collect();
-    Ok(axum::Json(write::page(&items, has_more)))
+    Ok(axum::Json(write::page_of(rows, limit, |r| {
+        ProductView::from(r)
+    })))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -492,7 +491,7 @@ pub async fn list_prices(
             "must be a product id like prod_…",
         ));
     }
-    let mut rows = catalog::list_prices(
+    let rows = catalog::list_prices(
         &state.store,
         &catalog::PriceQuery {
             limit: limit + 1,
@@ -503,8 +502,7 @@ pub async fn list_prices(
         },
     )
     .await?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let items: Vec<PriceView> = rows.iter().map(PriceView::from).collect();
-    Ok(axum::Json(write::page(&items, has_more)))
+    Ok(axum::Json(write::page_of(rows, limit, |r| {
+        PriceView::from(r)
+    })))
 }

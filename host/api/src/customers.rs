@@ -192,7 +192,7 @@ pub async fn list(
 ) -> ApiResult<axum::Json<Value>> {
     let (limit, starting_after) =
         page_params(params.limit, params.starting_after, prefix::CUSTOMER)?;
-    let mut rows = customers::list(
+    let rows = customers::list(
         &state.store,
         &customers::ListQuery {
             limit: limit + 1,
@@ -201,10 +201,9 @@ pub async fn list(
         },
     )
     .await?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let items: Vec<CustomerView> = rows.iter().map(CustomerView::from).collect();
-    Ok(axum::Json(write::page(&items, has_more)))
+    Ok(axum::Json(write::page_of(rows, limit, |r| {
+        CustomerView::from(r)
+    })))
 }
 
 /// Everything held on one customer: the record and every event about it.

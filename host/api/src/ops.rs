@@ -86,23 +86,17 @@ pub async fn audit_list(
         params.starting_after,
         hephaestus_core::ids::prefix::AUDIT,
     )?;
-    let mut rows = audit::list(&state.store, limit + 1, starting_after.as_deref()).await?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let items: Vec<Value> = rows
-        .iter()
-        .map(|e| {
-            json!({
-                "id": e.id,
-                "object": "audit_entry",
-                "api_key_id": e.api_key_id,
-                "method": e.method,
-                "path": e.path,
-                "status": e.status,
-                "request_id": e.request_id,
-                "created_at": e.created_at,
-            })
+    let rows = audit::list(&state.store, limit + 1, starting_after.as_deref()).await?;
+    Ok(axum::Json(write::page_of(rows, limit, |e| {
+        json!({
+            "id": e.id,
+            "object": "audit_entry",
+            "api_key_id": e.api_key_id,
+            "method": e.method,
+            "path": e.path,
+            "status": e.status,
+            "request_id": e.request_id,
+            "created_at": e.created_at,
         })
-        .collect();
-    Ok(axum::Json(write::page(&items, has_more)))
+    })))
 }

@@ -7,7 +7,7 @@ use hephaestus_billing::disputes::{self, Change};
 use hephaestus_billing::gateway::{ChargeRequest, ChargeStatus, GatewayError, RefundRequest};
 use hephaestus_core::Timestamp;
 use hephaestus_core::customer::{Metadata, validate_metadata};
-use hephaestus_core::event::{NewEvent, kind};
+use hephaestus_core::event::NewEvent;
 use hephaestus_core::ids::{self, prefix};
 use hephaestus_core::money::{self, Currency, Money};
 use hephaestus_core::payment::{Payment, PaymentStatus, Refund};
@@ -342,12 +342,7 @@ pub async fn create(
                         gateway_event_at: None,
                     };
                     payments::insert(tx, &payment).await?;
-                    let event_kind = match status {
-                        PaymentStatus::Succeeded => Some(kind::PAYMENT_SUCCEEDED),
-                        PaymentStatus::Failed => Some(kind::PAYMENT_FAILED),
-                        PaymentStatus::RequiresAction => Some(kind::PAYMENT_REQUIRES_ACTION),
-                        _ => None,
-                    };
+                    let event_kind = status.event_kind();
                     if let Some(event_kind) = event_kind {
                         events::append(
                             tx,
@@ -515,7 +510,7 @@ pub async fn list(
             "must be a customer id like cus_…",
         ));
     }
-    let mut rows = payments::list(
+    let rows = payments::list(
         &state.store,
         &payments::ListQuery {
             limit: limit + 1,
@@ -527,10 +522,9 @@ pub async fn list(
         },
     )
     .await?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let items: Vec<PaymentView> = rows.iter().map(PaymentView::from).collect();
-    Ok(axum::Json(write::page(&items, has_more)))
+    Ok(axum::Json(write::page_of(rows, limit, |r| {
+        PaymentView::from(r)
+    })))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -663,19 +657,7 @@ pub async fn refund(
                     payments::insert_refund(tx, &refund).await?;
                     events::append(
                         tx,
-                        NewEvent::new(
-                            kind::REFUND_CREATED,
-                            &refund.id,
-                            Some(updated.customer_id.clone()),
-                            json!({
-                                "refund_id": refund.id,
-                                "payment_id": updated.id,
-                                "amount_minor": amount_minor,
-                                "currency": currency.code(),
-                                "payment_status": updated.status.as_str(),
-                            }),
-                            now,
-                        ),
+                        NewEvent::refund_created(&refund, &updated.customer_id, now),
                     );
                     Ok(write::created(&refund.id, &RefundView::from(&refund)))
                 })

@@ -378,3 +378,16 @@ pub fn created(resource_id: &str, body: &impl serde::Serialize) -> Written {
 pub fn page<T: serde::Serialize>(items: &[T], has_more: bool) -> Value {
     json!({ "object": "list", "data": items, "has_more": has_more })
 }
+
+/// A list page from `rows` fetched with `limit + 1` (the extra row only says there is more),
+/// each shown through `view`.
+pub fn page_of<T, V: serde::Serialize>(
+    mut rows: Vec<T>,
+    limit: i64,
+    view: impl Fn(&T) -> V,
+) -> Value {
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    let items: Vec<V> = rows.iter().map(view).collect();
+    page(&items, has_more)
+}

@@ -4,7 +4,6 @@
 //! rule as webhooks applies, and a change writes its domain event in the same transaction.
 
 use hephaestus_core::Timestamp;
-use hephaestus_core::event::kind;
 use hephaestus_core::payment::{Payment, PaymentStatus};
 use hephaestus_store::{Store, StoreError, Tx, events, payments};
 
@@ -54,12 +53,7 @@ pub async fn apply_charge(
         payment.failure_message = charge.failure_message.clone();
     }
     payments::apply_gateway_state(tx, &payment, now).await?;
-    let domain_kind = match status {
-        PaymentStatus::Succeeded => Some(kind::PAYMENT_SUCCEEDED),
-        PaymentStatus::Failed => Some(kind::PAYMENT_FAILED),
-        PaymentStatus::RequiresAction => Some(kind::PAYMENT_REQUIRES_ACTION),
-        _ => None,
-    };
+    let domain_kind = status.event_kind();
     if let Some(k) = domain_kind {
         events::append(tx, payment_event(k, &payment, now));
     }

@@ -143,12 +143,7 @@ async fn intent(
     }
     let now = Timestamp::now();
     payments::apply_gateway_state(tx, &payment, now).await?;
-    let domain_kind = match status {
-        PaymentStatus::Succeeded => Some(kind::PAYMENT_SUCCEEDED),
-        PaymentStatus::Failed => Some(kind::PAYMENT_FAILED),
-        PaymentStatus::RequiresAction => Some(kind::PAYMENT_REQUIRES_ACTION),
-        _ => None,
-    };
+    let domain_kind = status.event_kind();
     if let Some(domain_kind) = domain_kind.filter(|_| before != status) {
         events::append(tx, payment_event(domain_kind, &payment, now));
     }
@@ -211,18 +206,7 @@ async fn charge_refunded(
         payments::insert_refund(tx, &refund).await?;
         events::append(
             tx,
-            NewEvent::new(
-                kind::REFUND_CREATED,
-                &refund.id,
-                Some(payment.customer_id.clone()),
-                json!({
-                    "refund_id": refund.id,
-                    "payment_id": payment.id,
-                    "amount_minor": amount,
-                    "currency": payment.amount.currency.code(),
-                }),
-                now,
-            ),
+            NewEvent::refund_created(&refund, &payment.customer_id, now),
         );
     }
     let refunded = charge["amount_refunded"]

@@ -66,6 +66,28 @@ impl NewEvent {
     }
 }
 
+impl NewEvent {
+    /// `refund.created` for a refund of a customer's payment.
+    pub fn refund_created(
+        refund: &crate::payment::Refund,
+        customer_id: &str,
+        occurred_at: Timestamp,
+    ) -> Self {
+        Self::new(
+            kind::REFUND_CREATED,
+            &refund.id,
+            Some(customer_id.to_string()),
+            serde_json::json!({
+                "refund_id": refund.id,
+                "payment_id": refund.payment_id,
+                "amount_minor": refund.amount.minor,
+                "currency": refund.amount.currency.code(),
+            }),
+            occurred_at,
+        )
+    }
+}
+
 /// An event as read back from the log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {

@@ -55,6 +55,16 @@ impl PaymentStatus {
         }
     }
 
+    /// The domain event announcing that a payment reached this status, if there is one.
+    pub fn event_kind(self) -> Option<&'static str> {
+        match self {
+            PaymentStatus::Succeeded => Some(crate::event::kind::PAYMENT_SUCCEEDED),
+            PaymentStatus::Failed => Some(crate::event::kind::PAYMENT_FAILED),
+            PaymentStatus::RequiresAction => Some(crate::event::kind::PAYMENT_REQUIRES_ACTION),
+            _ => None,
+        }
+    }
+
     /// Whether money was captured and some of it can still be given back.
     pub fn is_refundable(self) -> bool {
         matches!(
