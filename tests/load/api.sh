@@ -3,6 +3,7 @@
 # PostgreSQL. Results go to stdout; record them in BENCHMARKS.md with the machine and date.
 #
 #   tests/load/api.sh [seconds per run, default 15] [connections, default 32]
+#   BENCH_ROUTES=webhooks tests/load/api.sh …   # only the webhook intake
 #
 # Needs wrk (Debian: apt-get install wrk), sqlite3, psql, bc, python3, and a PostgreSQL at BENCH_DATABASE_URL's server
 # (default: postgres://postgres@127.0.0.1:5432, database hephaestus_bench, recreated).
@@ -33,6 +34,7 @@ run_db() {
   key=$(sed -n 's/^admin API key: //p' "$dir/stdout")
   export HEPHAESTUS_KEY="$key"
 
+  if [ "${BENCH_ROUTES:-all}" = all ]; then
   echo "### $label: POST /api/v1/revenue/customers (${secs}s, $conns connections)"
   wrk -t1 -c"$conns" -d"${secs}s" --latency -s tests/load/create_customer.lua "http://127.0.0.1:$port"
   grep VmHWM /proc/$pid/status
@@ -48,6 +50,8 @@ run_db() {
   echo "### $label: POST /api/v1/revenue/payments, sandbox gateway (${secs}s, $conns connections)"
   wrk -t1 -c"$conns" -d"${secs}s" --latency -s tests/load/create_payment.lua "http://127.0.0.1:$port"
   grep -E 'VmHWM|VmRSS' /proc/$pid/status
+
+  fi
 
   # More events than the run can send, so every delivery is a new event.
   python3 tests/load/webhooks.py $((secs * 12000)) whsec_load > "$dir/events.tsv"

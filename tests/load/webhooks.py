@@ -3,7 +3,10 @@
 
     tests/load/webhooks.py N SECRET > events.tsv
 
-Each event has its own id, so every delivery is new work for the inbox. Signed with the
+Each event has its own id, so every delivery is new work for the inbox. The events are
+`charge.refund.updated` for refunds the host does not know: the worker looks each up and
+finishes it in one pass (an event about an unknown *payment* would instead be retried with
+backoff, in case it beat the payment's own commit). Signed with the
 standard library's HMAC exactly as Stripe signs (t.payload, SHA-256); generate right before
 the run, since signatures expire after 300 s.
 """
@@ -23,8 +26,8 @@ for i in range(n):
         "id": f"evt_load_{run}_{i}",
         "object": "event",
         "created": now,
-        "type": "payment_intent.succeeded",
-        "data": {"object": {"id": f"pi_load_{run}_{i}", "object": "payment_intent", "status": "succeeded"}},
+        "type": "charge.refund.updated",
+        "data": {"object": {"id": f"re_load_{run}_{i}", "object": "refund", "status": "succeeded"}},
     }, separators=(",", ":"))
     sig = hmac.new(secret, f"{now}.{payload}".encode(), hashlib.sha256).hexdigest()
     out.write(f"t={now},v1={sig}\t{payload}\n")
