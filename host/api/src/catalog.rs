@@ -22,7 +22,7 @@ use crate::AppState;
 use crate::auth::{ReadKey, WriteKey};
 use crate::customers::page_params;
 use crate::error::{ApiResult, AppError};
-use crate::extract::{Json, PathId, Query};
+use crate::extract::{Json, PathId, Query, load_by_id};
 use crate::payments::{AmountText, amount_json};
 use crate::write::{self, RequestMeta, Written};
 
@@ -397,16 +397,10 @@ pub async fn get_price(
     _auth: ReadKey,
     PathId(id): PathId,
 ) -> ApiResult<axum::Json<PriceView>> {
-    let missing = || AppError::NotFound {
-        kind: "price",
-        id: id.clone(),
-    };
-    if !ids::is_well_formed(prefix::PRICE, &id) {
-        return Err(missing());
-    }
-    let price = catalog::get_price(&state.store, &id)
-        .await?
-        .ok_or_else(missing)?;
+    let price = load_by_id("price", prefix::PRICE, id, |id| async move {
+        catalog::get_price(&state.store, &id).await
+    })
+    .await?;
     Ok(axum::Json(PriceView::from(&price)))
 }
 

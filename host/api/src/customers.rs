@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::auth::{ReadKey, WriteKey};
 use crate::error::{ApiResult, AppError};
-use crate::extract::{Json, PathId, Query};
+use crate::extract::{Json, PathId, Query, load_by_id};
 use crate::write::{self, RequestMeta, Written};
 
 /// A customer as the API shows it. Erased customers keep their id and timestamps; their
@@ -124,12 +124,10 @@ fn not_found(id: String) -> AppError {
 }
 
 async fn load(state: &AppState, id: String) -> ApiResult<Customer> {
-    if !ids::is_well_formed(prefix::CUSTOMER, &id) {
-        return Err(not_found(id));
-    }
-    customers::get(&state.store, &id)
-        .await?
-        .ok_or_else(|| not_found(id))
+    load_by_id("customer", prefix::CUSTOMER, id, |id| async move {
+        customers::get(&state.store, &id).await
+    })
+    .await
 }
 
 #[utoipa::path(

@@ -138,6 +138,25 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     }
 }
 
+/// Loads the object `id` names with `fetch`. A malformed id (wrong prefix, wrong shape) is
+/// answered 404 without a query, as is an id that names nothing.
+pub async fn load_by_id<T, Fut>(
+    kind: &'static str,
+    id_prefix: &str,
+    id: String,
+    fetch: impl FnOnce(String) -> Fut,
+) -> Result<T, AppError>
+where
+    Fut: std::future::Future<Output = hephaestus_store::Result<Option<T>>>,
+{
+    if !hephaestus_core::ids::is_well_formed(id_prefix, &id) {
+        return Err(AppError::NotFound { kind, id });
+    }
+    fetch(id.clone())
+        .await?
+        .ok_or(AppError::NotFound { kind, id })
+}
+
 /// One path parameter, as text. Malformed ids are answered by the handler as missing.
 #[derive(Debug)]
 pub struct PathId(pub String);

@@ -22,7 +22,7 @@ use crate::AppState;
 use crate::auth::{ReadKey, WriteKey};
 use crate::customers::page_params;
 use crate::error::{ApiResult, AppError};
-use crate::extract::{Json, PathId, Query};
+use crate::extract::{Json, PathId, Query, load_by_id};
 use crate::write::{self, RequestMeta, Written};
 
 /// A decimal amount in major units exactly as the client wrote it: a JSON number (`97.00`)
@@ -415,20 +415,11 @@ struct DeclinedError<'a> {
     payment: &'a PaymentView,
 }
 
-fn not_found(id: String) -> AppError {
-    AppError::NotFound {
-        kind: "payment",
-        id,
-    }
-}
-
 async fn load(state: &AppState, id: String) -> ApiResult<Payment> {
-    if !ids::is_well_formed(prefix::PAYMENT, &id) {
-        return Err(not_found(id));
-    }
-    payments::get(&state.store, &id)
-        .await?
-        .ok_or_else(|| not_found(id))
+    load_by_id("payment", prefix::PAYMENT, id, |id| async move {
+        payments::get(&state.store, &id).await
+    })
+    .await
 }
 
 /// One payment, with its refunds.

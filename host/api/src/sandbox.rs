@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hephaestus_billing::reconcile;
-use hephaestus_core::ids::{self, prefix};
+use hephaestus_core::ids::prefix;
 use hephaestus_core::payment::PaymentStatus;
 use hephaestus_store::payments;
 use serde::Deserialize;
@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::auth::WriteKey;
 use crate::error::AppError;
-use crate::extract::{Json, PathId};
+use crate::extract::{Json, PathId, load_by_id};
 use crate::payments::PaymentView;
 use crate::write::{self, RequestMeta, Written};
 
@@ -53,20 +53,14 @@ pub async fn authenticate(
         Some("fail") => false,
         Some(_) => return AppError::invalid("outcome", "must be succeed or fail").into_response(),
     };
-    let not_found = || {
-        AppError::NotFound {
-            kind: "payment",
-            id: id.clone(),
-        }
-        .into_response()
-    };
-    if !ids::is_well_formed(prefix::PAYMENT, &id) {
-        return not_found();
-    }
-    let payment = match payments::get(&state.store, &id).await {
-        Ok(Some(p)) => p,
-        Ok(None) => return not_found(),
-        Err(e) => return AppError::from(e).into_response(),
+    let store = &state.store;
+    let payment = match load_by_id("payment", prefix::PAYMENT, id.clone(), |id| async move {
+        payments::get(store, &id).await
+    })
+    .await
+    {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
     };
     let (true, Some(charge_id), PaymentStatus::RequiresAction) = (
         payment.gateway == "sandbox",
