@@ -138,3 +138,69 @@ async fn failures_replay_too(db: Db) {
         .await;
     assert_eq!(fixed.status, StatusCode::CREATED);
 }
+
+both_dbs!(an_expired_claim_belongs_to_the_retry_that_took_it);
+
+/// A request that outlives its claim cannot complete it once a retry has taken it over:
+/// its change rolls back, so the change is made once, by the retry.
+async fn an_expired_claim_belongs_to_the_retry_that_took_it(db: Db) {
+    use hephaestus_store::StoreError;
+    use hephaestus_store::idempotency::{self, Claim, IdemKey};
+
+    let s = TestServer::start(db).await;
+    let key = || IdemKey {
+        api_key_id: "key_test".into(),
+        key: "slow-request".into(),
+        request_hash: "h".into(),
+        claim_token: String::new(),
+    };
+    let mut first = key();
+    // A lock that has already run out, as for a request that took too long.
+    assert_eq!(
+        idempotency::claim(&s.store, &mut first, -1).await.unwrap(),
+        Claim::Acquired
+    );
+    let mut retry = key();
+    assert_eq!(
+        idempotency::claim(&s.store, &mut retry, 60).await.unwrap(),
+        Claim::Acquired
+    );
+    assert_ne!(first.claim_token, retry.claim_token);
+
+    let late = {
+        let first = first.clone();
+        s.store
+            .write(move |tx| {
+                Box::pin(async move { idempotency::complete(tx, &first, 201, "{}", None).await })
+            })
+            .await
+    };
+    assert!(matches!(late, Err(StoreError::ClaimLost)), "{late:?}");
+    // The first request's release does not free the retry's claim either.
+    idempotency::release(&s.store, &first).await.unwrap();
+    let mut third = key();
+    assert_eq!(
+        idempotency::claim(&s.store, &mut third, 60).await.unwrap(),
+        Claim::InProgress
+    );
+
+    let done = {
+        let retry = retry.clone();
+        s.store
+            .write(move |tx| {
+                Box::pin(async move {
+                    idempotency::complete(tx, &retry, 201, "{\"ok\":true}", None).await
+                })
+            })
+            .await
+    };
+    assert!(done.is_ok());
+    let mut fourth = key();
+    assert_eq!(
+        idempotency::claim(&s.store, &mut fourth, 60).await.unwrap(),
+        Claim::Replay {
+            status: 201,
+            body: "{\"ok\":true}".into()
+        }
+    );
+}
