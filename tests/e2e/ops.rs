@@ -94,7 +94,14 @@ async fn openapi_and_offline_docs() {
         !html.contains("https://") && !html.contains("http://"),
         "the docs page loads nothing from elsewhere:\n{html}"
     );
-    for asset in ["/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css"] {
+    assert!(
+        html.contains("validatorUrl: null"),
+        "no call to the online validator"
+    );
+    for asset in [
+        "/docs/assets/swagger-ui-bundle.js",
+        "/docs/assets/swagger-ui.css",
+    ] {
         let r = s.client.get(s.url(asset)).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{asset}");
         assert!(

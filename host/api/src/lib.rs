@@ -191,8 +191,11 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
             auth::authenticate,
         ));
 
+    // Swagger UI's script and styles come embedded in the `swagger-ui-dist` crate, served
+    // under /docs/assets; the page itself is ours, so it can switch off the online spec
+    // validator and load nothing from anywhere but this host.
     let docs = swagger_ui_dist::generate_routes(swagger_ui_dist::ApiDefinition {
-        uri_prefix: "/docs",
+        uri_prefix: "/docs/assets",
         api_definition: swagger_ui_dist::OpenApiSource::Uri("/openapi.json"),
         title: Some("Hephaestus API"),
     });
@@ -215,6 +218,7 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .route("/docs", get(ops::docs))
         .nest("/api/v1", api)
         .route("/api/v1/revenue/webhooks/stripe", post(webhooks::stripe))
         .merge(extra)

@@ -60,6 +60,35 @@ pub async fn openapi(State(state): State<AppState>) -> Response {
     response
 }
 
+/// The API reference page: Swagger UI over `/openapi.json`, every asset from this host.
+pub async fn docs() -> axum::response::Html<&'static str> {
+    axum::response::Html(
+        r##"<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>Hephaestus API</title>
+  <link rel="stylesheet" href="/docs/assets/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs/assets/swagger-ui-bundle.js"></script>
+  <script>
+    window.onload = () => {
+      window.ui = SwaggerUIBundle({
+        url: "/openapi.json",
+        dom_id: "#swagger-ui",
+        validatorUrl: null,
+        deepLinking: true,
+      });
+    };
+  </script>
+</body>
+</html>"##,
+    )
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
