@@ -487,6 +487,64 @@ async fn unknown_types_and_objects_are_stored_and_ignored(db: Db) {
     let r = deliver(&s, payload, Some(&stripe_sign(payload, SECRET, t))).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(s.count("webhook_events").await, 2);
+
+    // Operators see what happened to each event, and can put one back in the queue.
+    let events = "/api/v1/revenue/webhooks/events";
+    let ignored = s.get(&s.admin, &format!("{events}?status=ignored")).await;
+    assert_eq!(ignored.status, StatusCode::OK, "{}", ignored.body);
+    let data = ignored.body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1);
+    assert_eq!(data[0]["id"], "evt_u1");
+    assert_eq!(data[0]["type"], "customer.discount.created");
+    let page = s.get(&s.admin, &format!("{events}?limit=1")).await;
+    assert_eq!(page.body["has_more"], true);
+    let next = page.body["data"][0]["id"].as_str().unwrap().to_string();
+    let rest = s
+        .get(&s.admin, &format!("{events}?limit=1&starting_after={next}"))
+        .await;
+    assert_ne!(rest.body["data"][0]["id"].as_str().unwrap(), next);
+    assert_eq!(
+        s.get(&s.admin, &format!("{events}?status=lost"))
+            .await
+            .field(),
+        Some("status")
+    );
+    let writer = s.key(hephaestus_core::keys::Scope::Write).await;
+    assert_eq!(s.get(&writer, events).await.status, StatusCode::FORBIDDEN);
+
+    let retry = s
+        .post(
+            &s.admin,
+            &format!("{events}/evt_u1/retry"),
+            &json!({}),
+            None,
+        )
+        .await;
+    assert_eq!(retry.status, StatusCode::OK, "{}", retry.body);
+    assert_eq!(retry.body["status"], "pending");
+    settled(&s).await;
+    let (status, attempts, _) = inbox::status(&s.store, "stripe", "evt_u1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (status.as_str(), attempts),
+        ("ignored", 1),
+        "run again with a fresh budget"
+    );
+    let processed = s
+        .post(
+            &s.admin,
+            &format!("{events}/evt_u2/retry"),
+            &json!({}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        processed.status,
+        StatusCode::NOT_FOUND,
+        "a processed event is not requeued"
+    );
 }
 
 fn dispute_object(status: &str, moves: &[i64]) -> Value {

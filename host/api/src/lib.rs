@@ -185,6 +185,11 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
             "/sandbox/payments/{id}/authenticate",
             post(sandbox::authenticate),
         )
+        .route("/revenue/webhooks/events", get(webhooks::list_events))
+        .route(
+            "/revenue/webhooks/events/{id}/retry",
+            post(webhooks::retry_event),
+        )
         .route("/audit", get(ops::audit_list))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

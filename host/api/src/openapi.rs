@@ -63,6 +63,8 @@ impl Modify for BearerKey {
         crate::payments::list,
         crate::payments::refund,
         crate::webhooks::stripe,
+        crate::webhooks::list_events,
+        crate::webhooks::retry_event,
         crate::sandbox::authenticate,
         crate::reporting::set_rate,
         crate::reporting::list_rates,
@@ -74,7 +76,7 @@ impl Modify for BearerKey {
     components(schemas(ErrorBody, ErrorDetail, crate::customers::CustomerView, crate::customers::CreateCustomer,
         crate::payments::PaymentView, crate::payments::RefundView, crate::payments::CreatePayment, crate::payments::CreateRefund,
         crate::catalog::ProductView, crate::catalog::CreateProduct, crate::catalog::PriceView, crate::catalog::CreatePrice,
-        crate::catalog::RecurringView, crate::catalog::RecurringRequest, crate::catalog::UpdatePrice, crate::sandbox::Authenticate,
+        crate::catalog::RecurringView, crate::catalog::RecurringRequest, crate::catalog::UpdatePrice, crate::sandbox::Authenticate, crate::webhooks::InboxView,
         crate::reporting::RateView, crate::reporting::SetRate)),
     modifiers(&BearerKey),
     tags(

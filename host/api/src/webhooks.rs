@@ -3,17 +3,21 @@
 //! a background worker applies it. Nothing is stored for a request that fails verification.
 
 use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hephaestus_billing::stripe_events;
 use hephaestus_billing::webhook::{self, SignatureError};
 use hephaestus_core::Timestamp;
 use hephaestus_store::inbox::{self, NewInboxEvent};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::error::AppError;
-use crate::extract::{body_bytes, parse_json};
+use crate::auth::AdminKey;
+use crate::error::{ApiResult, AppError};
+use crate::extract::{PathId, Query, body_bytes, parse_json};
+use crate::write::{self, RequestMeta, Written};
 
 /// The part of a Stripe event the inbox needs; the whole body is stored as received.
 #[derive(Debug, Deserialize)]
@@ -94,4 +98,118 @@ async fn receive(state: &AppState, req: Request) -> Result<Response, AppError> {
         state.webhook_worker.notify_one();
     }
     Ok(axum::Json(json!({ "received": true, "duplicate": !fresh })).into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct InboxParams {
+    /// pending, processed, ignored or failed.
+    pub status: Option<String>,
+    /// 1 to 100, default 10.
+    pub limit: Option<i64>,
+    /// An event id from the previous page.
+    pub starting_after: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InboxView {
+    /// The gateway's event id (`evt_…`).
+    pub id: String,
+    pub object: &'static str,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub object_id: Option<String>,
+    /// pending, processed, ignored or failed.
+    pub status: String,
+    pub attempts: i64,
+    /// Why it was ignored, or the last failure.
+    pub last_error: Option<String>,
+    /// The gateway's creation time, Unix seconds.
+    pub created: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub received_at: Timestamp,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub processed_at: Option<Timestamp>,
+}
+
+/// Received Stripe events, most recent first: what the worker did with each and why.
+#[utoipa::path(
+    get, path = "/api/v1/revenue/webhooks/events", tag = "payments", params(InboxParams),
+    responses((status = 200, description = "`{object: list, data: [event], has_more}`"), (status = 403, body = crate::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn list_events(
+    State(state): State<AppState>,
+    _auth: AdminKey,
+    Query(params): Query<InboxParams>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    let limit = params.limit.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return Err(AppError::invalid("limit", "must be between 1 and 100"));
+    }
+    if let Some(s) = &params.status
+        && !matches!(s.as_str(), "pending" | "processed" | "ignored" | "failed")
+    {
+        return Err(AppError::invalid(
+            "status",
+            "must be pending, processed, ignored or failed",
+        ));
+    }
+    let rows = inbox::list(
+        &state.store,
+        stripe_events::SOURCE,
+        params.status.as_deref(),
+        params.starting_after.as_deref(),
+        limit + 1,
+    )
+    .await?;
+    Ok(axum::Json(write::page_of(rows, limit, |e| InboxView {
+        id: e.id.clone(),
+        object: "webhook_event",
+        kind: e.kind.clone(),
+        object_id: e.object_id.clone(),
+        status: e.status.clone(),
+        attempts: e.attempts,
+        last_error: e.last_error.clone(),
+        created: e.created,
+        received_at: Timestamp::from_micros(e.received_at),
+        processed_at: e.processed_at.map(Timestamp::from_micros),
+    })))
+}
+
+/// Puts a `failed` or `ignored` event back in the queue, with a fresh attempt budget.
+#[utoipa::path(
+    post, path = "/api/v1/revenue/webhooks/events/{id}/retry", tag = "payments",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "`{id, status: pending}`"), (status = 404, body = crate::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn retry_event(
+    State(state): State<AppState>,
+    auth: AdminKey,
+    meta: RequestMeta,
+    PathId(id): PathId,
+) -> Response {
+    let worker = state.webhook_worker.clone();
+    let response = write::run(&state, &auth.0, &meta, b"", move |tx| {
+        Box::pin(async move {
+            if !inbox::requeue(tx, stripe_events::SOURCE, &id).await? {
+                return Err(AppError::NotFound {
+                    kind: "failed or ignored webhook event",
+                    id,
+                });
+            }
+            Ok(Written::json(
+                StatusCode::OK,
+                &json!({ "id": id, "object": "webhook_event", "status": "pending" }),
+                None,
+            ))
+        })
+    })
+    .await;
+    if response.status().is_success() {
+        worker.notify_one();
+    }
+    response
 }

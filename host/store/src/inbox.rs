@@ -174,3 +174,64 @@ pub async fn pending_count(store: &Store) -> Result<i64> {
     .fetch_one(e)
     .await)?)
 }
+
+/// An inbox entry as operators see it (without the payload).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InboxEntry {
+    pub id: String,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub object_id: Option<String>,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created: i64,
+    pub received_at: i64,
+    pub processed_at: Option<i64>,
+}
+
+/// A page of one source's events, most recently received first, optionally of one status,
+/// after the event `starting_after`.
+pub async fn list(
+    store: &Store,
+    source: &str,
+    status: Option<&str>,
+    starting_after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<InboxEntry>> {
+    Ok(with_read!(store, |e| {
+        sqlx::query_as(
+        "SELECT id, type, object_id, status, attempts, last_error, created, received_at, processed_at
+           FROM webhook_events
+          WHERE source = $1 AND ($2 IS NULL OR status = $2)
+            AND ($3 IS NULL OR (received_at, id) <
+                 (SELECT received_at, id FROM webhook_events WHERE source = $1 AND id = $3))
+          ORDER BY received_at DESC, id DESC LIMIT $4"
+    )
+    .bind(source)
+    .bind(status)
+    .bind(starting_after)
+    .bind(limit)
+    .fetch_all(e)
+    .await
+    })?)
+}
+
+/// Puts a finished event (`failed` or `ignored`) back in the queue with a fresh attempt
+/// budget, for an operator who fixed what made it fail. `false` if there is no such
+/// finished event.
+pub async fn requeue(tx: &mut Tx, source: &str, id: &str) -> Result<bool> {
+    let n = with_tx!(tx, |c| sqlx::query(
+        "UPDATE webhook_events
+            SET status = 'pending', attempts = 0, next_attempt_at = $3, locked_until = NULL,
+                processed_at = NULL
+          WHERE source = $1 AND id = $2 AND status IN ('failed', 'ignored')"
+    )
+    .bind(source)
+    .bind(id)
+    .bind(Timestamp::now().as_micros())
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
