@@ -1,17 +1,10 @@
 use hephaestus_core::Timestamp;
 use hephaestus_core::catalog::{Price, Product, Recurring};
-use hephaestus_core::customer::Metadata;
-use hephaestus_core::money::{Currency, Money};
+use hephaestus_core::money::Money;
 
-use crate::{Result, Store, StoreError, Tx, with_read, with_tx};
-
-fn metadata_json(m: &Metadata) -> Result<String> {
-    serde_json::to_string(m).map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))
-}
-
-fn metadata_of(text: &str, id: &str) -> Result<Metadata> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{id} metadata: {e}")))
-}
+use crate::{
+    Result, Store, StoreError, Tx, currency_of, metadata_json, metadata_of, with_read, with_tx,
+};
 
 #[derive(sqlx::FromRow)]
 struct ProductRow {
@@ -111,8 +104,7 @@ impl TryFrom<PriceRow> for Price {
     type Error = StoreError;
     fn try_from(r: PriceRow) -> Result<Self> {
         let corrupt = |e: String| StoreError::Corrupt(format!("price {}: {e}", r.id));
-        let currency =
-            Currency::parse(&r.currency, "currency").map_err(|e| corrupt(e.to_string()))?;
+        let currency = currency_of(&r.currency, &r.id)?;
         let recurring = match (&r.interval, r.interval_count) {
             (Some(i), Some(n)) => Some(Recurring {
                 interval: i.parse().map_err(corrupt)?,

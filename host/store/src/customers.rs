@@ -1,7 +1,7 @@
 use hephaestus_core::Timestamp;
-use hephaestus_core::customer::{Customer, Metadata, NewCustomer};
+use hephaestus_core::customer::{Customer, NewCustomer};
 
-use crate::{Result, Store, StoreError, Tx, with_read, with_tx};
+use crate::{Result, Store, StoreError, Tx, metadata_json, metadata_of, with_read, with_tx};
 
 #[derive(sqlx::FromRow)]
 struct CustomerRow {
@@ -17,8 +17,7 @@ struct CustomerRow {
 impl TryFrom<CustomerRow> for Customer {
     type Error = StoreError;
     fn try_from(r: CustomerRow) -> Result<Self> {
-        let metadata: Metadata = serde_json::from_str(&r.metadata)
-            .map_err(|e| StoreError::Corrupt(format!("customer {} metadata: {e}", r.id)))?;
+        let metadata = metadata_of(&r.metadata, &r.id)?;
         Ok(Customer {
             id: r.id,
             email: r.email,
@@ -40,8 +39,7 @@ pub async fn insert(
     new: &NewCustomer,
     now: Timestamp,
 ) -> Result<std::result::Result<Customer, String>> {
-    let metadata = serde_json::to_string(&new.metadata)
-        .map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?;
+    let metadata = metadata_json(&new.metadata)?;
     let inserted = with_tx!(&mut *tx, |c| sqlx::query(
         "INSERT INTO customers (id, email, email_key, name, metadata, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $6)

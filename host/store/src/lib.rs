@@ -355,6 +355,22 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Metadata as stored: a JSON object in a text column, the same on both databases.
+pub(crate) fn metadata_json(m: &hephaestus_core::customer::Metadata) -> Result<String> {
+    serde_json::to_string(m).map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))
+}
+
+/// Reads stored metadata back; `id` names the row in the error.
+pub(crate) fn metadata_of(text: &str, id: &str) -> Result<hephaestus_core::customer::Metadata> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{id} metadata: {e}")))
+}
+
+/// Reads a stored currency code back; `id` names the row in the error.
+pub(crate) fn currency_of(code: &str, id: &str) -> Result<hephaestus_core::money::Currency> {
+    hephaestus_core::money::Currency::parse(code, "currency")
+        .map_err(|e| StoreError::Corrupt(format!("{id}: {e}")))
+}
+
 /// Whether an error is a unique-constraint violation, on either database.
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())

@@ -1,9 +1,10 @@
 use hephaestus_core::Timestamp;
-use hephaestus_core::customer::Metadata;
-use hephaestus_core::money::{Currency, Money};
+use hephaestus_core::money::Money;
 use hephaestus_core::payment::{Payment, PaymentStatus, Refund};
 
-use crate::{Result, Store, StoreError, Tx, with_read, with_tx};
+use crate::{
+    Result, Store, StoreError, Tx, currency_of, metadata_json, metadata_of, with_read, with_tx,
+};
 
 #[derive(sqlx::FromRow)]
 struct PaymentRow {
@@ -25,16 +26,11 @@ struct PaymentRow {
     gateway_event_at: Option<i64>,
 }
 
-fn currency(code: &str, id: &str) -> Result<Currency> {
-    Currency::parse(code, "currency").map_err(|e| StoreError::Corrupt(format!("{id}: {e}")))
-}
-
 impl TryFrom<PaymentRow> for Payment {
     type Error = StoreError;
     fn try_from(r: PaymentRow) -> Result<Self> {
-        let currency = currency(&r.currency, &r.id)?;
-        let metadata: Metadata = serde_json::from_str(&r.metadata)
-            .map_err(|e| StoreError::Corrupt(format!("payment {} metadata: {e}", r.id)))?;
+        let currency = currency_of(&r.currency, &r.id)?;
+        let metadata = metadata_of(&r.metadata, &r.id)?;
         Ok(Payment {
             status: r.status.parse().map_err(StoreError::Corrupt)?,
             amount: Money {
@@ -63,8 +59,7 @@ const COLUMNS: &str = "id, customer_id, amount_minor, currency, amount_refunded_
      created_at, updated_at, gateway_event_at";
 
 pub async fn insert(tx: &mut Tx, p: &Payment) -> Result<()> {
-    let metadata = serde_json::to_string(&p.metadata)
-        .map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?;
+    let metadata = metadata_json(&p.metadata)?;
     with_tx!(tx, |c| sqlx::query(
         "INSERT INTO payments (id, customer_id, amount_minor, currency, amount_refunded_minor,
              status, payment_method, description, gateway, gateway_id, decline_code,
@@ -210,7 +205,7 @@ fn refund_of(r: RefundRow) -> Result<Refund> {
     Ok(Refund {
         amount: Money {
             minor: r.amount_minor,
-            currency: currency(&r.currency, &r.id)?,
+            currency: currency_of(&r.currency, &r.id)?,
         },
         id: r.id,
         payment_id: r.payment_id,
