@@ -15,4 +15,5 @@ mod idempotency;
 mod ops;
 mod payments;
 mod reporting;
+mod subscriptions;
 mod webhooks;

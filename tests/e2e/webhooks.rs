@@ -137,6 +137,7 @@ async fn stripe_payment(s: &TestServer, intent: &str, status: PaymentStatus) -> 
         created_at: now,
         updated_at: now,
         gateway_event_at: None,
+        invoice_id: None,
     };
     let id = payment.id.clone();
     s.store

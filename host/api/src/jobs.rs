@@ -1,10 +1,11 @@
 //! Background work for one host. Every job here is safe to run on many hosts at once:
-//! flushes add to shared counters, purges are plain deletes of expired rows, and webhook
-//! events are claimed (`FOR UPDATE SKIP LOCKED` on PostgreSQL) before they are applied.
+//! flushes add to shared counters, purges are plain deletes of expired rows, due
+//! subscriptions are leased, and webhook events are claimed (`FOR UPDATE SKIP LOCKED` on
+//! PostgreSQL) before they are applied.
 
 use std::time::Duration;
 
-use hephaestus_billing::{reconcile, stripe_events};
+use hephaestus_billing::{reconcile, stripe_events, subscriptions};
 use hephaestus_core::Timestamp;
 use hephaestus_store::{idempotency, rate_limit};
 use tokio::sync::watch;
@@ -14,6 +15,9 @@ use crate::AppState;
 
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 const RECONCILE_EVERY: Duration = Duration::from_secs(60);
+/// Renewals are due at a period's end; a few seconds late is fine, and the clock control
+/// bills at once anyway.
+const BILLING_EVERY: Duration = Duration::from_secs(5);
 const WEBHOOK_POLL: Duration = Duration::from_millis(500);
 const WEBHOOK_BATCH: i64 = 128;
 /// Rate-limit windows are kept a day for diagnosis, then dropped.
@@ -30,6 +34,8 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
         webhooks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
         reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut billing = tokio::time::interval(BILLING_EVERY);
+        billing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut purge = tokio::time::interval(PURGE_EVERY);
         purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -42,6 +48,7 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
                 _ = purge.tick() => purge_expired(&state).await,
                 _ = webhooks.tick() => process_webhooks(&state).await,
                 _ = reconcile.tick() => reconcile_unsettled(&state).await,
+                _ = billing.tick() => bill_subscriptions(&state).await,
                 () = state.webhook_worker.notified() => process_webhooks(&state).await,
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
@@ -67,6 +74,28 @@ async fn process_webhooks(state: &AppState) {
                 break;
             }
         }
+    }
+}
+
+async fn bill_subscriptions(state: &AppState) {
+    match subscriptions::run_due(
+        &state.store,
+        state.gateway.as_ref(),
+        &state.config.dunning,
+        50,
+    )
+    .await
+    {
+        Ok(s) if s.subscriptions > 0 => tracing::info!(
+            subscriptions = s.subscriptions,
+            invoices = s.invoices,
+            paid = s.payments_succeeded,
+            failed = s.payments_failed,
+            canceled = s.canceled,
+            "billed due subscriptions"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "subscription billing failed; will retry"),
     }
 }
 

@@ -7,8 +7,9 @@
 //! - [`rate_limit`]: the per-key limiter whose counts are shared through the database.
 //! - [`write`]: the transaction, idempotency and audit path every change takes.
 //! - [`customers`], [`catalog`], [`payments`]: customers, products and prices, payments.
+//! - [`subscriptions`]: subscriptions and their invoices.
 //! - [`reporting`]: exchange rates and totals per currency and in the reporting currency.
-//! - [`sandbox`]: the sandbox gateway's test controls.
+//! - [`sandbox`]: the sandbox gateway's test controls, and its business clock.
 //! - [`webhooks`]: the signature-verified Stripe webhook intake.
 //! - [`ops`]: health, readiness, metrics, OpenAPI and the audit log.
 //! - [`metrics`], [`openapi`]: Prometheus series and the generated API description.
@@ -27,6 +28,7 @@ pub mod payments;
 pub mod rate_limit;
 pub mod reporting;
 pub mod sandbox;
+pub mod subscriptions;
 pub mod webhooks;
 pub mod write;
 
@@ -77,6 +79,8 @@ pub struct ApiConfig {
     pub reconcile_after: Duration,
     /// Stripe webhook signing secrets; several while one is being rotated.
     pub stripe_webhook_secrets: Vec<hephaestus_core::secret::Secret>,
+    /// How failed subscription payments are retried, and what happens after the last.
+    pub dunning: hephaestus_billing::subscriptions::Dunning,
 }
 
 impl Default for ApiConfig {
@@ -94,6 +98,7 @@ impl Default for ApiConfig {
             max_payment: rust_decimal::Decimal::from(1_000_000),
             stripe_webhook_secrets: Vec::new(),
             reconcile_after: Duration::from_secs(600),
+            dunning: hephaestus_billing::subscriptions::Dunning::default(),
             reporting_currency: hephaestus_core::money::Currency::parse("USD", "currency")
                 .unwrap_or_else(|_| unreachable!("USD is an ISO 4217 currency")),
         }
@@ -181,6 +186,22 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         )
         .route("/revenue/payments/{id}", get(payments::get))
         .route("/revenue/payments/{id}/refunds", post(payments::refund))
+        .route(
+            "/revenue/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
+        .route(
+            "/revenue/subscriptions/{id}",
+            get(subscriptions::get).post(subscriptions::update),
+        )
+        .route(
+            "/revenue/subscriptions/{id}/cancel",
+            post(subscriptions::cancel),
+        )
+        .route("/revenue/invoices", get(subscriptions::list_invoices))
+        .route("/revenue/invoices/{id}", get(subscriptions::get_invoice))
+        .route("/sandbox/clock", get(sandbox::clock))
+        .route("/sandbox/clock/advance", post(sandbox::advance_clock))
         .route(
             "/sandbox/payments/{id}/authenticate",
             post(sandbox::authenticate),

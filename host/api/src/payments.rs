@@ -3,8 +3,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use hephaestus_billing::disputes::{self, Change};
-use hephaestus_billing::gateway::{ChargeRequest, ChargeStatus, GatewayError, RefundRequest};
+use hephaestus_billing::charges;
+use hephaestus_billing::gateway::{ChargeRequest, GatewayError, RefundRequest};
 use hephaestus_core::Timestamp;
 use hephaestus_core::customer::{Metadata, validate_metadata};
 use hephaestus_core::event::NewEvent;
@@ -14,8 +14,8 @@ use hephaestus_core::payment::{Payment, PaymentStatus, Refund};
 use hephaestus_core::validation::check_text;
 use hephaestus_store::{customers, events, payments};
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Map;
 use serde_json::value::RawValue;
-use serde_json::{Map, json};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
@@ -254,7 +254,7 @@ fn validate(req: CreatePayment, state: &AppState) -> ApiResult<ValidPayment> {
     })
 }
 
-fn gateway_error(e: GatewayError) -> AppError {
+pub fn gateway_error(e: GatewayError) -> AppError {
     match e {
         GatewayError::InvalidRequest { param, message } => AppError::Invalid {
             field: param.map(str::to_string),
@@ -310,6 +310,7 @@ pub async fn create(
         payment_method: p.payment_method.clone(),
         description: p.description.clone(),
         idempotency_key: claimed.external_key("charge"),
+        off_session: false,
     };
     claimed
         .then(async move {
@@ -317,87 +318,43 @@ pub async fn create(
             let gateway = gateway.name().to_string();
             Ok(write::change(move |tx| {
                 Box::pin(async move {
-                    let now = Timestamp::now();
-                    let status = match charge.status {
-                        ChargeStatus::Succeeded => PaymentStatus::Succeeded,
-                        ChargeStatus::RequiresAction => PaymentStatus::RequiresAction,
-                        ChargeStatus::Processing => PaymentStatus::Processing,
-                        ChargeStatus::Declined => PaymentStatus::Failed,
-                    };
-                    let mut payment = Payment {
-                        id: ids::new_id(prefix::PAYMENT),
+                    let attempt = charges::Attempt {
                         customer_id: p.customer_id,
                         amount: p.amount,
-                        amount_refunded_minor: 0,
-                        status,
                         payment_method: p.payment_method,
                         description: p.description,
-                        gateway,
-                        gateway_id: Some(charge.id.clone()),
-                        decline_code: charge.decline_code.clone(),
-                        failure_message: charge.failure_message.clone(),
                         metadata: p.metadata,
-                        created_at: now,
-                        updated_at: now,
-                        gateway_event_at: None,
+                        invoice_id: None,
                     };
-                    payments::insert(tx, &payment).await?;
-                    let event_kind = status.event_kind();
-                    if let Some(event_kind) = event_kind {
-                        events::append(
-                            tx,
-                            NewEvent::new(
-                                event_kind,
-                                &payment.id,
-                                Some(payment.customer_id.clone()),
-                                json!({
-                                    "payment_id": payment.id,
-                                    "customer_id": payment.customer_id,
-                                    "amount_minor": payment.amount.minor,
-                                    "currency": payment.amount.currency.code(),
-                                    "decline_code": payment.decline_code,
-                                }),
-                                now,
-                            ),
-                        );
-                    }
-                    if let Some(dispute) = &charge.dispute {
-                        disputes::apply(
-                            tx,
-                            payment.clone(),
-                            dispute,
-                            Change::Created,
-                            now.as_micros() / 1_000_000,
-                        )
-                        .await?;
-                        payment.status = PaymentStatus::Disputed;
-                    }
-                    let view = PaymentView::from(&payment);
-                    if status == PaymentStatus::Failed {
-                        // The declined payment is stored; the answer is the documented 402.
-                        let body = Declined {
-                            error: DeclinedError {
-                                code: "card_declined",
-                                message: payment
-                                    .failure_message
-                                    .as_deref()
-                                    .unwrap_or("Your card was declined."),
-                                decline_code: payment.decline_code.as_deref(),
-                                payment_id: &payment.id,
-                                payment: &view,
-                            },
-                        };
-                        return Ok(Written::json(
-                            StatusCode::PAYMENT_REQUIRED,
-                            &body,
-                            Some(&payment.id),
-                        ));
-                    }
-                    Ok(write::created(&payment.id, &view))
+                    let payment =
+                        charges::record(tx, &gateway, attempt, &charge, Timestamp::now()).await?;
+                    Ok(charge_answer(&payment))
                 })
             }))
         })
         .await
+}
+
+/// 201 with the payment, or the documented 402 for a declined card (the declined payment
+/// is stored, and named in the answer).
+pub fn charge_answer(payment: &Payment) -> Written {
+    let view = PaymentView::from(payment);
+    if payment.status == PaymentStatus::Failed {
+        let body = Declined {
+            error: DeclinedError {
+                code: "card_declined",
+                message: payment
+                    .failure_message
+                    .as_deref()
+                    .unwrap_or("Your card was declined."),
+                decline_code: payment.decline_code.as_deref(),
+                payment_id: &payment.id,
+                payment: &view,
+            },
+        };
+        return Written::json(StatusCode::PAYMENT_REQUIRED, &body, Some(&payment.id));
+    }
+    write::created(&payment.id, &view)
 }
 
 /// The 402 answer to a declined card: the standard error shape plus the stored payment.

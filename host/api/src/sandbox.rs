@@ -110,3 +110,130 @@ pub async fn authenticate(
         })
         .await
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdvanceClock {
+    /// Seconds to move forward. Give this or `days` (or both: they add up).
+    pub seconds: Option<i64>,
+    pub days: Option<i64>,
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct ClockView {
+    pub object: &'static str,
+    /// The business clock now.
+    #[schema(value_type = String, format = DateTime)]
+    pub now: hephaestus_core::Timestamp,
+    /// How far it is ahead of real time, in seconds.
+    pub offset_seconds: i64,
+    /// What this call billed to catch up (renewals, retries, trial ends, cancellations).
+    /// Work another host or the background job took on is waited for, not counted here.
+    #[schema(value_type = Object)]
+    pub billed: Option<hephaestus_billing::subscriptions::Summary>,
+}
+
+/// The furthest one call may move the clock: ten years.
+const MAX_ADVANCE_SECS: i64 = 10 * 366 * 24 * 60 * 60;
+
+async fn clock_view(
+    state: &AppState,
+    billed: Option<hephaestus_billing::subscriptions::Summary>,
+) -> Result<ClockView, AppError> {
+    let now = hephaestus_billing::subscriptions::business_now(&state.store).await?;
+    Ok(ClockView {
+        object: "clock",
+        offset_seconds: (now.as_micros() - hephaestus_core::Timestamp::now().as_micros())
+            / 1_000_000,
+        now,
+        billed,
+    })
+}
+
+/// The business clock that subscriptions are billed on.
+#[utoipa::path(
+    get, path = "/api/v1/sandbox/clock", tag = "sandbox",
+    responses((status = 200, body = ClockView)),
+    security(("api_key" = []))
+)]
+pub async fn clock(
+    State(state): State<AppState>,
+    _auth: crate::auth::ReadKey,
+    meta: RequestMeta,
+) -> Response {
+    if state.gateway.as_sandbox().is_none() {
+        return not_found(&meta);
+    }
+    match clock_view(&state, None).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn not_found(meta: &RequestMeta) -> Response {
+    AppError::RouteNotFound {
+        method: meta.method.to_string(),
+        path: meta.path.clone(),
+    }
+    .into_response()
+}
+
+/// Moves the business clock forward, like a Stripe test clock, and bills everything that
+/// became due on the way — each renewal, retry and trial end at its own moment — before
+/// answering (waiting up to 20 s for work another host holds). The clock never goes back.
+#[utoipa::path(
+    post, path = "/api/v1/sandbox/clock/advance", tag = "sandbox",
+    request_body = AdvanceClock,
+    responses((status = 200, body = ClockView), (status = 400, body = crate::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn advance_clock(
+    State(state): State<AppState>,
+    _auth: WriteKey,
+    meta: RequestMeta,
+    body: Json<AdvanceClock>,
+) -> Response {
+    if state.gateway.as_sandbox().is_none() {
+        return not_found(&meta);
+    }
+    let req = body.value;
+    let secs = req
+        .seconds
+        .unwrap_or(0)
+        .checked_add(req.days.unwrap_or(0).saturating_mul(86_400));
+    let secs = match secs {
+        Some(s) if (1..=MAX_ADVANCE_SECS).contains(&s) => s,
+        _ => {
+            return AppError::invalid(
+                if req.days.is_some() {
+                    "days"
+                } else {
+                    "seconds"
+                },
+                "must move the clock forward by 1 second to 10 years",
+            )
+            .into_response();
+        }
+    };
+    let result = async {
+        hephaestus_billing::subscriptions::advance_clock(
+            &state.store,
+            std::time::Duration::from_secs(secs.unsigned_abs()),
+        )
+        .await?;
+        let billed = hephaestus_billing::subscriptions::settle_all(
+            &state.store,
+            state.gateway.as_ref(),
+            &state.config.dunning,
+            std::time::Duration::from_secs(20),
+        )
+        .await
+        .map_err(|e| AppError::Unavailable(format!("billing did not finish: {e}")))?;
+        clock_view(&state, Some(billed)).await
+    }
+    .await;
+    match result {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

@@ -10,6 +10,9 @@ pub struct ChargeRequest {
     /// Sent to the gateway so a retried request never charges twice: the same key returns
     /// the first charge.
     pub idempotency_key: String,
+    /// The customer is not there to act (a subscription renewal): a method that would need
+    /// authentication is declined with `authentication_required` instead of waiting.
+    pub off_session: bool,
 }
 
 /// Where a charge stands at the gateway.

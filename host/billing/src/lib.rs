@@ -1,16 +1,21 @@
 //! Billing: the gateways that move money, behind one [`gateway::Gateway`] trait.
 //!
+//! - [`charges`]: a gateway's answer to a charge, recorded as the host's payment.
 //! - [`disputes`]: chargebacks, applied in any order.
 //! - [`gateway`]: the trait, its requests and results, and its errors.
 //! - [`sandbox`]: the built-in gateway that behaves like Stripe's test mode, with a ledger
 //!   of its own, so the product runs and is tested with no account.
 //! - [`reconcile`]: refetching unsettled payments from their gateway.
+//! - [`subscriptions`]: the billing engine that renews, invoices and dunns subscriptions on
+//!   the business clock for gateways that only move money (the sandbox).
 //! - [`webhook`]: `Stripe-Signature` verification.
 //! - [`stripe_events`]: applying verified gateway events from the inbox to payments.
 
+pub mod charges;
 pub mod disputes;
 pub mod gateway;
 pub mod reconcile;
 pub mod sandbox;
 pub mod stripe_events;
+pub mod subscriptions;
 pub mod webhook;

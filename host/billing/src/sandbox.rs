@@ -15,7 +15,7 @@
 //! | `pm_card_chargeDeclinedProcessingError` | declined, `processing_error` |
 //! | `pm_card_chargeDeclinedFraudulent` | declined, `fraudulent` |
 //! | `pm_card_createDispute` | succeeds, then is disputed as fraudulent (funds withdrawn) |
-//! | `pm_card_authenticationRequired` | needs the customer's action (3-D Secure); completed or failed with [`SandboxGateway::complete_action`] |
+//! | `pm_card_authenticationRequired` | needs the customer's action (3-D Secure); completed or failed with [`SandboxGateway::complete_action`]; off-session (renewals) declined with `authentication_required` |
 //!
 //! Anything else is an unknown payment method, as Stripe answers it.
 
@@ -194,6 +194,9 @@ impl Gateway for SandboxGateway {
                         let (status, decline) = match behaviour {
                             Behaviour::Succeed | Behaviour::SucceedThenDispute => ("succeeded", None),
                             Behaviour::Decline(code) => ("failed", Some(code.to_string())),
+                            Behaviour::RequireAction if req.off_session => {
+                                ("failed", Some("authentication_required".to_string()))
+                            }
                             Behaviour::RequireAction => ("requires_action", None),
                         };
                         let now = Timestamp::now().as_micros();

@@ -18,6 +18,15 @@ pub mod kind {
     pub const DISPUTE_FUNDS_WITHDRAWN: &str = "dispute.funds_withdrawn";
     pub const DISPUTE_FUNDS_REINSTATED: &str = "dispute.funds_reinstated";
     pub const DISPUTE_CLOSED: &str = "dispute.closed";
+    pub const SUBSCRIPTION_CREATED: &str = "subscription.created";
+    pub const SUBSCRIPTION_UPDATED: &str = "subscription.updated";
+    pub const SUBSCRIPTION_TRIAL_WILL_END: &str = "subscription.trial_will_end";
+    pub const SUBSCRIPTION_CANCELED: &str = "subscription.canceled";
+    pub const INVOICE_FINALIZED: &str = "invoice.finalized";
+    pub const INVOICE_PAID: &str = "invoice.paid";
+    pub const INVOICE_PAYMENT_FAILED: &str = "invoice.payment_failed";
+    pub const INVOICE_UNCOLLECTIBLE: &str = "invoice.marked_uncollectible";
+    pub const INVOICE_VOIDED: &str = "invoice.voided";
     pub const PRODUCT_CREATED: &str = "product.created";
     pub const PRICE_CREATED: &str = "price.created";
     pub const PRICE_DEACTIVATED: &str = "price.deactivated";

@@ -16,6 +16,9 @@ pub mod prefix {
     pub const DISPUTE: &str = "dsp";
     pub const PRICE: &str = "price";
     pub const REFUND: &str = "re";
+    pub const SUBSCRIPTION: &str = "sub";
+    pub const INVOICE: &str = "in";
+    pub const INVOICE_LINE: &str = "il";
     /// The sandbox gateway's own objects, as a remote processor would name them.
     pub const SANDBOX_CHARGE: &str = "pi_sbx";
     pub const SANDBOX_REFUND: &str = "re_sbx";

@@ -7,6 +7,7 @@
 //! - [`money`]: integer minor units with ISO 4217 exponents; exact decimal parsing.
 //! - [`catalog`]: products and prices.
 //! - [`payment`]: one-time payments and refunds.
+//! - [`subscription`]: subscriptions, invoices, the billing calendar and proration.
 //! - [`secret`]: configured secrets that never print.
 //! - [`event`]: the append-only domain event that analytics, triggers and experiments read.
 //! - [`validation`]: the one error a domain check returns, naming the field to blame.
@@ -19,6 +20,7 @@ pub mod keys;
 pub mod money;
 pub mod payment;
 pub mod secret;
+pub mod subscription;
 pub mod time;
 pub mod validation;
 

@@ -115,6 +115,8 @@ pub struct Payment {
     /// The gateway's creation time (Unix seconds) of the newest webhook event applied: an
     /// older event arriving later must not move the payment back.
     pub gateway_event_at: Option<i64>,
+    /// The invoice this payment was made to settle (a subscription's), if any.
+    pub invoice_id: Option<String>,
 }
 
 impl Payment {

@@ -11,6 +11,7 @@ use axum::http::HeaderValue;
 use clap::Args;
 use hephaestus_api::ApiConfig;
 use hephaestus_api::rate_limit::RateLimit;
+use hephaestus_billing::subscriptions::{Dunning, FinalAction};
 use hephaestus_store::PoolSettings;
 
 /// Where the data lives; shared by every subcommand.
@@ -117,6 +118,18 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(0..=86_400 * 30))]
     pub reconcile_after_secs: u64,
 
+    /// Days between attempts to collect a failed subscription invoice, comma-separated and
+    /// counted from the attempt before (`3,5,7`: four attempts over fifteen days).
+    #[arg(long, env = "HEPHAESTUS_DUNNING_RETRY_DAYS", value_delimiter = ',',
+          default_value = "3,5,7", value_parser = clap::value_parser!(i64).range(1..=60))]
+    pub dunning_retry_days: Vec<i64>,
+
+    /// What happens to a subscription when its invoice's last attempt fails: `cancel` it, or
+    /// keep it `unpaid` (not billed again until it is cancelled).
+    #[arg(long, env = "HEPHAESTUS_DUNNING_FINAL_ACTION", default_value = "cancel",
+          value_parser = ["cancel", "unpaid"])]
+    pub dunning_final_action: String,
+
     /// The currency payment totals are reported in (ISO 4217).
     #[arg(long, env = "HEPHAESTUS_REPORTING_CURRENCY", default_value = "USD", value_parser = parse_currency)]
     pub reporting_currency: hephaestus_core::money::Currency,
@@ -147,6 +160,14 @@ impl ServeArgs {
             stripe_webhook_secrets: self.stripe_webhook_secret.clone(),
             reconcile_after: Duration::from_secs(self.reconcile_after_secs),
             reporting_currency: self.reporting_currency,
+            dunning: Dunning {
+                retry_days: self.dunning_retry_days.clone(),
+                final_action: if self.dunning_final_action == "unpaid" {
+                    FinalAction::MarkUnpaid
+                } else {
+                    FinalAction::Cancel
+                },
+            },
         }
     }
 }
@@ -214,6 +235,8 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "HEPHAESTUS_LOG_FORMAT",
     "HEPHAESTUS_MAX_PAYMENT",
     "HEPHAESTUS_RECONCILE_AFTER_SECS",
+    "HEPHAESTUS_DUNNING_RETRY_DAYS",
+    "HEPHAESTUS_DUNNING_FINAL_ACTION",
     "HEPHAESTUS_REPORTING_CURRENCY",
     "HEPHAESTUS_EXCHANGE_RATES",
     "HEPHAESTUS_LOG",

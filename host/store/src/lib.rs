@@ -12,6 +12,7 @@
 //! - [`catalog`]: products and prices.
 //! - [`customers`]: customer records, lookup, listing and erasure.
 //! - [`payments`]: payments and refunds as the host records them.
+//! - [`subscriptions`]: subscriptions, invoices and their lines, and the business clock.
 //!
 //! Writes go through [`Store::write`]: on SQLite a single writer thread commits concurrent
 //! requests together (group commit, see `writer`); on PostgreSQL each runs in its own
@@ -33,6 +34,7 @@ pub mod inbox;
 pub mod keys;
 pub mod payments;
 pub mod rate_limit;
+pub mod subscriptions;
 mod writer;
 
 use std::str::FromStr;

@@ -24,6 +24,7 @@ struct PaymentRow {
     created_at: i64,
     updated_at: i64,
     gateway_event_at: Option<i64>,
+    invoice_id: Option<String>,
 }
 
 impl TryFrom<PaymentRow> for Payment {
@@ -50,21 +51,22 @@ impl TryFrom<PaymentRow> for Payment {
             created_at: Timestamp::from_micros(r.created_at),
             updated_at: Timestamp::from_micros(r.updated_at),
             gateway_event_at: r.gateway_event_at,
+            invoice_id: r.invoice_id,
         })
     }
 }
 
 const COLUMNS: &str = "id, customer_id, amount_minor, currency, amount_refunded_minor, status, \
      payment_method, description, gateway, gateway_id, decline_code, failure_message, metadata, \
-     created_at, updated_at, gateway_event_at";
+     created_at, updated_at, gateway_event_at, invoice_id";
 
 pub async fn insert(tx: &mut Tx, p: &Payment) -> Result<()> {
     let metadata = metadata_json(&p.metadata)?;
     with_tx!(tx, |c| sqlx::query(
         "INSERT INTO payments (id, customer_id, amount_minor, currency, amount_refunded_minor,
              status, payment_method, description, gateway, gateway_id, decline_code,
-             failure_message, metadata, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+             failure_message, metadata, created_at, updated_at, invoice_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
     )
     .bind(&p.id)
     .bind(&p.customer_id)
@@ -81,6 +83,7 @@ pub async fn insert(tx: &mut Tx, p: &Payment) -> Result<()> {
     .bind(&metadata)
     .bind(p.created_at.as_micros())
     .bind(p.updated_at.as_micros())
+    .bind(&p.invoice_id)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
@@ -219,7 +222,7 @@ fn refund_of(r: RefundRow) -> Result<Refund> {
 /// Locks the rows a statement reads for the rest of the transaction, on PostgreSQL: workers
 /// on several hosts may apply events about one payment at once, and each must see what the
 /// other applied. SQLite's single writer serialises them already.
-fn row_lock(tx: &mut Tx) -> &'static str {
+pub(crate) fn row_lock(tx: &mut Tx) -> &'static str {
     match tx.inner() {
         crate::TxInner::Postgres(_) => " FOR UPDATE",
         crate::TxInner::Sqlite(_) => "",

@@ -1,0 +1,817 @@
+//! `/api/v1/revenue/subscriptions` and `/api/v1/revenue/invoices`: recurring billing. The
+//! billing engine lives in `hephaestus_billing::subscriptions`; these handlers parse,
+//! authorise, charge the first invoice and map the result.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hephaestus_billing::charges;
+use hephaestus_billing::gateway::ChargeRequest;
+use hephaestus_billing::subscriptions::{
+    self as engine, NewSubscription, Update, UpdateError, business_now,
+};
+use hephaestus_core::Timestamp;
+use hephaestus_core::catalog::{MAX_TRIAL_DAYS, Price};
+use hephaestus_core::customer::{Metadata, validate_metadata};
+use hephaestus_core::ids::{self, prefix};
+use hephaestus_core::money::Money;
+use hephaestus_core::subscription::{Invoice, InvoiceLine, Subscription, SubscriptionStatus};
+use hephaestus_core::validation::check_text;
+use hephaestus_store::{catalog, customers, subscriptions};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::auth::{ReadKey, WriteKey};
+use crate::customers::page_params;
+use crate::error::{ApiResult, AppError};
+use crate::extract::{Json, PathId, Query, load_by_id};
+use crate::payments::{amount_json, charge_answer, gateway_error};
+use crate::write::{self, RequestMeta, Written};
+
+/// The most units one subscription may carry.
+const MAX_QUANTITY: i64 = 1_000_000;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvoiceLineView {
+    /// `il_…`
+    pub id: String,
+    pub description: String,
+    pub price_id: Option<String>,
+    pub quantity: i64,
+    /// Major units; negative for a credit.
+    #[schema(value_type = f64)]
+    pub amount: Box<RawValue>,
+    pub amount_minor: i64,
+    /// Made by a change in the middle of a period.
+    pub proration: bool,
+    #[schema(value_type = String, format = DateTime)]
+    pub period_start: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub period_end: Timestamp,
+}
+
+impl From<&InvoiceLine> for InvoiceLineView {
+    fn from(l: &InvoiceLine) -> Self {
+        InvoiceLineView {
+            id: l.id.clone(),
+            description: l.description.clone(),
+            price_id: l.price_id.clone(),
+            quantity: l.quantity,
+            amount: amount_json(l.amount),
+            amount_minor: l.amount.minor,
+            proration: l.proration,
+            period_start: l.period_start,
+            period_end: l.period_end,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvoiceView {
+    /// `in_…`
+    pub id: String,
+    pub object: &'static str,
+    pub customer_id: String,
+    pub subscription_id: Option<String>,
+    /// open, paid, uncollectible or void
+    pub status: String,
+    /// subscription_create, subscription_trial_end, subscription_cycle
+    pub billing_reason: String,
+    pub currency: String,
+    #[schema(value_type = f64)]
+    pub subtotal: Box<RawValue>,
+    pub subtotal_minor: i64,
+    #[schema(value_type = f64)]
+    pub amount_due: Box<RawValue>,
+    pub amount_due_minor: i64,
+    #[schema(value_type = f64)]
+    pub amount_paid: Box<RawValue>,
+    pub amount_paid_minor: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub period_start: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub period_end: Timestamp,
+    pub attempt_count: i64,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_payment_attempt: Option<Timestamp>,
+    /// The latest payment attempted for it.
+    pub payment_id: Option<String>,
+    pub lines: Vec<InvoiceLineView>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+}
+
+impl From<&Invoice> for InvoiceView {
+    fn from(i: &Invoice) -> Self {
+        let money = |minor| {
+            amount_json(Money {
+                minor,
+                currency: i.currency,
+            })
+        };
+        InvoiceView {
+            id: i.id.clone(),
+            object: "invoice",
+            customer_id: i.customer_id.clone(),
+            subscription_id: i.subscription_id.clone(),
+            status: i.status.as_str().to_string(),
+            billing_reason: i.billing_reason.clone(),
+            currency: i.currency.code().to_string(),
+            subtotal: money(i.subtotal_minor),
+            subtotal_minor: i.subtotal_minor,
+            amount_due: money(i.amount_due_minor),
+            amount_due_minor: i.amount_due_minor,
+            amount_paid: money(i.amount_paid_minor),
+            amount_paid_minor: i.amount_paid_minor,
+            period_start: i.period_start,
+            period_end: i.period_end,
+            attempt_count: i.attempt_count,
+            next_payment_attempt: i.next_attempt_at,
+            payment_id: i.payment_id.clone(),
+            lines: i.lines.iter().map(InvoiceLineView::from).collect(),
+            created_at: i.created_at,
+            updated_at: i.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionView {
+    /// `sub_…`
+    pub id: String,
+    pub object: &'static str,
+    pub customer_id: String,
+    pub price_id: String,
+    pub quantity: i64,
+    pub currency: String,
+    /// trialing, active, past_due, canceled or unpaid
+    pub status: String,
+    pub payment_method: Option<String>,
+    /// `sandbox` or `stripe`.
+    pub gateway: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub current_period_start: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub current_period_end: Timestamp,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub trial_start: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub trial_end: Option<Timestamp>,
+    pub cancel_at_period_end: bool,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub canceled_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub ended_at: Option<Timestamp>,
+    pub metadata: Metadata,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+    /// The newest invoice, on reads of one subscription.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest_invoice: Option<InvoiceView>,
+    /// Prorations waiting for the next invoice, on reads of one subscription.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_invoice_lines: Option<Vec<InvoiceLineView>>,
+}
+
+impl From<&Subscription> for SubscriptionView {
+    fn from(s: &Subscription) -> Self {
+        SubscriptionView {
+            id: s.id.clone(),
+            object: "subscription",
+            customer_id: s.customer_id.clone(),
+            price_id: s.price_id.clone(),
+            quantity: s.quantity,
+            currency: s.currency.code().to_string(),
+            status: s.status.as_str().to_string(),
+            payment_method: s.payment_method.clone(),
+            gateway: s.gateway.clone(),
+            current_period_start: s.current_period_start,
+            current_period_end: s.current_period_end,
+            trial_start: s.trial_start,
+            trial_end: s.trial_end,
+            cancel_at_period_end: s.cancel_at_period_end,
+            canceled_at: s.canceled_at,
+            ended_at: s.ended_at,
+            metadata: s.metadata.clone(),
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            latest_invoice: None,
+            pending_invoice_lines: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSubscription {
+    /// `cus_…`
+    pub customer_id: String,
+    /// A recurring, active `price_…`.
+    pub price_id: String,
+    /// Default 1.
+    pub quantity: Option<i64>,
+    /// Overrides the price's trial; 0 for none.
+    pub trial_days: Option<i64>,
+    /// Charged for every invoice (sandbox test methods). Required unless there is a trial.
+    #[schema(example = "pm_card_visa")]
+    pub payment_method: Option<String>,
+    pub metadata: Option<Metadata>,
+}
+
+fn check_quantity(q: Option<i64>) -> ApiResult<Option<i64>> {
+    match q {
+        Some(q) if !(1..=MAX_QUANTITY).contains(&q) => Err(AppError::invalid(
+            "quantity",
+            format!("must be 1 to {MAX_QUANTITY}"),
+        )),
+        other => Ok(other),
+    }
+}
+
+fn check_payment_method(pm: &Option<String>) -> ApiResult<()> {
+    if let Some(pm) = pm {
+        if pm.is_empty() {
+            return Err(AppError::invalid("payment_method", "must not be empty"));
+        }
+        check_text("payment_method", pm, 100)?;
+    }
+    Ok(())
+}
+
+async fn load_price(state: &AppState, id: &str) -> ApiResult<Price> {
+    if !ids::is_well_formed(prefix::PRICE, id) {
+        return Err(AppError::invalid(
+            "price_id",
+            "must be a price id like price_…",
+        ));
+    }
+    let price = catalog::get_price(&state.store, id)
+        .await?
+        .ok_or_else(|| AppError::invalid("price_id", format!("no such price: {id}")))?;
+    if price.recurring.is_none() {
+        return Err(AppError::invalid(
+            "price_id",
+            "must be a recurring price; one-time prices are paid with a payment",
+        ));
+    }
+    if !price.active {
+        return Err(AppError::invalid(
+            "price_id",
+            format!("price {id} is inactive and cannot be used for new sales"),
+        ));
+    }
+    Ok(price)
+}
+
+/// Starts a subscription. With a trial nothing is charged until it ends; without one the
+/// first period is charged now, and a declined card answers 402 `card_declined` (the failed
+/// payment is stored; no subscription is created).
+#[utoipa::path(
+    post, path = "/api/v1/revenue/subscriptions", tag = "subscriptions",
+    request_body = CreateSubscription,
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retried request with the same key never charges twice")),
+    responses(
+        (status = 201, body = SubscriptionView),
+        (status = 400, body = crate::openapi::ErrorBody),
+        (status = 402, body = crate::openapi::ErrorBody, description = "card_declined, with decline_code and payment_id"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    auth: WriteKey,
+    meta: RequestMeta,
+    body: Json<CreateSubscription>,
+) -> Response {
+    let planned = match validate_create(&state, body.value).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let (planned, price) = planned;
+    let claimed = match write::claim(&state, &auth.0, &meta, &body.raw).await {
+        Ok(c) => c,
+        Err(answer) => return answer,
+    };
+    let gateway = state.gateway.clone();
+    let first = &planned.invoice;
+    let request = (first.amount_due_minor > 0).then(|| ChargeRequest {
+        amount: Money {
+            minor: first.amount_due_minor,
+            currency: first.currency,
+        },
+        payment_method: planned
+            .subscription
+            .payment_method
+            .clone()
+            .unwrap_or_default(),
+        description: Some(format!(
+            "Invoice {} for {}",
+            first.id, planned.subscription.id
+        )),
+        idempotency_key: claimed.external_key("subscription-charge"),
+        off_session: true,
+    });
+    claimed
+        .then(async move {
+            let charge = match request {
+                Some(r) => Some(gateway.charge(r).await.map_err(gateway_error)?),
+                None => None,
+            };
+            let gateway = gateway.name().to_string();
+            Ok(write::change(move |tx| {
+                Box::pin(async move {
+                    let now = planned.subscription.created_at;
+                    let mut payment_id = None;
+                    if let Some(charge) = &charge {
+                        let sub = &planned.subscription;
+                        let attempt = charges::Attempt {
+                            customer_id: sub.customer_id.clone(),
+                            amount: Money {
+                                minor: planned.invoice.amount_due_minor,
+                                currency: planned.invoice.currency,
+                            },
+                            payment_method: sub.payment_method.clone().unwrap_or_default(),
+                            description: Some(format!(
+                                "Invoice {} for {}",
+                                planned.invoice.id, sub.id
+                            )),
+                            metadata: Metadata::new(),
+                            invoice_id: None,
+                        };
+                        let mut attempt = attempt;
+                        if charges::status_of(charge)
+                            == hephaestus_core::payment::PaymentStatus::Succeeded
+                        {
+                            attempt.invoice_id = Some(planned.invoice.id.clone());
+                        } else {
+                            // Nothing is started; the declined payment is kept and named.
+                            let payment =
+                                charges::record(tx, &gateway, attempt, charge, now).await?;
+                            return Ok(declined(&payment));
+                        }
+                        let payment = charges::record(tx, &gateway, attempt, charge, now).await?;
+                        payment_id = Some(payment.id);
+                    }
+                    let (sub, invoice) =
+                        engine::start(tx, planned, &price, payment_id, now).await?;
+                    let mut view = SubscriptionView::from(&sub);
+                    view.latest_invoice = Some(InvoiceView::from(&invoice));
+                    view.pending_invoice_lines = Some(Vec::new());
+                    Ok(write::created(&sub.id, &view))
+                })
+            }))
+        })
+        .await
+}
+
+/// A first charge that did not succeed: the documented 402 for a decline; a charge still
+/// waiting on the customer or the gateway cannot start a subscription either.
+fn declined(payment: &hephaestus_core::payment::Payment) -> Written {
+    if payment.status == hephaestus_core::payment::PaymentStatus::Failed {
+        return charge_answer(payment);
+    }
+    let body = serde_json::json!({
+        "error": {
+            "code": "payment_incomplete",
+            "message": format!(
+                "the first payment is {}; the subscription was not started",
+                payment.status
+            ),
+            "payment_id": payment.id,
+        }
+    });
+    Written::json(StatusCode::PAYMENT_REQUIRED, &body, Some(&payment.id))
+}
+
+async fn validate_create(
+    state: &AppState,
+    req: CreateSubscription,
+) -> ApiResult<(engine::Planned, Price)> {
+    if !ids::is_well_formed(prefix::CUSTOMER, &req.customer_id) {
+        return Err(AppError::invalid(
+            "customer_id",
+            "must be a customer id like cus_…",
+        ));
+    }
+    let quantity = check_quantity(req.quantity)?.unwrap_or(1);
+    if let Some(t) = req.trial_days
+        && !(0..=MAX_TRIAL_DAYS).contains(&t)
+    {
+        return Err(AppError::invalid(
+            "trial_days",
+            format!("must be 0 to {MAX_TRIAL_DAYS}"),
+        ));
+    }
+    check_payment_method(&req.payment_method)?;
+    let metadata = req.metadata.unwrap_or_default();
+    validate_metadata(&metadata)?;
+    let price = load_price(state, &req.price_id).await?;
+    if engine::total_of(&price, quantity).is_none() {
+        return Err(AppError::invalid(
+            "quantity",
+            "makes the subscription's total too large",
+        ));
+    }
+    let trial = req.trial_days.or(price.trial_days).unwrap_or(0) > 0;
+    if !trial && req.payment_method.is_none() {
+        return Err(AppError::invalid(
+            "payment_method",
+            "is required when the subscription starts without a trial",
+        ));
+    }
+    match customers::get(&state.store, &req.customer_id).await? {
+        Some(c) if c.erased_at.is_none() => {}
+        _ => {
+            return Err(AppError::invalid(
+                "customer_id",
+                format!("no such customer: {}", req.customer_id),
+            ));
+        }
+    }
+    let now = business_now(&state.store).await?;
+    let planned = engine::plan(
+        NewSubscription {
+            customer_id: req.customer_id,
+            price: price.clone(),
+            quantity,
+            trial_days: req.trial_days,
+            payment_method: req.payment_method,
+            metadata,
+            gateway: state.gateway.name().to_string(),
+        },
+        now,
+    )?;
+    Ok((planned, price))
+}
+
+async fn load(state: &AppState, id: String) -> ApiResult<Subscription> {
+    load_by_id("subscription", prefix::SUBSCRIPTION, id, |id| async move {
+        subscriptions::get(&state.store, &id).await
+    })
+    .await
+}
+
+async fn detailed(state: &AppState, sub: &Subscription) -> ApiResult<SubscriptionView> {
+    let mut view = SubscriptionView::from(sub);
+    let latest = subscriptions::list_invoices(
+        &state.store,
+        &subscriptions::InvoiceQuery {
+            limit: 1,
+            subscription_id: Some(sub.id.clone()),
+            ..Default::default()
+        },
+    )
+    .await?;
+    view.latest_invoice = latest.first().map(InvoiceView::from);
+    let pending = subscriptions::pending_lines_of(&state.store, &sub.id).await?;
+    view.pending_invoice_lines = Some(pending.iter().map(InvoiceLineView::from).collect());
+    Ok(view)
+}
+
+/// One subscription, with its latest invoice and any prorations waiting for the next.
+#[utoipa::path(
+    get, path = "/api/v1/revenue/subscriptions/{id}", tag = "subscriptions",
+    params(("id" = String, Path, description = "`sub_…`")),
+    responses((status = 200, body = SubscriptionView), (status = 404, body = crate::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    _auth: ReadKey,
+    PathId(id): PathId,
+) -> ApiResult<axum::Json<SubscriptionView>> {
+    let sub = load(&state, id).await?;
+    Ok(axum::Json(detailed(&state, &sub).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// 1 to 100, default 10.
+    pub limit: Option<i64>,
+    pub starting_after: Option<String>,
+    pub customer_id: Option<String>,
+    /// trialing, active, past_due, canceled or unpaid
+    pub status: Option<String>,
+    pub price_id: Option<String>,
+}
+
+fn check_id(field: &str, prefix: &str, id: &Option<String>) -> ApiResult<()> {
+    match id {
+        Some(v) if !ids::is_well_formed(prefix, v) => Err(AppError::invalid(
+            field,
+            format!("must be an id like {prefix}_…"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/revenue/subscriptions", tag = "subscriptions",
+    params(ListParams),
+    responses((status = 200, description = "`{object: list, data: [subscription], has_more}`"), (status = 400, body = crate::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    _auth: ReadKey,
+    Query(params): Query<ListParams>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    let (limit, starting_after) =
+        page_params(params.limit, params.starting_after, prefix::SUBSCRIPTION)?;
+    check_id("customer_id", prefix::CUSTOMER, &params.customer_id)?;
+    check_id("price_id", prefix::PRICE, &params.price_id)?;
+    if let Some(s) = &params.status {
+        s.parse::<SubscriptionStatus>()
+            .map_err(|m| AppError::invalid("status", m))?;
+    }
+    let rows = subscriptions::list(
+        &state.store,
+        &subscriptions::ListQuery {
+            limit: limit + 1,
+            starting_after,
+            customer_id: params.customer_id,
+            status: params.status,
+            price_id: params.price_id,
+        },
+    )
+    .await?;
+    Ok(axum::Json(write::page_of(rows, limit, |s| {
+        SubscriptionView::from(s)
+    })))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSubscription {
+    /// A new recurring price in the same currency and interval.
+    pub price_id: Option<String>,
+    pub quantity: Option<i64>,
+    pub payment_method: Option<String>,
+    /// Cancel when the current period ends (true), or take that back (false).
+    pub cancel_at_period_end: Option<bool>,
+    /// `create_prorations` (default): credit unused time and charge the new plan's
+    /// remaining time on the next invoice. `none`: the new plan starts with the next period.
+    pub proration_behavior: Option<String>,
+    pub metadata: Option<Metadata>,
+}
+
+fn update_error(e: UpdateError) -> AppError {
+    match e {
+        UpdateError::Ended(id) => AppError::Invalid {
+            field: None,
+            message: format!("subscription {id} has ended and cannot be changed"),
+        },
+        UpdateError::Invalid(field, message) => AppError::invalid(field, message),
+        UpdateError::Store(e) => e.into(),
+    }
+}
+
+/// Changes the price, quantity, payment method or cancellation of a subscription. A new
+/// price or quantity mid-period is prorated by the time left, on the next invoice.
+#[utoipa::path(
+    post, path = "/api/v1/revenue/subscriptions/{id}", tag = "subscriptions",
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = UpdateSubscription,
+    responses((status = 200, body = SubscriptionView), (status = 400, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    auth: WriteKey,
+    meta: RequestMeta,
+    PathId(id): PathId,
+    body: Json<UpdateSubscription>,
+) -> Response {
+    let prepared = async {
+        let sub = load(&state, id).await?;
+        let req = body.value;
+        let prorate = match req.proration_behavior.as_deref() {
+            None | Some("create_prorations") => true,
+            Some("none") => false,
+            Some(_) => {
+                return Err(AppError::invalid(
+                    "proration_behavior",
+                    "must be create_prorations or none",
+                ));
+            }
+        };
+        let quantity = check_quantity(req.quantity)?;
+        check_payment_method(&req.payment_method)?;
+        if let Some(m) = &req.metadata {
+            validate_metadata(m)?;
+        }
+        let price = match &req.price_id {
+            Some(p) => Some(load_price(&state, p).await?),
+            None => None,
+        };
+        let current = catalog::get_price(&state.store, &sub.price_id)
+            .await?
+            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("price {} missing", sub.price_id)))?;
+        let change = Update {
+            price,
+            quantity,
+            payment_method: req.payment_method,
+            cancel_at_period_end: req.cancel_at_period_end,
+            metadata: req.metadata,
+            prorate,
+        };
+        Ok::<_, AppError>((sub.id, current, change, business_now(&state.store).await?))
+    }
+    .await;
+    let (id, current, change, now) = match prepared {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    write::run(
+        &state,
+        &auth.0,
+        &meta,
+        &body.raw,
+        write::change(move |tx| {
+            Box::pin(async move {
+                let sub = locked(tx, &id).await?;
+                let current = if current.id == sub.price_id {
+                    current
+                } else {
+                    // Changed since it was read: take the price the row holds now.
+                    price_in_tx(&sub.price_id, &current)?
+                };
+                let sub = engine::update(tx, sub, &current, change, now)
+                    .await
+                    .map_err(update_error)?;
+                Ok(Written::json(
+                    StatusCode::OK,
+                    &SubscriptionView::from(&sub),
+                    Some(&sub.id),
+                ))
+            })
+        }),
+    )
+    .await
+}
+
+fn price_in_tx(id: &str, _read: &Price) -> ApiResult<Price> {
+    Err(AppError::Conflict {
+        code: "subscription_changed",
+        message: format!(
+            "the subscription moved to price {id} while this request was prepared; read it and retry"
+        ),
+        details: serde_json::Map::new(),
+    })
+}
+
+async fn locked(tx: &mut hephaestus_store::Tx, id: &str) -> ApiResult<Subscription> {
+    subscriptions::get_for_update(tx, id)
+        .await?
+        .ok_or_else(|| AppError::NotFound {
+            kind: "subscription",
+            id: id.to_string(),
+        })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelSubscription {
+    /// `true`: keep it until the current period ends. Default `false`: end it now.
+    pub at_period_end: Option<bool>,
+}
+
+/// Cancels now (nothing more is billed; an invoice being collected is voided) or at the end
+/// of the current period.
+#[utoipa::path(
+    post, path = "/api/v1/revenue/subscriptions/{id}/cancel", tag = "subscriptions",
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = CancelSubscription,
+    responses((status = 200, body = SubscriptionView), (status = 400, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    auth: WriteKey,
+    meta: RequestMeta,
+    PathId(id): PathId,
+    body: Json<CancelSubscription>,
+) -> Response {
+    let prepared = async {
+        let sub = load(&state, id).await?;
+        let price = catalog::get_price(&state.store, &sub.price_id)
+            .await?
+            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("price {} missing", sub.price_id)))?;
+        Ok::<_, AppError>((sub.id, price, business_now(&state.store).await?))
+    }
+    .await;
+    let (id, price, now) = match prepared {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let at_period_end = body.value.at_period_end.unwrap_or(false);
+    write::run(
+        &state,
+        &auth.0,
+        &meta,
+        &body.raw,
+        write::change(move |tx| {
+            Box::pin(async move {
+                let sub = locked(tx, &id).await?;
+                if sub.price_id != price.id {
+                    return Err(price_in_tx(&sub.price_id, &price).unwrap_err());
+                }
+                let sub = if at_period_end {
+                    let change = Update {
+                        cancel_at_period_end: Some(true),
+                        ..Default::default()
+                    };
+                    engine::update(tx, sub, &price, change, now).await
+                } else {
+                    engine::cancel_now(tx, sub, &price, now).await
+                }
+                .map_err(update_error)?;
+                Ok(Written::json(
+                    StatusCode::OK,
+                    &SubscriptionView::from(&sub),
+                    Some(&sub.id),
+                ))
+            })
+        }),
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct InvoiceParams {
+    /// 1 to 100, default 10.
+    pub limit: Option<i64>,
+    pub starting_after: Option<String>,
+    pub customer_id: Option<String>,
+    pub subscription_id: Option<String>,
+    /// open, paid, uncollectible or void
+    pub status: Option<String>,
+}
+
+/// Invoices, newest first, each with its lines.
+#[utoipa::path(
+    get, path = "/api/v1/revenue/invoices", tag = "subscriptions",
+    params(InvoiceParams),
+    responses((status = 200, description = "`{object: list, data: [invoice], has_more}`"), (status = 400, body = crate::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn list_invoices(
+    State(state): State<AppState>,
+    _auth: ReadKey,
+    Query(params): Query<InvoiceParams>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    let (limit, starting_after) =
+        page_params(params.limit, params.starting_after, prefix::INVOICE)?;
+    check_id("customer_id", prefix::CUSTOMER, &params.customer_id)?;
+    check_id(
+        "subscription_id",
+        prefix::SUBSCRIPTION,
+        &params.subscription_id,
+    )?;
+    if let Some(s) = &params.status {
+        s.parse::<hephaestus_core::subscription::InvoiceStatus>()
+            .map_err(|m| AppError::invalid("status", m))?;
+    }
+    let rows = subscriptions::list_invoices(
+        &state.store,
+        &subscriptions::InvoiceQuery {
+            limit: limit + 1,
+            starting_after,
+            customer_id: params.customer_id,
+            subscription_id: params.subscription_id,
+            status: params.status,
+        },
+    )
+    .await?;
+    Ok(axum::Json(write::page_of(rows, limit, |i| {
+        InvoiceView::from(i)
+    })))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/revenue/invoices/{id}", tag = "subscriptions",
+    params(("id" = String, Path, description = "`in_…`")),
+    responses((status = 200, body = InvoiceView), (status = 404, body = crate::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn get_invoice(
+    State(state): State<AppState>,
+    _auth: ReadKey,
+    PathId(id): PathId,
+) -> ApiResult<axum::Json<InvoiceView>> {
+    let inv = load_by_id("invoice", prefix::INVOICE, id, |id| async move {
+        subscriptions::get_invoice(&state.store, &id).await
+    })
+    .await?;
+    Ok(axum::Json(InvoiceView::from(&inv)))
+}

@@ -1,0 +1,96 @@
+//! Recording what a gateway answered to a charge as the host's payment, with its domain
+//! event: one path for one-time payments and for invoice payments.
+
+use hephaestus_core::Timestamp;
+use hephaestus_core::customer::Metadata;
+use hephaestus_core::event::NewEvent;
+use hephaestus_core::ids::{self, prefix};
+use hephaestus_core::money::Money;
+use hephaestus_core::payment::{Payment, PaymentStatus};
+use hephaestus_store::{StoreError, Tx, events, payments};
+use serde_json::json;
+
+use crate::disputes::{self, Change};
+use crate::gateway::{Charge, ChargeStatus};
+
+/// What the host knew about a charge before the gateway answered.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub customer_id: String,
+    pub amount: Money,
+    pub payment_method: String,
+    pub description: Option<String>,
+    pub metadata: Metadata,
+    pub invoice_id: Option<String>,
+}
+
+pub fn status_of(charge: &Charge) -> PaymentStatus {
+    match charge.status {
+        ChargeStatus::Succeeded => PaymentStatus::Succeeded,
+        ChargeStatus::RequiresAction => PaymentStatus::RequiresAction,
+        ChargeStatus::Processing => PaymentStatus::Processing,
+        ChargeStatus::Declined => PaymentStatus::Failed,
+    }
+}
+
+/// Inserts the payment for `charge`, its domain event and any dispute the charge already
+/// drew. `now` is the business time of the attempt.
+pub async fn record(
+    tx: &mut Tx,
+    gateway: &str,
+    attempt: Attempt,
+    charge: &Charge,
+    now: Timestamp,
+) -> Result<Payment, StoreError> {
+    let status = status_of(charge);
+    let mut payment = Payment {
+        id: ids::new_id(prefix::PAYMENT),
+        customer_id: attempt.customer_id,
+        amount: attempt.amount,
+        amount_refunded_minor: 0,
+        status,
+        payment_method: attempt.payment_method,
+        description: attempt.description,
+        gateway: gateway.to_string(),
+        gateway_id: Some(charge.id.clone()),
+        decline_code: charge.decline_code.clone(),
+        failure_message: charge.failure_message.clone(),
+        metadata: attempt.metadata,
+        created_at: now,
+        updated_at: now,
+        gateway_event_at: None,
+        invoice_id: attempt.invoice_id,
+    };
+    payments::insert(tx, &payment).await?;
+    if let Some(kind) = status.event_kind() {
+        events::append(
+            tx,
+            NewEvent::new(
+                kind,
+                &payment.id,
+                Some(payment.customer_id.clone()),
+                json!({
+                    "payment_id": payment.id,
+                    "customer_id": payment.customer_id,
+                    "amount_minor": payment.amount.minor,
+                    "currency": payment.amount.currency.code(),
+                    "decline_code": payment.decline_code,
+                    "invoice_id": payment.invoice_id,
+                }),
+                now,
+            ),
+        );
+    }
+    if let Some(dispute) = &charge.dispute {
+        disputes::apply(
+            tx,
+            payment.clone(),
+            dispute,
+            Change::Created,
+            now.as_micros() / 1_000_000,
+        )
+        .await?;
+        payment.status = PaymentStatus::Disputed;
+    }
+    Ok(payment)
+}
