@@ -330,3 +330,121 @@ async fn the_quickstart_script_works_against_the_binary() {
     sigterm(&server.child).await;
     assert!(server.child.wait().await.unwrap().success());
 }
+
+fn built_plugins() -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins");
+    assert!(
+        dir.join("volume-pricing.wasm").exists(),
+        "no built plugins in {}: run plugins/build.sh (tests/run does)",
+        dir.display()
+    );
+    dir
+}
+
+/// The value of one `hephaestus_plugin_cache_loads` series in the server's `/metrics`.
+async fn cache_loads(base: &str, source: &str) -> u64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("hephaestus_plugin_cache_loads_total{{source=\"{source}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_loads_plugins_from_the_precompiled_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for f in ["volume-pricing.wasm", "volume-pricing.toml"] {
+        std::fs::copy(built_plugins().join(f), plugins.join(f)).unwrap();
+    }
+    let mut first = start(dir.path()).await;
+    assert_eq!(cache_loads(&first.base, "compiled").await, 1);
+    assert_eq!(cache_loads(&first.base, "cache").await, 0);
+    sigterm(&first.child).await;
+    assert!(first.child.wait().await.unwrap().success());
+
+    let mut second = start(dir.path()).await;
+    assert_eq!(
+        cache_loads(&second.base, "compiled").await,
+        0,
+        "recompiled on restart"
+    );
+    assert_eq!(cache_loads(&second.base, "cache").await, 1);
+    sigterm(&second.child).await;
+    assert!(second.child.wait().await.unwrap().success());
+
+    let (ok, out, err) = cli(dir.path(), &["plugins", "list"]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("volume-pricing") && out.contains("pricing"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_check_and_call_explain_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = built_plugins().join("volume-pricing.wasm");
+    let wasm = wasm.to_str().unwrap();
+    let (ok, out, err) = cli(dir.path(), &["plugins", "check", wasm]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("a pricing plugin"), "{out}");
+
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"hello").unwrap();
+    let (ok, _, err) = cli(dir.path(), &["plugins", "check", garbage.to_str().unwrap()]).await;
+    assert!(!ok);
+    assert!(err.contains("not WebAssembly"), "{err}");
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let (ok, _, err) = cli(dir.path(), &["plugins", "check", core.to_str().unwrap()]).await;
+    assert!(!ok);
+    assert!(
+        err.contains("core WebAssembly module, not a component"),
+        "{err}"
+    );
+    assert!(!err.contains("wasmtime"), "no raw engine dump: {err}");
+
+    let input = dir.path().join("request.json");
+    std::fs::write(
+        &input,
+        serde_json::json!({"quote": {
+            "customer": {"id": "cus_1", "created_at": 0, "segments": [],
+                "lifetime_value": {"amount_minor": 0, "currency": "USD"},
+                "monthly_recurring_revenue": {"amount_minor": 0, "currency": "USD"}},
+            "product_id": "prod_1", "product_name": "Seats", "price_id": "price_1",
+            "unit_price": {"amount_minor": 1000, "currency": "USD"}, "quantity": 10}})
+        .to_string(),
+    )
+    .unwrap();
+    let (ok, out, err) = cli(
+        dir.path(),
+        &[
+            "plugins",
+            "call",
+            wasm,
+            "--world",
+            "pricing",
+            "--input",
+            input.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report["output"]["quote"]["amount"]["amount_minor"], 9000,
+        "{out}"
+    );
+    assert!(report["fuel_used"].as_u64().unwrap() > 0);
+    assert!(report["duration_us"].as_u64().is_some());
+}

@@ -192,7 +192,7 @@ impl TestServer {
     ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = AppState::new(store.clone(), config);
+        let state = AppState::new(store.clone(), config).unwrap();
         let router = hephaestus_api::app_with(state.clone(), extra);
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(hephaestus::server::run(

@@ -14,6 +14,7 @@ mod event_log;
 mod idempotency;
 mod ops;
 mod payments;
+mod plugins;
 mod reporting;
 mod subscriptions;
 mod webhooks;

@@ -48,7 +48,12 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
                 _ = purge.tick() => purge_expired(&state).await,
                 _ = webhooks.tick() => process_webhooks(&state).await,
                 _ = reconcile.tick() => reconcile_unsettled(&state).await,
-                _ = billing.tick() => bill_subscriptions(&state).await,
+                _ = billing.tick() => {
+                    if let Err(e) = state.refresh_clock().await {
+                        tracing::warn!(error = %e, "could not read the business clock");
+                    }
+                    bill_subscriptions(&state).await
+                }
                 () = state.webhook_worker.notified() => process_webhooks(&state).await,
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {

@@ -8,6 +8,7 @@
 //! - [`write`]: the transaction, idempotency and audit path every change takes.
 //! - [`customers`], [`catalog`], [`payments`]: customers, products and prices, payments.
 //! - [`subscriptions`]: subscriptions and their invoices.
+//! - [`decisions`]: quotes, price recommendations and customer profiles, decided by plugins.
 //! - [`reporting`]: exchange rates and totals per currency and in the reporting currency.
 //! - [`sandbox`]: the sandbox gateway's test controls, and its business clock.
 //! - [`webhooks`]: the signature-verified Stripe webhook intake.
@@ -18,6 +19,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod customers;
+pub mod decisions;
 pub mod error;
 pub mod extract;
 pub mod jobs;
@@ -33,6 +35,7 @@ pub mod webhooks;
 pub mod write;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use axum::Router;
@@ -44,6 +47,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hephaestus_billing::gateway::Gateway;
 use hephaestus_billing::sandbox::SandboxGateway;
+use hephaestus_plugins::{HostConfig, PluginHost};
 use hephaestus_store::Store;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -81,6 +85,11 @@ pub struct ApiConfig {
     pub stripe_webhook_secrets: Vec<hephaestus_core::secret::Secret>,
     /// How failed subscription payments are retried, and what happens after the last.
     pub dunning: hephaestus_billing::subscriptions::Dunning,
+    /// The folder of plugin components (`NAME.wasm` + `NAME.toml`); `None` runs every
+    /// decision on its built-in default.
+    pub plugin_dir: Option<std::path::PathBuf>,
+    /// Where precompiled plugins are kept between starts; `None` compiles on every start.
+    pub plugin_cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -99,6 +108,8 @@ impl Default for ApiConfig {
             stripe_webhook_secrets: Vec::new(),
             reconcile_after: Duration::from_secs(600),
             dunning: hephaestus_billing::subscriptions::Dunning::default(),
+            plugin_dir: None,
+            plugin_cache_dir: None,
             reporting_currency: hephaestus_core::money::Currency::parse("USD", "currency")
                 .unwrap_or_else(|_| unreachable!("USD is an ISO 4217 currency")),
         }
@@ -119,17 +130,61 @@ pub struct AppState {
     pub gateway: Arc<dyn Gateway>,
     /// Wakes this host's webhook worker when an event arrives.
     pub webhook_worker: Arc<tokio::sync::Notify>,
+    /// The WebAssembly plugins that make business decisions.
+    pub plugins: PluginHost,
+    /// Reloads plugins whose files change; dropped with the last clone of the state.
+    pub plugin_watcher: Option<Arc<hephaestus_plugins::PluginWatcher>>,
+    /// The business clock's offset from real time (µs), as last read from the database:
+    /// plugins read the clock synchronously, so it is kept here and refreshed by the jobs.
+    pub clock_offset: Arc<AtomicI64>,
 }
 
 impl AppState {
     /// State over `store` with the sandbox gateway.
-    pub fn new(store: Store, config: ApiConfig) -> Self {
+    pub fn new(store: Store, config: ApiConfig) -> anyhow::Result<Self> {
         let gateway = Arc::new(SandboxGateway::new(store.clone()));
         Self::with_gateway(store, config, gateway)
     }
 
-    pub fn with_gateway(store: Store, config: ApiConfig, gateway: Arc<dyn Gateway>) -> Self {
-        Self {
+    /// State over `store` with `gateway`. Loads the plugin folder (if configured) and
+    /// watches it for changes.
+    pub fn with_gateway(
+        store: Store,
+        config: ApiConfig,
+        gateway: Arc<dyn Gateway>,
+    ) -> anyhow::Result<Self> {
+        let clock_offset = Arc::new(AtomicI64::new(0));
+        let offset = clock_offset.clone();
+        let clock: hephaestus_plugins::BusinessClock = Arc::new(move || {
+            hephaestus_core::Timestamp::now()
+                .as_micros()
+                .saturating_add(offset.load(std::sync::atomic::Ordering::Relaxed))
+        });
+        let plugin_dir = config
+            .plugin_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("hephaestus-no-plugins"));
+        let mut host_config = HostConfig::new(plugin_dir);
+        host_config.cache_dir = config.plugin_cache_dir.clone();
+        host_config.clock = clock;
+        let plugins = PluginHost::new(host_config)?;
+        if config.plugin_dir.is_some() {
+            for (stem, result) in plugins.load_all() {
+                match result {
+                    hephaestus_plugins::LoadResult::Failed(e) => {
+                        tracing::warn!(plugin = %stem, error = %e, "plugin failed to load")
+                    }
+                    other => tracing::info!(plugin = %stem, result = ?other, "plugin loaded"),
+                }
+            }
+        }
+        // Hot reload for as long as any clone of the state lives.
+        let plugin_watcher = match config.plugin_dir {
+            Some(_) => Some(Arc::new(plugins.watch()?)),
+            None => None,
+        };
+        Ok(Self {
+            plugin_watcher,
             gateway,
             webhook_worker: Arc::new(tokio::sync::Notify::new()),
             key_cache: Arc::new(auth::KeyCache::new(config.key_cache_ttl)),
@@ -138,7 +193,17 @@ impl AppState {
             openapi: Arc::new(openapi::document()),
             config: Arc::new(config),
             store,
-        }
+            plugins,
+            clock_offset,
+        })
+    }
+
+    /// Reads the business clock's offset from the database into [`AppState::clock_offset`].
+    pub async fn refresh_clock(&self) -> Result<(), hephaestus_store::StoreError> {
+        let offset = hephaestus_store::subscriptions::clock_offset(&self.store).await?;
+        self.clock_offset
+            .store(offset, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -211,6 +276,12 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
             "/revenue/webhooks/events/{id}/retry",
             post(webhooks::retry_event),
         )
+        .route("/revenue/quotes", post(decisions::quote))
+        .route(
+            "/revenue/optimize/pricing",
+            post(decisions::optimize_pricing),
+        )
+        .route("/plugins", get(decisions::list_plugins))
         .route("/audit", get(ops::audit_list))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

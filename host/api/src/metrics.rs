@@ -74,6 +74,102 @@ impl Metrics {
     }
 }
 
+/// Plugin series, from the plugin host's counters at scrape time (they live in the
+/// runtime, not in this registry), in the OpenMetrics text format.
+pub fn render_plugins(snapshot: &hephaestus_plugins::MetricsSnapshot) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let suffix = if kind == "counter" { "_total" } else { "" };
+        for (labels, value) in rows {
+            let _ = writeln!(out, "{name}{suffix}{{{labels}}} {value}");
+        }
+    };
+    let label = |p: &hephaestus_plugins::PluginStatus| {
+        format!(
+            "plugin=\"{}\",world=\"{}\"",
+            esc(&p.name),
+            p.world.map(|w| w.as_str()).unwrap_or("unknown")
+        )
+    };
+    let loaded: Vec<_> = snapshot
+        .plugins
+        .iter()
+        .filter(|p| p.world.is_some())
+        .collect();
+    family(
+        "hephaestus_plugin_calls",
+        "counter",
+        "Calls made to a plugin.",
+        loaded
+            .iter()
+            .map(|p| (label(p), p.calls.to_string()))
+            .collect(),
+    );
+    family(
+        "hephaestus_plugin_faults",
+        "counter",
+        "Plugin calls whose answer could not be used (the default decided instead).",
+        loaded
+            .iter()
+            .map(|p| (label(p), p.faults.to_string()))
+            .collect(),
+    );
+    family(
+        "hephaestus_plugin_latency_p50_seconds",
+        "gauge",
+        "Median duration of a plugin call (instantiate, call, validate).",
+        loaded
+            .iter()
+            .filter_map(|p| Some((label(p), format!("{}", p.latency_p50_us? as f64 / 1e6))))
+            .collect(),
+    );
+    family(
+        "hephaestus_plugin_latency_p99_seconds",
+        "gauge",
+        "99th-percentile duration of a plugin call.",
+        loaded
+            .iter()
+            .filter_map(|p| Some((label(p), format!("{}", p.latency_p99_us? as f64 / 1e6))))
+            .collect(),
+    );
+    family(
+        "hephaestus_plugin_default_decisions",
+        "counter",
+        "Decisions the built-in default made, by world and reason.",
+        snapshot
+            .default_decisions
+            .iter()
+            .map(|d| {
+                (
+                    format!(
+                        "world=\"{}\",reason=\"{}\"",
+                        d.world.as_str(),
+                        esc(d.reason)
+                    ),
+                    d.count.to_string(),
+                )
+            })
+            .collect(),
+    );
+    family(
+        "hephaestus_plugin_cache_loads",
+        "counter",
+        "Plugin components loaded, by whether a precompiled artifact was used.",
+        vec![
+            ("source=\"cache\"".into(), snapshot.cache.hits.to_string()),
+            (
+                "source=\"compiled\"".into(),
+                snapshot.cache.compiles.to_string(),
+            ),
+        ],
+    );
+    out
+}
+
 /// Route-level middleware: runs after routing, so the route template (not the raw path,
 /// which would explode label cardinality with ids) labels the series.
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -43,7 +43,14 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let mut response = state.metrics.render().into_response();
+    let mut text = state.metrics.render();
+    let plugins = crate::metrics::render_plugins(&state.plugins.metrics());
+    // The registry ends its exposition with `# EOF`; the plugin series go before it.
+    match text.rfind("# EOF") {
+        Some(at) => text.insert_str(at, &plugins),
+        None => text.push_str(&plugins),
+    }
+    let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

@@ -147,7 +147,7 @@ pub async fn list_rates(
 
 /// `amount` in `to`, at the newest rate for the pair (or the inverse of the reverse pair),
 /// rounded half to even; with the rate used.
-fn convert(
+pub(crate) fn convert(
     amount: Money,
     to: Currency,
     rates: &[ExchangeRate],

@@ -221,6 +221,7 @@ pub async fn advance_clock(
             std::time::Duration::from_secs(secs.unsigned_abs()),
         )
         .await?;
+        state.refresh_clock().await?;
         let billed = hephaestus_billing::subscriptions::settle_all(
             &state.store,
             state.gateway.as_ref(),
@@ -229,6 +230,7 @@ pub async fn advance_clock(
         )
         .await
         .map_err(|e| AppError::Unavailable(format!("billing did not finish: {e}")))?;
+        state.refresh_clock().await?;
         clock_view(&state, Some(billed)).await
     }
     .await;

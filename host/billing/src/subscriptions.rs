@@ -17,7 +17,7 @@ use hephaestus_core::event::{NewEvent, kind};
 use hephaestus_core::ids::{self, prefix};
 use hephaestus_core::money::Money;
 use hephaestus_core::subscription::{
-    Invoice, InvoiceLine, InvoiceStatus, Subscription, SubscriptionStatus, period_end, pro_rata,
+    Invoice, InvoiceLine, InvoiceStatus, Subscription, SubscriptionStatus, mul_div, period_end,
     prorate,
 };
 use hephaestus_store::{Store, StoreError, Tx, catalog, events, payments, subscriptions};
@@ -91,7 +91,7 @@ pub fn monthly_minor(total_per_period: i64, every: Recurring) -> i64 {
         Interval::Month => (12, every.count),
         Interval::Year => (1, every.count),
     };
-    pro_rata(total_per_period, per_year, 12 * count)
+    mul_div(total_per_period, per_year, 12 * count)
 }
 
 /// The price's amount for `quantity` units, if it fits the largest amount the host accepts.

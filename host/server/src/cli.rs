@@ -1,4 +1,5 @@
-//! The command line: `serve`, `migrate`, `keys create|list|revoke`.
+//! The command line: `serve`, `migrate`, `keys create|list|revoke`, `billing reconcile`,
+//! `plugins list|check|call`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -32,6 +33,11 @@ pub enum Command {
         #[command(flatten)]
         storage: StorageArgs,
     },
+    /// Inspect plugins: the folder's plugins, whether a file is a plugin, one call.
+    Plugins {
+        #[command(subcommand)]
+        action: PluginsCommand,
+    },
     /// Create, list and revoke API keys.
     Keys {
         #[command(subcommand)]
@@ -52,6 +58,43 @@ pub enum BillingCommand {
         /// At most this many payments.
         #[arg(long, default_value_t = 1000)]
         limit: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Load the plugin folder as the server would and list each plugin: world, version,
+    /// status and load error. (A running server's call counts: `GET /api/v1/plugins`.)
+    List {
+        /// The plugin folder (default `<data dir>/plugins`, as `serve` uses).
+        #[arg(long, env = "HEPHAESTUS_PLUGIN_DIR")]
+        plugin_dir: Option<std::path::PathBuf>,
+        #[arg(long, env = "HEPHAESTUS_DATA_DIR", default_value = "./data")]
+        data_dir: std::path::PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say which world a component satisfies, or exactly why it is not a plugin.
+    Check {
+        file: std::path::PathBuf,
+        /// Its manifest (default: the `.toml` beside the file, if any).
+        #[arg(long)]
+        manifest: Option<std::path::PathBuf>,
+    },
+    /// Call a component once and print the answer, fuel used, peak memory, duration and
+    /// the guest's log lines.
+    Call {
+        file: std::path::PathBuf,
+        /// pricing, segmentation, personalization or campaign-trigger (default: the
+        /// manifest's, or what the component exports).
+        #[arg(long)]
+        world: Option<String>,
+        /// A JSON request, e.g. `{"quote": {...}}` (see plugins/README.md).
+        #[arg(long)]
+        input: std::path::PathBuf,
+        #[arg(long)]
+        manifest: Option<std::path::PathBuf>,
     },
 }
 
@@ -144,11 +187,123 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Plugins { action } => plugins_command(action),
         Command::Keys { action, storage } => {
             let store = open(&storage).await?;
             let result = keys_command(&store, action).await;
             store.close().await;
             result
+        }
+    }
+}
+
+fn manifest_for(
+    file: &std::path::Path,
+    explicit: Option<&std::path::Path>,
+) -> anyhow::Result<hephaestus_plugins::Manifest> {
+    let path = match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None => Some(file.with_extension("toml")).filter(|p| p.exists()),
+    };
+    match path {
+        None => Ok(hephaestus_plugins::Manifest::default()),
+        Some(p) => {
+            let text = std::fs::read_to_string(&p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            hephaestus_plugins::Manifest::parse(&text)
+                .with_context(|| format!("{} is not a valid manifest", p.display()))
+        }
+    }
+}
+
+fn tool_host(dir: std::path::PathBuf) -> anyhow::Result<hephaestus_plugins::PluginHost> {
+    Ok(hephaestus_plugins::PluginHost::new(
+        hephaestus_plugins::HostConfig::new(dir),
+    )?)
+}
+
+fn plugins_command(action: PluginsCommand) -> anyhow::Result<()> {
+    match action {
+        PluginsCommand::List {
+            plugin_dir,
+            data_dir,
+            json,
+        } => {
+            let dir = plugin_dir.unwrap_or_else(|| data_dir.join("plugins"));
+            let mut config = hephaestus_plugins::HostConfig::new(&dir);
+            config.cache_dir = Some(data_dir.join("plugin-cache"));
+            let host = hephaestus_plugins::PluginHost::new(config)?;
+            host.load_all();
+            let list = host.list();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            println!("plugins in {}:", dir.display());
+            for p in list {
+                println!(
+                    "{:<28} {:<17} {:<13} {:?}{}",
+                    p.name,
+                    p.world.map(|w| w.as_str()).unwrap_or("-"),
+                    p.version_short.as_deref().unwrap_or("-"),
+                    p.state,
+                    p.last_error
+                        .map(|e| format!("  error: {e}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        PluginsCommand::Check { file, manifest } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let manifest = manifest_for(&file, manifest.as_deref())?;
+            let host = tool_host(std::env::temp_dir())?;
+            match host.check(&bytes, &manifest) {
+                Ok(report) => {
+                    println!(
+                        "{}: a {} plugin (version {}, {} bytes)",
+                        file.display(),
+                        report.world.as_str(),
+                        &report.version[..12],
+                        report.size_bytes
+                    );
+                    println!("  imports: {}", report.imports.join(", "));
+                    println!("  exports: {}", report.exports.join(", "));
+                    Ok(())
+                }
+                Err(e) => anyhow::bail!("{} is not a usable plugin: {e}", file.display()),
+            }
+        }
+        PluginsCommand::Call {
+            file,
+            world,
+            input,
+            manifest,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let manifest = manifest_for(&file, manifest.as_deref())?;
+            let world = world
+                .map(|w| {
+                    hephaestus_plugins::World::parse(&w).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--world: `{w}` is not pricing, segmentation, personalization or campaign-trigger"
+                        )
+                    })
+                })
+                .transpose()?;
+            let text = std::fs::read_to_string(&input)
+                .with_context(|| format!("cannot read {}", input.display()))?;
+            let input: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", input.display()))?;
+            let host = tool_host(std::env::temp_dir())?;
+            let report = host.call_once(&bytes, world, input, &manifest)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if let Some(fault) = &report.fault {
+                anyhow::bail!("the call faulted: {fault:?}");
+            }
+            Ok(())
         }
     }
 }
@@ -173,7 +328,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         database = store.kind(),
         "hephaestus listening"
     );
-    let state = AppState::new(store, args.api_config());
+    let plugin_dir = args.plugin_dir();
+    std::fs::create_dir_all(&plugin_dir).with_context(|| {
+        format!(
+            "HEPHAESTUS_PLUGIN_DIR: cannot create {}",
+            plugin_dir.display()
+        )
+    })?;
+    let state = AppState::new(store, args.api_config()).with_context(|| {
+        format!(
+            "HEPHAESTUS_PLUGIN_DIR: cannot load {}",
+            plugin_dir.display()
+        )
+    })?;
+    state.refresh_clock().await?;
+    tracing::info!(dir = %plugin_dir.display(), plugins = state.plugins.list().len(), "plugin folder loaded");
     server::run(
         listener,
         state.clone(),

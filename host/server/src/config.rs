@@ -69,6 +69,12 @@ pub struct ServeArgs {
     #[arg(long, env = "HEPHAESTUS_ADDR", default_value = "127.0.0.1:8000")]
     pub addr: SocketAddr,
 
+    /// Folder of plugin components (`NAME.wasm` + optional `NAME.toml`), watched for
+    /// changes. Default: `plugins` in the data folder. `plugins/build.sh FOLDER` builds the
+    /// examples into it.
+    #[arg(long, env = "HEPHAESTUS_PLUGIN_DIR")]
+    pub plugin_dir: Option<PathBuf>,
+
     /// Default per-key rate limit: `N/s`, `N/m`, `N/h`, or `off`. A key's own limit wins.
     #[arg(long, env = "HEPHAESTUS_RATE_LIMIT", default_value = "100/s")]
     pub rate_limit: RateLimit,
@@ -147,6 +153,12 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.plugin_dir
+            .clone()
+            .unwrap_or_else(|| self.storage.data_dir.join("plugins"))
+    }
+
     pub fn api_config(&self) -> ApiConfig {
         ApiConfig {
             max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
@@ -160,6 +172,8 @@ impl ServeArgs {
             stripe_webhook_secrets: self.stripe_webhook_secret.clone(),
             reconcile_after: Duration::from_secs(self.reconcile_after_secs),
             reporting_currency: self.reporting_currency,
+            plugin_dir: Some(self.plugin_dir()),
+            plugin_cache_dir: Some(self.storage.data_dir.join("plugin-cache")),
             dunning: Dunning {
                 retry_days: self.dunning_retry_days.clone(),
                 final_action: if self.dunning_final_action == "unpaid" {
@@ -237,6 +251,7 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "HEPHAESTUS_RECONCILE_AFTER_SECS",
     "HEPHAESTUS_DUNNING_RETRY_DAYS",
     "HEPHAESTUS_DUNNING_FINAL_ACTION",
+    "HEPHAESTUS_PLUGIN_DIR",
     "HEPHAESTUS_REPORTING_CURRENCY",
     "HEPHAESTUS_EXCHANGE_RATES",
     "HEPHAESTUS_LOG",

@@ -63,6 +63,18 @@ pub async fn get_product(store: &Store, id: &str) -> Result<Option<Product>> {
 }
 
 /// Products newest first, after `starting_after`, optionally only active or inactive ones.
+/// The newest product with this name, compared case-insensitively.
+pub async fn find_product_by_name(store: &Store, name: &str) -> Result<Option<Product>> {
+    let sql = format!(
+        "SELECT {PRODUCT_COLUMNS} FROM products WHERE LOWER(name) = LOWER($1) ORDER BY id DESC LIMIT 1"
+    );
+    let row: Option<ProductRow> = with_read!(store, |e| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(name)
+        .fetch_optional(e)
+        .await)?;
+    row.map(Product::try_from).transpose()
+}
+
 pub async fn list_products(
     store: &Store,
     limit: i64,

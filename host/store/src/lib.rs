@@ -12,6 +12,7 @@
 //! - [`catalog`]: products and prices.
 //! - [`customers`]: customer records, lookup, listing and erasure.
 //! - [`payments`]: payments and refunds as the host records them.
+//! - [`profiles`]: a customer's activity and the sales per price, summarised for decisions.
 //! - [`subscriptions`]: subscriptions, invoices and their lines, and the business clock.
 //!
 //! Writes go through [`Store::write`]: on SQLite a single writer thread commits concurrent
@@ -33,6 +34,7 @@ pub mod idempotency;
 pub mod inbox;
 pub mod keys;
 pub mod payments;
+pub mod profiles;
 pub mod rate_limit;
 pub mod subscriptions;
 mod writer;

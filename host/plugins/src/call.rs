@@ -1,0 +1,464 @@
+//! One call: a fresh `Store` from the plugin's `InstancePre`, bounded by fuel, an epoch
+//! deadline and a memory limiter, then classified into an answer or a [`Fault`].
+//!
+//! Nothing survives between calls: a store whose call trapped cannot be entered again,
+//! and a plugin that could keep state would make decisions depend on call order.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::capabilities::clock::{BusinessClock, WasiBusinessClock};
+use crate::capabilities::config::PluginConfig;
+use crate::capabilities::log::{CallLog, LogLevel, LogLine, LogSource};
+use crate::capabilities::stdio::CapturedPipe;
+use crate::manifest::EffectiveLimits;
+use crate::model::{Request, Response};
+use crate::v0_1_0::TypedPre;
+use crate::validate;
+
+/// Largest request, by estimated serialised size, handed to a plugin. A customer profile
+/// is a few hundred bytes; a megabyte means a caller bug, not a bigger customer.
+pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
+
+/// Core instances per store. A Python component holds a few dozen; this only stops a
+/// component from instantiating modules in a loop.
+const MAX_INSTANCES: usize = 1000;
+const MAX_TABLES: usize = 1000;
+const MAX_MEMORIES: usize = 100;
+/// Elements per table; interpreters' function tables hold tens of thousands.
+const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+
+/// Why a plugin's answer was not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// The guest trapped (panic, `unreachable`, stack overflow, out-of-bounds access...).
+    Trap,
+    /// The epoch deadline (`limits.timeout_ms`) passed.
+    Timeout,
+    /// The fuel budget (`limits.fuel`) ran out.
+    OutOfFuel,
+    /// The guest asked for more memory than `limits.memory_mib` (or tables beyond bounds).
+    Memory,
+    /// The guest returned `Err(..)`.
+    GuestError,
+    /// The answer broke the contract documented in the WIT.
+    InvalidOutput,
+    /// The plugin answers another world than the one asked for.
+    WrongWorld,
+    /// The request was larger than [`MAX_INPUT_BYTES`]; the caller's fault, not the plugin's.
+    InputTooLarge,
+    /// The host had no free instance slot; not the plugin's fault.
+    HostBusy,
+}
+
+impl FaultKind {
+    /// Whether this fault counts against the plugin (circuit breaker, fault counters).
+    pub fn is_plugin_fault(self) -> bool {
+        !matches!(self, FaultKind::InputTooLarge | FaultKind::HostBusy)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Trap => "trap",
+            FaultKind::Timeout => "timeout",
+            FaultKind::OutOfFuel => "out_of_fuel",
+            FaultKind::Memory => "memory",
+            FaultKind::GuestError => "guest_error",
+            FaultKind::InvalidOutput => "invalid_output",
+            FaultKind::WrongWorld => "wrong_world",
+            FaultKind::InputTooLarge => "input_too_large",
+            FaultKind::HostBusy => "host_busy",
+        }
+    }
+}
+
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed call: its kind and a one-line explanation for the status page and the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub message: String,
+}
+
+impl Fault {
+    pub(crate) fn new(kind: FaultKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// The store's data for one call.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: CallLimiter,
+    pub(crate) log: CallLog,
+    pub(crate) clock: BusinessClock,
+    pub(crate) config: PluginConfig,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Bounds linear memory across all of a call's memories and records the peak.
+/// `StoreLimits` limits each memory separately and reports nothing; we need the total
+/// (what the manifest's `memory_mib` means to an author) and whether a refusal happened,
+/// to tell a memory fault from any other trap.
+struct CallLimiter {
+    memory_limit: usize,
+    memory_total: usize,
+    refused: Option<String>,
+}
+
+impl ResourceLimiter for CallLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let total = self.memory_total - current.min(self.memory_total) + desired;
+        if total > self.memory_limit || maximum.is_some_and(|max| desired > max) {
+            let message = format!(
+                "memory limit reached: growing to {} KiB would exceed {} KiB",
+                total / 1024,
+                self.memory_limit / 1024
+            );
+            self.refused = Some(message.clone());
+            // Trapping (rather than returning false) stops allocators that would
+            // otherwise retry or limp on with a half-built answer.
+            return Err(wasmtime::format_err!(message));
+        }
+        self.memory_total = total;
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.refused = Some(format!("memory growth failed: {error}"));
+        Err(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS || maximum.is_some_and(|max| desired > max) {
+            let message = format!("table limit reached: {desired} elements");
+            self.refused = Some(message.clone());
+            return Err(wasmtime::format_err!(message));
+        }
+        Ok(true)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.refused = Some(format!("table growth failed: {error}"));
+        Err(error)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+}
+
+/// Who is being called, for the log.
+#[derive(Debug, Clone)]
+pub(crate) struct CallTarget<'a> {
+    pub name: &'a Arc<str>,
+    pub version: &'a Arc<str>,
+    pub pre: &'a TypedPre,
+    pub limits: EffectiveLimits,
+    pub config: &'a PluginConfig,
+}
+
+/// What one call produced.
+#[derive(Debug)]
+pub(crate) struct CallOutcome {
+    pub result: Result<Response, Fault>,
+    pub fuel_used: u64,
+    pub duration: Duration,
+    pub peak_memory: u64,
+    pub log: Vec<LogLine>,
+    pub log_dropped: u32,
+}
+
+/// Runs one call and validates the answer. Never panics on anything the plugin controls.
+pub(crate) fn execute(
+    engine: &Engine,
+    clock: &BusinessClock,
+    target: CallTarget<'_>,
+    request: &Request,
+) -> CallOutcome {
+    let started = Instant::now();
+    let size = validate::input_size(request);
+    if size > MAX_INPUT_BYTES {
+        return CallOutcome {
+            result: Err(Fault::new(
+                FaultKind::InputTooLarge,
+                format!("request is ~{size} bytes, above the {MAX_INPUT_BYTES}-byte cap"),
+            )),
+            fuel_used: 0,
+            duration: started.elapsed(),
+            peak_memory: 0,
+            log: Vec::new(),
+            log_dropped: 0,
+        };
+    }
+    if target.pre.world() != request.world() {
+        return CallOutcome {
+            result: Err(Fault::new(
+                FaultKind::WrongWorld,
+                format!(
+                    "plugin is a {} plugin; `{}` needs a {} plugin",
+                    target.pre.world(),
+                    request.function(),
+                    request.world()
+                ),
+            )),
+            fuel_used: 0,
+            duration: started.elapsed(),
+            peak_memory: 0,
+            log: Vec::new(),
+            log_dropped: 0,
+        };
+    }
+
+    let (mut store, stdout, stderr) = new_store(engine, clock, &target);
+    let fuel = target.limits.fuel;
+    let mut result = match store.set_fuel(fuel) {
+        Ok(()) => {
+            arm_deadline(&mut store, &target);
+            match target.pre.call(&mut store, request) {
+                Ok(Ok(response)) => validate::response(request, response)
+                    .map_err(|message| Fault::new(FaultKind::InvalidOutput, message)),
+                Ok(Err(guest)) => Err(Fault::new(
+                    FaultKind::GuestError,
+                    format!("plugin returned an error: {}", truncate(&guest, 500)),
+                )),
+                Err(error) => Err(classify(&error, store.data().limiter.refused.as_deref())),
+            }
+        }
+        Err(error) => Err(Fault::new(
+            FaultKind::Trap,
+            format!("cannot set fuel: {error}"),
+        )),
+    };
+    let duration = started.elapsed();
+    let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+    if let Err(fault) = &mut result
+        && fault.kind == FaultKind::Trap
+        && fuel_used >= fuel
+    {
+        // Some guests catch the out-of-fuel trap's effects and trap again differently.
+        fault.kind = FaultKind::OutOfFuel;
+    }
+    let mut state = store.into_data();
+    for (pipe, source, level) in [
+        (&stdout, LogSource::Stdout, LogLevel::Info),
+        (&stderr, LogSource::Stderr, LogLevel::Warn),
+    ] {
+        let (lines, discarded) = pipe.take_lines();
+        // A trap's own message ("unreachable executed") rarely says why; what the guest
+        // printed on its way down (a Rust panic message, a Python traceback's last line)
+        // usually does.
+        if source == LogSource::Stderr
+            && let Err(fault) = &mut result
+            && fault.kind == FaultKind::Trap
+            && !lines.is_empty()
+        {
+            let tail: Vec<&str> = lines
+                .iter()
+                .map(String::as_str)
+                .filter(|l| !l.starts_with("note: run with"))
+                .rev()
+                .take(2)
+                .collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            fault.message = truncate(
+                &format!("{} (stderr: {})", fault.message, tail.join(" / ")),
+                500,
+            );
+        }
+        for line in lines {
+            state.log.write(level, source, line);
+        }
+        if discarded > 0 {
+            state.log.write(
+                LogLevel::Warn,
+                source,
+                format!("[{discarded} bytes of {source:?} output discarded]"),
+            );
+        }
+    }
+    let peak_memory = state.limiter.memory_total as u64;
+    let (log, log_dropped) = state.log.finish();
+    CallOutcome {
+        result,
+        fuel_used,
+        duration,
+        peak_memory,
+        log,
+        log_dropped,
+    }
+}
+
+/// A fresh store for one call of `target`, with its captured stdout and stderr.
+pub(crate) fn new_store(
+    engine: &Engine,
+    clock: &BusinessClock,
+    target: &CallTarget<'_>,
+) -> (Store<CallState>, CapturedPipe, CapturedPipe) {
+    let stdout = CapturedPipe::new();
+    let stderr = CapturedPipe::new();
+    // An empty context: no preopened folders, no environment, no arguments, no sockets,
+    // no name lookup.
+    let wasi = WasiCtxBuilder::new()
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .wall_clock(WasiBusinessClock(clock.clone()))
+        .allow_ip_name_lookup(false)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .build();
+    let state = CallState {
+        wasi,
+        table: ResourceTable::new(),
+        limiter: CallLimiter {
+            memory_limit: target.limits.memory_bytes,
+            memory_total: 0,
+            refused: None,
+        },
+        log: CallLog::new(target.name.clone(), target.version.clone()),
+        clock: clock.clone(),
+        config: target.config.clone(),
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    (store, stdout, stderr)
+}
+
+/// Sets the epoch deadline of `target`'s timeout; the ticker advances the epoch every
+/// millisecond.
+fn arm_deadline(store: &mut Store<CallState>, target: &CallTarget<'_>) {
+    let ticks = u64::try_from(target.limits.timeout.as_millis()).unwrap_or(u64::MAX);
+    store.set_epoch_deadline(ticks.max(1));
+    store.epoch_deadline_trap();
+}
+
+/// Instantiates `target` once, under its limits, without calling it (see
+/// `TypedPre::instantiate_once`). `Err` carries the fault and whether it was a trap (as
+/// opposed to a type mismatch found while looking up the exports).
+pub(crate) fn instantiate_once(
+    engine: &Engine,
+    clock: &BusinessClock,
+    target: &CallTarget<'_>,
+) -> Result<(), (Fault, bool)> {
+    let (mut store, _stdout, _stderr) = new_store(engine, clock, target);
+    store
+        .set_fuel(target.limits.fuel)
+        .map_err(|e| (Fault::new(FaultKind::Trap, e.to_string()), true))?;
+    arm_deadline(&mut store, target);
+    target.pre.instantiate_once(&mut store).map_err(|error| {
+        let refused = store.data().limiter.refused.clone();
+        let trapped = refused.is_some() || error.downcast_ref::<Trap>().is_some();
+        (classify(&error, refused.as_deref()), trapped)
+    })
+}
+
+fn classify(error: &wasmtime::Error, refused: Option<&str>) -> Fault {
+    if let Some(refused) = refused {
+        return Fault::new(FaultKind::Memory, refused);
+    }
+    if error.is::<wasmtime::PoolConcurrencyLimitError>() {
+        return Fault::new(FaultKind::HostBusy, error.to_string());
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => {
+            Fault::new(FaultKind::Timeout, "time limit reached (epoch deadline)")
+        }
+        Some(Trap::OutOfFuel) => Fault::new(FaultKind::OutOfFuel, "fuel budget used up"),
+        Some(trap) => Fault::new(FaultKind::Trap, trap.to_string()),
+        None => Fault::new(FaultKind::Trap, truncate(&format!("{error:#}"), 500)),
+    }
+}
+
+pub(crate) fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &text[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limiter_counts_all_memories_and_remembers_a_refusal() {
+        let mut limiter = CallLimiter {
+            memory_limit: 1 << 20,
+            memory_total: 0,
+            refused: None,
+        };
+        assert!(limiter.memory_growing(0, 512 << 10, None).unwrap());
+        assert!(limiter.memory_growing(0, 256 << 10, None).unwrap());
+        assert_eq!(limiter.memory_total, 768 << 10);
+        assert!(limiter.memory_growing(256 << 10, 600 << 10, None).is_err());
+        assert!(limiter.refused.is_some());
+        let fault = classify(
+            &wasmtime::format_err!("anything"),
+            limiter.refused.as_deref(),
+        );
+        assert_eq!(fault.kind, FaultKind::Memory);
+    }
+
+    #[test]
+    fn traps_are_classified_by_kind() {
+        let timeout = wasmtime::Error::from(Trap::Interrupt);
+        assert_eq!(classify(&timeout, None).kind, FaultKind::Timeout);
+        let fuel = wasmtime::Error::from(Trap::OutOfFuel);
+        assert_eq!(classify(&fuel, None).kind, FaultKind::OutOfFuel);
+        let other = wasmtime::Error::from(Trap::UnreachableCodeReached);
+        assert_eq!(classify(&other, None).kind, FaultKind::Trap);
+        assert!(!FaultKind::HostBusy.is_plugin_fault());
+        assert!(FaultKind::InvalidOutput.is_plugin_fault());
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h…");
+        assert_eq!(truncate("abc", 5), "abc");
+    }
+}

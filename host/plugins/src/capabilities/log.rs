@@ -1,0 +1,168 @@
+//! `hephaestus:plugins/log` and captured stdio, forwarded to `tracing` with the plugin's
+//! name and version. Capped per call so a chatty or hostile plugin cannot flood the host's
+//! log: lines beyond the cap are dropped and counted, never an error for the guest.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// Lines kept per call (log writes and stdio lines together).
+pub const MAX_LINES_PER_CALL: usize = 100;
+/// Bytes kept per call across all lines.
+pub const MAX_BYTES_PER_CALL: usize = 16 * 1024;
+/// Longer lines are cut to this many bytes (at a character boundary) and marked with `…`.
+pub const MAX_LINE_BYTES: usize = 2048;
+
+/// The guest's log level (the WIT `level` enum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Where a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogSource {
+    /// `log.write`.
+    Log,
+    Stdout,
+    Stderr,
+}
+
+/// One line a plugin wrote during a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub source: LogSource,
+    pub message: String,
+}
+
+/// The log of one call.
+#[derive(Debug)]
+pub struct CallLog {
+    plugin: Arc<str>,
+    version: Arc<str>,
+    lines: Vec<LogLine>,
+    bytes: usize,
+    dropped: u32,
+}
+
+impl CallLog {
+    pub fn new(plugin: Arc<str>, version: Arc<str>) -> Self {
+        Self {
+            plugin,
+            version,
+            lines: Vec::new(),
+            bytes: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Records and forwards one line, unless this call's budget is spent.
+    pub fn write(&mut self, level: LogLevel, source: LogSource, mut message: String) {
+        if message.len() > MAX_LINE_BYTES {
+            let mut cut = MAX_LINE_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        if self.lines.len() >= MAX_LINES_PER_CALL || self.bytes + message.len() > MAX_BYTES_PER_CALL
+        {
+            self.dropped = self.dropped.saturating_add(1);
+            return;
+        }
+        self.bytes += message.len();
+        emit(&self.plugin, &self.version, level, source, &message);
+        self.lines.push(LogLine {
+            level,
+            source,
+            message,
+        });
+    }
+
+    /// Lines dropped because the cap was reached.
+    pub fn dropped(&self) -> u32 {
+        self.dropped
+    }
+
+    /// The lines kept, in order. Reports a summary of what was dropped to `tracing`.
+    pub fn finish(self) -> (Vec<LogLine>, u32) {
+        if self.dropped > 0 {
+            tracing::warn!(
+                target: "hephaestus_plugins::guest",
+                plugin = %self.plugin,
+                version = %self.version,
+                dropped = self.dropped,
+                "plugin log capped: {} lines dropped this call",
+                self.dropped
+            );
+        }
+        (self.lines, self.dropped)
+    }
+}
+
+fn emit(plugin: &str, version: &str, level: LogLevel, source: LogSource, message: &str) {
+    let source = match source {
+        LogSource::Log => "log",
+        LogSource::Stdout => "stdout",
+        LogSource::Stderr => "stderr",
+    };
+    // `tracing` levels are static per call site, hence one site per level.
+    macro_rules! at {
+        ($lvl:expr) => {
+            tracing::event!(target: "hephaestus_plugins::guest", $lvl, plugin = %plugin, version = %version, source, "{message}")
+        };
+    }
+    match level {
+        LogLevel::Trace => at!(tracing::Level::TRACE),
+        LogLevel::Debug => at!(tracing::Level::DEBUG),
+        LogLevel::Info => at!(tracing::Level::INFO),
+        LogLevel::Warn => at!(tracing::Level::WARN),
+        LogLevel::Error => at!(tracing::Level::ERROR),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log() -> CallLog {
+        CallLog::new("p".into(), "v".into())
+    }
+
+    #[test]
+    fn caps_the_number_of_lines_and_counts_the_rest() {
+        let mut log = log();
+        for i in 0..MAX_LINES_PER_CALL + 25 {
+            log.write(LogLevel::Info, LogSource::Log, format!("line {i}"));
+        }
+        let (lines, dropped) = log.finish();
+        assert_eq!(lines.len(), MAX_LINES_PER_CALL);
+        assert_eq!(dropped, 25);
+        assert_eq!(lines[0].message, "line 0");
+    }
+
+    #[test]
+    fn caps_bytes_and_truncates_long_lines_at_a_char_boundary() {
+        let mut log = log();
+        log.write(
+            LogLevel::Warn,
+            LogSource::Stderr,
+            "é".repeat(MAX_LINE_BYTES),
+        );
+        let kept = log.lines[0].message.len();
+        assert!(kept <= MAX_LINE_BYTES + '…'.len_utf8(), "{kept}");
+        for _ in 0..20 {
+            log.write(LogLevel::Info, LogSource::Log, "x".repeat(MAX_LINE_BYTES));
+        }
+        assert!(log.bytes <= MAX_BYTES_PER_CALL);
+        assert!(log.dropped() > 0);
+    }
+}

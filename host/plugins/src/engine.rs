@@ -1,0 +1,172 @@
+//! The one shared wasmtime `Engine`, its `Linker`, the epoch ticker and the artifact cache.
+//!
+//! One engine for every plugin (the Spin pattern): compiled code, the pooling allocator's
+//! slots and the epoch counter are shared, so adding a plugin costs its code and nothing
+//! else. Calls are synchronous; async callers wrap them in `spawn_blocking`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::cache::ArtifactCache;
+use crate::call::CallState;
+use crate::capabilities::clock::{BusinessClock, system_clock};
+use crate::manifest::DEFAULT_MEMORY_MIB;
+use crate::v0_1_0;
+
+/// How the plugin host is set up. `HostConfig::new(dir)` gives the documented defaults.
+#[derive(Clone)]
+pub struct HostConfig {
+    /// The folder of `NAME.wasm` (+ `NAME.toml`) files.
+    pub plugin_dir: PathBuf,
+    /// Where precompiled artifacts go (`<data dir>/plugin-cache`); `None` compiles in
+    /// memory on every start.
+    pub cache_dir: Option<PathBuf>,
+    /// The business clock (µs since the epoch) plugins read through `clock.now` and WASI.
+    pub clock: BusinessClock,
+    /// Ceiling for any plugin's `limits.memory_mib`; also the size of each pooled memory
+    /// slot.
+    pub memory_ceiling_mib: u32,
+    /// Plugin instances that may exist at once (concurrent calls). Calls beyond it get the
+    /// default decision with fault kind `host_busy`.
+    pub max_instances: u32,
+    /// Consecutive faults after which a plugin is switched off.
+    pub breaker_threshold: u32,
+    /// How long a switched-off plugin stays off.
+    pub breaker_cooldown: Duration,
+    /// How long a changed file must stay quiet before it is reloaded.
+    pub debounce: Duration,
+}
+
+impl std::fmt::Debug for HostConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostConfig")
+            .field("plugin_dir", &self.plugin_dir)
+            .field("cache_dir", &self.cache_dir)
+            .field("memory_ceiling_mib", &self.memory_ceiling_mib)
+            .field("max_instances", &self.max_instances)
+            .field("breaker_threshold", &self.breaker_threshold)
+            .field("breaker_cooldown", &self.breaker_cooldown)
+            .field("debounce", &self.debounce)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostConfig {
+    /// Defaults: no cache, system clock, 64 MiB ceiling, 100 instances, breaker after 5
+    /// consecutive faults for 60 s, 150 ms debounce.
+    pub fn new(plugin_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            plugin_dir: plugin_dir.into(),
+            cache_dir: None,
+            clock: system_clock(),
+            memory_ceiling_mib: DEFAULT_MEMORY_MIB,
+            max_instances: 100,
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(60),
+            debounce: Duration::from_millis(150),
+        }
+    }
+}
+
+/// Advances the engine's epoch every millisecond, so a deadline of N ticks is ~N ms.
+/// Stopped and joined on drop.
+#[derive(Debug)]
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(1));
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Engine, linker, cache and ticker, shared by the registry and the author tools.
+pub(crate) struct Runtime {
+    pub engine: Engine,
+    pub linker: Linker<CallState>,
+    pub cache: ArtifactCache,
+    pub clock: BusinessClock,
+    pub memory_ceiling_mib: u32,
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("cache", &self.cache)
+            .field("memory_ceiling_mib", &self.memory_ceiling_mib)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    pub fn new(config: &HostConfig) -> wasmtime::Result<Self> {
+        let max_instances = config.max_instances.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(max_instances)
+            // Interpreted guests (JS, Python) are components of a few dozen core
+            // instances, memories and tables each.
+            .total_core_instances(max_instances * 40)
+            .total_memories(max_instances * 4)
+            .total_tables(max_instances * 8)
+            .max_tables_per_module(4)
+            .table_elements(100_000)
+            .max_core_instance_size(4 << 20)
+            .max_component_instance_size(4 << 20)
+            .max_memory_size(config.memory_ceiling_mib as usize * 1024 * 1024);
+
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        v0_1_0::add_to_linker(&mut linker)?;
+
+        let cache = ArtifactCache::new(&engine, config.cache_dir.clone())
+            .map_err(|e| wasmtime::format_err!("cannot create the plugin cache folder: {e}"))?;
+        let ticker = EpochTicker::start(engine.clone())
+            .map_err(|e| wasmtime::format_err!("cannot start the epoch ticker: {e}"))?;
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+            clock: config.clock.clone(),
+            memory_ceiling_mib: config.memory_ceiling_mib,
+            _ticker: ticker,
+        })
+    }
+}

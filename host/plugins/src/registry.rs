@@ -1,0 +1,570 @@
+//! The loaded plugins, swapped atomically.
+//!
+//! Readers take the current [`Snapshot`] with one atomic load (`arc-swap`) and keep their
+//! `Arc` to the plugin for the whole call, so a call in flight finishes on the version it
+//! started with and the next call sees the new one; no call waits for or fails during a
+//! swap. Writers (initial scan, watcher) are serialised by a mutex and build a new
+//! snapshot, including the slot indexes, before publishing it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+
+use crate::cache::content_hash;
+use crate::call::{self, CallOutcome, CallTarget, Fault};
+use crate::capabilities::config::PluginConfig;
+use crate::check;
+use crate::defaults;
+use crate::engine::{HostConfig, Runtime};
+use crate::manifest::{EffectiveLimits, Manifest};
+use crate::model::{Request, Response, World};
+use crate::stats::PluginStats;
+use crate::status::{DecidedBy, Decision, DefaultReason};
+
+/// One loaded plugin version.
+#[derive(Debug)]
+pub(crate) struct LoadedPlugin {
+    /// The file stem: the plugin's identity in the folder.
+    pub stem: String,
+    /// Display name (manifest `name`, else the stem).
+    pub name: Arc<str>,
+    pub world: World,
+    /// SHA-256 of the `.wasm`, hex.
+    pub version: Arc<str>,
+    /// SHA-256 of the manifest text, so a config-only change is a reload too.
+    pub manifest_hash: Option<String>,
+    pub source: PathBuf,
+    pub products: Option<Vec<String>>,
+    pub limits: EffectiveLimits,
+    pub config: PluginConfig,
+    pub pre: crate::v0_1_0::TypedPre,
+    pub loaded_at: SystemTime,
+    pub compile_time: Duration,
+    pub from_cache: bool,
+    pub stats: Arc<PluginStats>,
+}
+
+/// The published state: plugins by stem plus the indexes calls resolve through.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    pub plugins: BTreeMap<String, Arc<LoadedPlugin>>,
+    by_name: HashMap<String, Arc<LoadedPlugin>>,
+    /// Pricing plugins that list products, by product.
+    pricing_by_product: HashMap<String, Arc<LoadedPlugin>>,
+    /// First (by name) plugin of each world that serves everything.
+    serving_all: BTreeMap<World, Arc<LoadedPlugin>>,
+}
+
+impl Snapshot {
+    fn new(plugins: BTreeMap<String, Arc<LoadedPlugin>>) -> Self {
+        let mut by_name_sorted: Vec<&Arc<LoadedPlugin>> = plugins.values().collect();
+        by_name_sorted.sort_by(|a, b| a.name.cmp(&b.name).then(a.stem.cmp(&b.stem)));
+        let mut snapshot = Snapshot::default();
+        for plugin in by_name_sorted {
+            snapshot
+                .by_name
+                .entry(plugin.name.to_string())
+                .or_insert_with(|| plugin.clone());
+            match (&plugin.products, plugin.world) {
+                (Some(products), World::Pricing) => {
+                    for product in products {
+                        snapshot
+                            .pricing_by_product
+                            .entry(product.clone())
+                            .or_insert_with(|| plugin.clone());
+                    }
+                }
+                _ => {
+                    snapshot
+                        .serving_all
+                        .entry(plugin.world)
+                        .or_insert_with(|| plugin.clone());
+                }
+            }
+        }
+        snapshot.plugins = plugins;
+        snapshot
+    }
+
+    /// The plugin serving `request`: for pricing, one listing the product, else one
+    /// serving all products; for other worlds, the first by name.
+    fn resolve(&self, request: &Request) -> Option<&Arc<LoadedPlugin>> {
+        if let Some(product) = request.product_id()
+            && let Some(plugin) = self.pricing_by_product.get(product)
+        {
+            return Some(plugin);
+        }
+        self.serving_all.get(&request.world())
+    }
+}
+
+/// A file that failed to load.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadFailure {
+    pub source: PathBuf,
+    pub error: String,
+    pub at: SystemTime,
+}
+
+/// Counts the default decisions taken, by world and reason, for metrics.
+pub(crate) type DefaultCounts = BTreeMap<(World, &'static str), u64>;
+
+pub(crate) struct Registry {
+    pub runtime: Runtime,
+    plugin_dir: PathBuf,
+    breaker_threshold: u32,
+    breaker_cooldown: Duration,
+    pub debounce: Duration,
+    current: ArcSwap<Snapshot>,
+    /// Stats per display name, shared by successive versions.
+    stats: Mutex<HashMap<String, Arc<PluginStats>>>,
+    failures: Mutex<BTreeMap<String, LoadFailure>>,
+    defaults: Mutex<DefaultCounts>,
+    /// Serialises writers; readers never take it.
+    write: Mutex<()>,
+    generation: Mutex<u64>,
+    changed: Condvar,
+    generation_tx: tokio::sync::watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("plugin_dir", &self.plugin_dir)
+            .field(
+                "plugins",
+                &self.current.load().plugins.keys().collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a reload did, for the watcher's log and the tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReloadOutcome {
+    Loaded,
+    Unchanged,
+    Unloaded,
+    Failed(String),
+    Absent,
+}
+
+impl Registry {
+    pub fn new(config: &HostConfig) -> wasmtime::Result<Self> {
+        Ok(Self {
+            runtime: Runtime::new(config)?,
+            plugin_dir: config.plugin_dir.clone(),
+            breaker_threshold: config.breaker_threshold,
+            breaker_cooldown: config.breaker_cooldown,
+            debounce: config.debounce,
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            stats: Mutex::default(),
+            failures: Mutex::default(),
+            defaults: Mutex::default(),
+            write: Mutex::new(()),
+            generation: Mutex::new(0),
+            changed: Condvar::new(),
+            generation_tx: tokio::sync::watch::Sender::new(0),
+        })
+    }
+
+    pub fn plugin_dir(&self) -> &Path {
+        &self.plugin_dir
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub fn failures(&self) -> BTreeMap<String, LoadFailure> {
+        lock(&self.failures).clone()
+    }
+
+    pub fn default_counts(&self) -> DefaultCounts {
+        lock(&self.defaults).clone()
+    }
+
+    pub fn generation(&self) -> u64 {
+        *lock(&self.generation)
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation_tx.subscribe()
+    }
+
+    /// Blocks until the generation exceeds `seen` or `timeout` passes; returns the
+    /// generation then.
+    pub fn wait_for_change(&self, seen: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut generation = lock(&self.generation);
+        while *generation <= seen {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            generation = self
+                .changed
+                .wait_timeout(generation, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *generation
+    }
+
+    fn bump(&self) {
+        let mut generation = lock(&self.generation);
+        *generation += 1;
+        let now = *generation;
+        drop(generation);
+        self.changed.notify_all();
+        self.generation_tx.send_replace(now);
+    }
+
+    fn stats_for(&self, name: &str) -> Arc<PluginStats> {
+        lock(&self.stats)
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Every `*.wasm` stem in the folder plus every stem loaded or failed before.
+    pub fn known_stems(&self) -> Vec<String> {
+        let mut stems: Vec<String> = std::fs::read_dir(&self.plugin_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| plugin_stem(&entry.path()))
+            .collect();
+        stems.extend(self.current.load().plugins.keys().cloned());
+        stems.extend(lock(&self.failures).keys().cloned());
+        stems.sort();
+        stems.dedup();
+        stems
+    }
+
+    /// (Re)loads `stem` from the folder: new or changed files are checked, compiled and
+    /// swapped in; a failure keeps the previous version and records the error; a
+    /// missing `.wasm` unloads the plugin.
+    pub fn reload(&self, stem: &str) -> ReloadOutcome {
+        let _writer = lock(&self.write);
+        let wasm_path = self.plugin_dir.join(format!("{stem}.wasm"));
+        let toml_path = self.plugin_dir.join(format!("{stem}.toml"));
+        let bytes = match std::fs::read(&wasm_path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let had_failure = lock(&self.failures).remove(stem).is_some();
+                let current = self.current.load_full();
+                if !current.plugins.contains_key(stem) {
+                    if had_failure {
+                        self.bump();
+                    }
+                    return ReloadOutcome::Absent;
+                }
+                let mut plugins = current.plugins.clone();
+                plugins.remove(stem);
+                self.current.store(Arc::new(Snapshot::new(plugins)));
+                tracing::info!(plugin = stem, "plugin unloaded (file removed)");
+                self.bump();
+                return ReloadOutcome::Unloaded;
+            }
+            Err(error) => return self.fail(stem, &wasm_path, format!("cannot read: {error}")),
+        };
+        let manifest_text = match std::fs::read_to_string(&toml_path) {
+            Ok(text) => Some(text),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => {
+                return self.fail(stem, &toml_path, format!("cannot read manifest: {error}"));
+            }
+        };
+        let version = content_hash(&bytes);
+        let manifest_hash = manifest_text.as_deref().map(|t| content_hash(t.as_bytes()));
+        if let Some(loaded) = self.current.load().plugins.get(stem)
+            && *loaded.version == version
+            && loaded.manifest_hash == manifest_hash
+        {
+            if lock(&self.failures).remove(stem).is_some() {
+                self.bump();
+            }
+            return ReloadOutcome::Unchanged;
+        }
+        let manifest = match manifest_text.as_deref().map(Manifest::parse).transpose() {
+            Ok(manifest) => manifest.unwrap_or_default(),
+            Err(error) => return self.fail(stem, &toml_path, error.to_string()),
+        };
+        match self.build(stem, &wasm_path, &bytes, manifest, manifest_hash) {
+            Ok(plugin) => {
+                let plugin = Arc::new(plugin);
+                let mut plugins = self.current.load().plugins.clone();
+                if let Some(clash) = plugins
+                    .values()
+                    .find(|p| p.stem != stem && p.name == plugin.name)
+                {
+                    let error = format!(
+                        "name {:?} is already used by {}.wasm",
+                        &*plugin.name, clash.stem
+                    );
+                    return self.fail(stem, &wasm_path, error);
+                }
+                plugin.stats.reset_breaker();
+                tracing::info!(
+                    plugin = %plugin.name,
+                    world = %plugin.world,
+                    version = &plugin.version[..12],
+                    from_cache = plugin.from_cache,
+                    compile_time = ?plugin.compile_time,
+                    "plugin loaded"
+                );
+                plugins.insert(stem.to_owned(), plugin);
+                self.current.store(Arc::new(Snapshot::new(plugins)));
+                lock(&self.failures).remove(stem);
+                self.bump();
+                ReloadOutcome::Loaded
+            }
+            Err(error) => self.fail(stem, &wasm_path, error),
+        }
+    }
+
+    fn fail(&self, stem: &str, source: &Path, error: String) -> ReloadOutcome {
+        let keeping = self.current.load().plugins.contains_key(stem);
+        tracing::warn!(
+            plugin = stem,
+            source = %source.display(),
+            %error,
+            keeping_previous = keeping,
+            "plugin failed to load"
+        );
+        lock(&self.failures).insert(
+            stem.to_owned(),
+            LoadFailure {
+                source: source.to_owned(),
+                error: error.clone(),
+                at: SystemTime::now(),
+            },
+        );
+        self.bump();
+        ReloadOutcome::Failed(error)
+    }
+
+    fn build(
+        &self,
+        stem: &str,
+        source: &Path,
+        bytes: &[u8],
+        manifest: Manifest,
+        manifest_hash: Option<String>,
+    ) -> Result<LoadedPlugin, String> {
+        let limits = manifest
+            .limits
+            .resolve(self.runtime.memory_ceiling_mib)
+            .map_err(|e| e.to_string())?;
+        let name = manifest.name.clone().unwrap_or_else(|| stem.to_owned());
+        let config = PluginConfig::new(manifest.config);
+        let checked = check::check(&self.runtime, bytes, manifest.world, &name, limits, &config)
+            .map_err(|e| e.to_string())?;
+        if manifest.products.is_some() && checked.world != World::Pricing {
+            return Err(format!(
+                "manifest: `products` only applies to pricing plugins; this is a {} plugin",
+                checked.world
+            ));
+        }
+        Ok(LoadedPlugin {
+            stem: stem.to_owned(),
+            stats: self.stats_for(&name),
+            name: name.into(),
+            world: checked.world,
+            version: checked.report.version.into(),
+            manifest_hash,
+            source: source.to_owned(),
+            products: manifest.products,
+            limits,
+            config,
+            pre: checked.pre,
+            loaded_at: SystemTime::now(),
+            compile_time: checked.report.compile_time,
+            from_cache: checked.report.from_cache,
+        })
+    }
+
+    /// Answers `request` with the plugin serving it (or the one named), falling back to
+    /// the built-in default on any fault.
+    pub fn decide(&self, request: &Request, plugin: Option<&str>) -> Decision<Response> {
+        let snapshot = self.current.load();
+        let chosen = match plugin {
+            Some(name) => match snapshot.by_name.get(name) {
+                Some(p) => Some(p.clone()),
+                None => {
+                    return self.default(
+                        request,
+                        DefaultReason::UnknownPlugin {
+                            plugin: name.to_owned(),
+                        },
+                    );
+                }
+            },
+            None => snapshot.resolve(request).cloned(),
+        };
+        // Release the snapshot guard: the call holds only its own plugin's Arc.
+        drop(snapshot);
+        let Some(plugin) = chosen else {
+            return self.default(request, DefaultReason::NoPlugin);
+        };
+        if plugin.world != request.world() {
+            return self.default(
+                request,
+                DefaultReason::WrongWorld {
+                    plugin: plugin.name.to_string(),
+                    world: plugin.world,
+                },
+            );
+        }
+        if let Err(until) = plugin.stats.admit(Instant::now()) {
+            return self.default(
+                request,
+                DefaultReason::Disabled {
+                    plugin: plugin.name.to_string(),
+                    until,
+                },
+            );
+        }
+        let outcome = call::execute(
+            &self.runtime.engine,
+            &self.runtime.clock,
+            CallTarget {
+                name: &plugin.name,
+                version: &plugin.version,
+                pre: &plugin.pre,
+                limits: plugin.limits,
+                config: &plugin.config,
+            },
+            request,
+        );
+        self.finish(&plugin, request, outcome)
+    }
+
+    fn finish(
+        &self,
+        plugin: &LoadedPlugin,
+        request: &Request,
+        outcome: CallOutcome,
+    ) -> Decision<Response> {
+        let CallOutcome {
+            result,
+            fuel_used,
+            duration,
+            peak_memory,
+            log_dropped,
+            ..
+        } = outcome;
+        let fault = result.as_ref().err().map(|f| (f.kind, f.message.as_str()));
+        let opened = plugin.stats.record(
+            fault,
+            duration,
+            fuel_used,
+            log_dropped,
+            self.breaker_threshold,
+            self.breaker_cooldown,
+        );
+        if opened {
+            tracing::warn!(
+                plugin = %plugin.name,
+                cooldown = ?self.breaker_cooldown,
+                "plugin switched off after repeated faults"
+            );
+        }
+        match result {
+            Ok(value) => Decision {
+                value,
+                decided_by: DecidedBy::Plugin {
+                    name: plugin.name.to_string(),
+                    version: plugin.version.to_string(),
+                },
+                fuel_used,
+                duration,
+                peak_memory,
+            },
+            Err(Fault { kind, message }) => {
+                tracing::warn!(
+                    plugin = %plugin.name,
+                    version = &plugin.version[..12],
+                    function = request.function(),
+                    fault = %kind,
+                    %message,
+                    "plugin fault; using the default decision"
+                );
+                let mut decision = self.default(
+                    request,
+                    DefaultReason::Fault {
+                        plugin: plugin.name.to_string(),
+                        version: plugin.version.to_string(),
+                        kind,
+                        message,
+                    },
+                );
+                decision.fuel_used = fuel_used;
+                decision.duration = duration;
+                decision.peak_memory = peak_memory;
+                decision
+            }
+        }
+    }
+
+    fn default(&self, request: &Request, reason: DefaultReason) -> Decision<Response> {
+        let started = Instant::now();
+        *lock(&self.defaults)
+            .entry((request.world(), reason.as_str()))
+            .or_default() += 1;
+        let value = defaults::response(request, (self.runtime.clock)());
+        Decision {
+            value,
+            decided_by: DecidedBy::Default { reason },
+            fuel_used: 0,
+            duration: started.elapsed(),
+            peak_memory: 0,
+        }
+    }
+}
+
+/// Runs one call outside the registry (the author tool `call_once`).
+pub(crate) fn execute_once(
+    runtime: &Runtime,
+    name: &Arc<str>,
+    version: &Arc<str>,
+    pre: &crate::v0_1_0::TypedPre,
+    limits: EffectiveLimits,
+    config: &PluginConfig,
+    request: &Request,
+) -> CallOutcome {
+    call::execute(
+        &runtime.engine,
+        &runtime.clock,
+        CallTarget {
+            name,
+            version,
+            pre,
+            limits,
+            config,
+        },
+        request,
+    )
+}
+
+/// `dir/NAME.wasm` or `dir/NAME.toml` → `NAME`; anything else (temp files, dot files) → None.
+pub(crate) fn plugin_stem(path: &Path) -> Option<String> {
+    let ext = path.extension()?.to_str()?;
+    if ext != "wasm" && ext != "toml" {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    if stem.is_empty() || stem.starts_with('.') {
+        return None;
+    }
+    Some(stem.to_owned())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded data are counters and maps that stay consistent between statements.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,394 @@
+//! Decisions made by real WebAssembly plugins (built from `plugins/` by `plugins/build.sh`),
+//! through the HTTP API: quotes, price recommendations, the plugin list, and hot reload
+//! while quotes keep flowing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::both_dbs;
+use crate::common::{Db, TestServer, test_config};
+
+both_dbs!(
+    quotes_come_from_the_pricing_plugin,
+    without_a_plugin_the_list_price_decides,
+    pricing_recommendation_reports_evidence,
+    hot_reload_under_load_never_fails_a_request
+);
+
+/// Where `plugins/build.sh` puts the built plugins.
+fn built() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins");
+    assert!(
+        dir.join("volume-pricing.wasm").exists(),
+        "no built plugins in {}: run plugins/build.sh (tests/run does)",
+        dir.display()
+    );
+    dir
+}
+
+/// A plugin folder holding copies of the named built plugins.
+fn plugin_dir(names: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in names {
+        for ext in ["wasm", "toml"] {
+            std::fs::copy(
+                built().join(format!("{name}.{ext}")),
+                dir.path().join(format!("{name}.{ext}")),
+            )
+            .unwrap();
+        }
+    }
+    dir
+}
+
+async fn server_with(db: Db, dir: &Path) -> TestServer {
+    let config = hephaestus_api::ApiConfig {
+        plugin_dir: Some(dir.to_path_buf()),
+        ..test_config()
+    };
+    TestServer::start_with(db, config).await
+}
+
+async fn catalog(s: &TestServer, amount: Value) -> (String, String) {
+    let product = s
+        .post(
+            &s.admin,
+            "/api/v1/revenue/products",
+            &json!({"name": format!("Seats {}", uuid::Uuid::now_v7().simple())}),
+            None,
+        )
+        .await;
+    assert_eq!(product.status, StatusCode::CREATED, "{}", product.body);
+    let price = s
+        .post(
+            &s.admin,
+            "/api/v1/revenue/prices",
+            &json!({"product_id": product.body["id"], "currency": "usd", "unit_amount": amount}),
+            None,
+        )
+        .await;
+    assert_eq!(price.status, StatusCode::CREATED, "{}", price.body);
+    (
+        product.body["id"].as_str().unwrap().to_string(),
+        price.body["id"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn quote(s: &TestServer, customer: &str, price: &str, quantity: u32) -> crate::common::Reply {
+    s.post(
+        &s.admin,
+        "/api/v1/revenue/quotes",
+        &json!({"customer_id": customer, "price_id": price, "quantity": quantity}),
+        None,
+    )
+    .await
+}
+
+async fn quotes_come_from_the_pricing_plugin(db: Db) {
+    let dir = plugin_dir(&["volume-pricing"]);
+    let s = server_with(db, dir.path()).await;
+    let (product, price) = catalog(&s, json!(10.00)).await;
+    let c = s.create_customer("volume@example.com").await;
+    let c = c["id"].as_str().unwrap();
+
+    for (qty, amount, discount) in [(1, 1000, 0), (10, 9000, 1000), (50, 40000, 10000)] {
+        let r = quote(&s, c, &price, qty).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["list_amount_minor"], 1000 * i64::from(qty));
+        assert_eq!(r.body["amount_minor"], amount, "{}", r.body);
+        assert_eq!(r.body["discount_minor"], discount, "{}", r.body);
+        assert_eq!(r.body["decided_by"]["kind"], "plugin", "{}", r.body);
+        assert_eq!(r.body["decided_by"]["plugin"], "volume-pricing");
+        assert_eq!(r.body["decided_by"]["version"].as_str().unwrap().len(), 64);
+        assert!(r.body["decided_by"]["fuel_used"].as_u64().unwrap() > 0);
+        assert!(!r.body["reason"].as_str().unwrap().is_empty());
+    }
+    // By product, when it has one active price.
+    let r = s
+        .post(
+            &s.admin,
+            "/api/v1/revenue/quotes",
+            &json!({"customer_id": c, "product_id": product, "quantity": 10}),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["amount_minor"], 9000, "{}", r.body);
+
+    let list = s.get(&s.admin, "/api/v1/plugins").await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    let plugins = list.body["data"].as_array().unwrap();
+    assert_eq!(plugins.len(), 1, "{}", list.body);
+    assert_eq!(plugins[0]["name"], "volume-pricing");
+    assert_eq!(plugins[0]["world"], "pricing");
+    assert!(plugins[0]["calls"].as_u64().unwrap() >= 4, "{}", list.body);
+    assert_eq!(plugins[0]["faults"], 0);
+
+    for (body, field) in [
+        (
+            json!({"customer_id": c, "price_id": price, "quantity": 0}),
+            "quantity",
+        ),
+        (
+            json!({"customer_id": "cus_x", "price_id": price}),
+            "customer_id",
+        ),
+        (json!({"customer_id": c}), "price_id"),
+        (
+            json!({"customer_id": c, "price_id": "price_0000000000000000000000"}),
+            "price_id",
+        ),
+    ] {
+        let r = s
+            .post(&s.admin, "/api/v1/revenue/quotes", &body, None)
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
+        assert_eq!(r.field(), Some(field), "{body}: {}", r.body);
+    }
+}
+
+async fn without_a_plugin_the_list_price_decides(db: Db) {
+    let s = TestServer::start(db).await;
+    let (_, price) = catalog(&s, json!(10.00)).await;
+    let c = s.create_customer("list@example.com").await;
+    let r = quote(&s, c["id"].as_str().unwrap(), &price, 10).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["amount_minor"], 10000);
+    assert_eq!(r.body["amount"], json!(100.00));
+    assert_eq!(r.body["decided_by"]["kind"], "default");
+    assert_eq!(r.body["decided_by"]["reason"], "no_plugin");
+}
+
+async fn pricing_recommendation_reports_evidence(db: Db) {
+    let dir = plugin_dir(&["volume-pricing"]);
+    let s = server_with(db, dir.path()).await;
+    let product = s
+        .post(
+            &s.admin,
+            "/api/v1/revenue/products",
+            &json!({"name": "Analytics Pro"}),
+            None,
+        )
+        .await;
+    let price = s
+        .post(
+            &s.admin,
+            "/api/v1/revenue/prices",
+            &json!({"product_id": product.body["id"], "currency": "usd", "unit_amount": 97, "recurring": {"interval": "month"}}),
+            None,
+        )
+        .await;
+    let c = s.create_customer("evidence@example.com").await;
+    let sub = s
+        .post(
+            &s.admin,
+            "/api/v1/revenue/subscriptions",
+            &json!({"customer_id": c["id"], "price_id": price.body["id"], "payment_method": "pm_card_visa"}),
+            None,
+        )
+        .await;
+    assert_eq!(sub.status, StatusCode::CREATED, "{}", sub.body);
+
+    let r = s
+        .post(
+            &s.admin,
+            "/api/v1/revenue/optimize/pricing",
+            &json!({"product_name": "analytics pro", "current_price": 97.00, "customer_segment": "enterprise"}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        r.body["decided_by"]["plugin"], "volume-pricing",
+        "{}",
+        r.body
+    );
+    assert!(r.body["recommended_price"].is_number(), "{}", r.body);
+    assert!(r.body["expected_impact"]["revenue_change_percent"].is_number());
+    let points = r.body["evidence"]["price_points"].as_array().unwrap();
+    assert_eq!(points.len(), 1, "{}", r.body);
+    assert_eq!(points[0]["purchases"], 1);
+    assert_eq!(points[0]["customers"], 1);
+    assert_eq!(points[0]["revenue_minor"], 9700);
+
+    let r = s
+        .post(
+            &s.admin,
+            "/api/v1/revenue/optimize/pricing",
+            &json!({"product_name": "nothing by this name", "current_price": 1}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.field(), Some("product_name"));
+    let r = s
+        .post(
+            &s.admin,
+            "/api/v1/revenue/optimize/pricing",
+            &json!({"product_name": "Analytics Pro", "current_price": 97.001}),
+            None,
+        )
+        .await;
+    assert_eq!(r.field(), Some("current_price"), "{}", r.body);
+}
+
+/// Writes `bytes` the way a slow copy does: in pieces, with pauses, so the watcher sees a
+/// half-written file before the whole one.
+fn write_slowly(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    for chunk in bytes.chunks(bytes.len().div_ceil(4).max(1)) {
+        f.write_all(chunk).unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(15));
+    }
+}
+
+/// The test is about swaps, not deadlines: a generous one keeps a loaded CI machine from
+/// turning a slow call into a fallback.
+fn manifest(discount_bp: u32) -> String {
+    format!(
+        "name = \"volume-pricing\"\nworld = \"pricing\"\n[limits]\ntimeout_ms = 2000\n[config]\ntier_1_quantity = \"10\"\ntier_1_discount_bp = \"{discount_bp}\"\n"
+    )
+}
+
+async fn hot_reload_under_load_never_fails_a_request(db: Db) {
+    let dir = plugin_dir(&[]);
+    let good = std::fs::read(built().join("volume-pricing.wasm")).unwrap();
+    let wrong_world = std::fs::read(built().join("lifecycle-segments.wasm")).unwrap();
+    let wasm = dir.path().join("volume-pricing.wasm");
+    let toml = dir.path().join("volume-pricing.toml");
+    std::fs::write(&toml, manifest(100)).unwrap();
+    std::fs::write(&wasm, &good).unwrap();
+    let s = Arc::new(server_with(db, dir.path()).await);
+    let (_, price) = catalog(&s, json!(10.00)).await;
+    let c = s.create_customer("reload@example.com").await;
+    let c = c["id"].as_str().unwrap().to_string();
+
+    // Quotes for 10 units: the amount tells which version decided (10000 less the
+    // version's discount).
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let (s, c, price, stop, sent) = (
+            s.clone(),
+            c.clone(),
+            price.clone(),
+            stop.clone(),
+            sent.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let mut amounts = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let r = quote(&s, &c, &price, 10).await;
+                assert_eq!(
+                    r.status,
+                    StatusCode::OK,
+                    "a quote failed during reload: {}",
+                    r.body
+                );
+                assert_eq!(
+                    r.body["decided_by"]["kind"], "plugin",
+                    "a quote fell back to the default during reload: {}",
+                    r.body
+                );
+                amounts.push(r.body["amount_minor"].as_i64().unwrap());
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            amounts
+        }));
+    }
+
+    let current = |s: Arc<TestServer>, c: String, price: String| async move {
+        quote(&s, &c, &price, 10).await.body["amount_minor"]
+            .as_i64()
+            .unwrap()
+    };
+    let wait_for = |expected: i64| {
+        let (s, c, price) = (s.clone(), c.clone(), price.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let got = current(s.clone(), c.clone(), price.clone()).await;
+                if got == expected {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "version with amount {expected} never took effect (still {got})"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let failed_loads = |s: Arc<TestServer>| async move {
+        let list = s.get(&s.admin, "/api/v1/plugins").await;
+        list.body["data"][0]["last_error"]
+            .as_str()
+            .map(str::to_string)
+    };
+
+    wait_for(10000 - 100).await;
+    let broken: [(&str, &Path, Vec<u8>); 5] = [
+        ("garbage", &wasm, b"this is not WebAssembly".to_vec()),
+        ("truncated", &wasm, good[..good.len() / 2].to_vec()),
+        ("core module", &wasm, b"\0asm\x01\0\0\0".to_vec()),
+        ("wrong world", &wasm, wrong_world.clone()),
+        ("bad manifest", &toml, b"world = \"pricing".to_vec()),
+    ];
+    let mut served = vec![10000 - 100];
+    let mut broken_iter = broken.iter();
+    for round in 1..=20_u32 {
+        if round % 4 == 0 {
+            let (what, path, bytes) = broken_iter.next().unwrap();
+            let before = failed_loads(s.clone()).await;
+            write_slowly(path, bytes);
+            // The bad file is rejected, visibly, and the last good version keeps serving.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let now = failed_loads(s.clone()).await;
+                if now.is_some() && now != before {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: the failed load was never reported"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(
+                current(s.clone(), c.clone(), price.clone()).await,
+                *served.last().unwrap(),
+                "{what} replaced the serving version"
+            );
+        } else {
+            let discount = 100 * (round + 1);
+            std::fs::write(&toml, manifest(discount)).unwrap();
+            write_slowly(&wasm, &good);
+            let expected = 10000 - i64::from(discount);
+            wait_for(expected).await;
+            served.push(expected);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = Vec::new();
+    for client in clients {
+        seen.extend(client.await.unwrap());
+    }
+    assert!(
+        sent.load(Ordering::Relaxed) > 100,
+        "the clients kept sending"
+    );
+    for amount in &seen {
+        assert!(
+            served.contains(amount),
+            "amount {amount} came from no good version ({served:?})"
+        );
+    }
+    assert_eq!(served.len(), 16);
+}
