@@ -9,7 +9,7 @@ use hephaestus_api::AppState;
 use hephaestus_core::keys::Scope;
 use hephaestus_store::{Store, keys, redact_url};
 
-use crate::config::{self, ServeArgs, StorageArgs};
+use crate::config::{self, GatewayArgs, ServeArgs, StorageArgs};
 use crate::{server, telemetry};
 
 #[derive(Debug, Parser)]
@@ -31,6 +31,8 @@ pub enum Command {
         action: BillingCommand,
         #[command(flatten)]
         storage: StorageArgs,
+        #[command(flatten)]
+        gateway: GatewayArgs,
     },
     /// Create, list and revoke API keys.
     Keys {
@@ -126,16 +128,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
-        Command::Billing { action, storage } => {
+        Command::Billing {
+            action,
+            storage,
+            gateway,
+        } => {
             let store = open(&storage).await?;
             let BillingCommand::Reconcile {
                 older_than_secs,
                 limit,
             } = action;
-            let gateway = hephaestus_billing::sandbox::SandboxGateway::new(store.clone());
-            let report =
-                hephaestus_billing::reconcile::reconcile(&store, &gateway, older_than_secs, limit)
-                    .await;
+            let gateway = gateway.gateway(&store)?;
+            let report = hephaestus_billing::reconcile::reconcile(
+                &store,
+                gateway.as_ref(),
+                older_than_secs,
+                limit,
+            )
+            .await;
             store.close().await;
             let report = report?;
             println!(
@@ -173,7 +183,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         database = store.kind(),
         "hephaestus listening"
     );
-    let state = AppState::new(store, args.api_config());
+    let gateway = args.gateway.gateway(&store)?;
+    tracing::info!(gateway = gateway.name(), "payment gateway");
+    let state = AppState::with_gateway(store, args.api_config(), gateway);
     server::run(
         listener,
         state.clone(),
