@@ -15,5 +15,6 @@ mod idempotency;
 mod ops;
 mod payments;
 mod reporting;
+mod stripe;
 mod subscriptions;
 mod webhooks;
