@@ -11,26 +11,33 @@ use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hephaestus");
 
-fn command(data_dir: &Path) -> Command {
+pub(crate) fn command(data_dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env("HEPHAESTUS_DATA_DIR", data_dir)
         .env("HEPHAESTUS_LOG_FORMAT", "json")
         .env_remove("DATABASE_URL")
+        .env_remove("STRIPE_SECRET_KEY")
+        .env_remove("STRIPE_API_BASE")
         .current_dir(data_dir)
         .stdin(Stdio::null())
         .kill_on_drop(true);
     cmd
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     stdout: BufReader<ChildStdout>,
     _stderr: tokio::task::JoinHandle<()>,
 }
 
 async fn start(data_dir: &Path) -> Server {
-    let mut child = command(data_dir)
+    start_command(command(data_dir)).await
+}
+
+/// Runs `serve` with `cmd`'s settings until it says it is listening.
+pub(crate) async fn start_command(mut cmd: Command) -> Server {
+    let mut child = cmd
         .args(["serve", "--addr", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -61,7 +68,7 @@ async fn start(data_dir: &Path) -> Server {
 }
 
 /// The admin key a first start prints on its first stdout line.
-async fn first_run_key(server: &mut Server) -> String {
+pub(crate) async fn first_run_key(server: &mut Server) -> String {
     let mut first = String::new();
     server.stdout.read_line(&mut first).await.unwrap();
     first

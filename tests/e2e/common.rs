@@ -1,7 +1,10 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use hephaestus_api::{ApiConfig, AppState};
+use hephaestus_billing::gateway::Gateway;
+use hephaestus_billing::sandbox::SandboxGateway;
 use hephaestus_core::keys::Scope;
 use hephaestus_store::{PoolSettings, Store, keys};
 use reqwest::StatusCode;
@@ -190,9 +193,38 @@ impl TestServer {
         config: ApiConfig,
         extra: Router<AppState>,
     ) -> Self {
+        let gateway = Arc::new(SandboxGateway::new(store.clone()));
+        Self::serve_with_gateway(db, store, admin, config, extra, gateway).await
+    }
+
+    /// A server over a fresh database whose payments go through the gateway `make` builds.
+    pub async fn start_with_gateway(
+        db: Db,
+        config: ApiConfig,
+        make: impl FnOnce(&Store) -> Arc<dyn Gateway>,
+    ) -> Self {
+        let db = TestDb::new(db).await;
+        let store = db.store().await;
+        let admin = keys::create(&store, "test admin", Scope::Admin, None)
+            .await
+            .unwrap()
+            .secret
+            .secret;
+        let gateway = make(&store);
+        Self::serve_with_gateway(db, store, admin, config, Router::new(), gateway).await
+    }
+
+    pub async fn serve_with_gateway(
+        db: TestDb,
+        store: Store,
+        admin: String,
+        config: ApiConfig,
+        extra: Router<AppState>,
+        gateway: Arc<dyn Gateway>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = AppState::new(store.clone(), config).unwrap();
+        let state = AppState::with_gateway(store.clone(), config, gateway).unwrap();
         let router = hephaestus_api::app_with(state.clone(), extra);
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(hephaestus::server::run(

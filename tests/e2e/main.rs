@@ -16,5 +16,6 @@ mod ops;
 mod payments;
 mod plugins;
 mod reporting;
+mod stripe;
 mod subscriptions;
 mod webhooks;

@@ -211,7 +211,8 @@ pub struct CreatePayment {
     /// ISO 4217 code, either case.
     #[schema(example = "usd")]
     pub currency: String,
-    /// A test method on the sandbox (`pm_card_visa`, `pm_card_chargeDeclined`, …).
+    /// A test method on the sandbox (`pm_card_visa`, `pm_card_chargeDeclined`, …), or a
+    /// Stripe PaymentMethod (`pm_…`) when Stripe is the gateway.
     #[schema(example = "pm_card_visa")]
     pub payment_method: String,
     pub description: Option<String>,
@@ -306,6 +307,7 @@ pub async fn create(
     };
     let gateway = state.gateway.clone();
     let request = ChargeRequest {
+        customer_id: p.customer_id.clone(),
         amount: p.amount,
         payment_method: p.payment_method.clone(),
         description: p.description.clone(),
@@ -597,7 +599,7 @@ pub async fn refund(
                             minor: amount_minor,
                             currency,
                         },
-                        status: "succeeded".into(),
+                        status: refunded.status,
                         reason: req.reason,
                         gateway_id: Some(refunded.id),
                         created_at: now,

@@ -301,6 +301,7 @@ pub async fn create(
     let gateway = state.gateway.clone();
     let first = &planned.invoice;
     let request = (first.amount_due_minor > 0).then(|| ChargeRequest {
+        customer_id: planned.subscription.customer_id.clone(),
         amount: Money {
             minor: first.amount_due_minor,
             currency: first.currency,

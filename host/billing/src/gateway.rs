@@ -4,6 +4,9 @@ use hephaestus_core::money::Money;
 /// A request to charge a payment method.
 #[derive(Debug, Clone)]
 pub struct ChargeRequest {
+    /// Our customer (`cus_…`): a gateway that keeps customers of its own (Stripe) charges
+    /// its mirror of this one.
+    pub customer_id: String,
     pub amount: Money,
     pub payment_method: String,
     pub description: Option<String>,
@@ -51,6 +54,9 @@ pub struct GatewayRefund {
     pub id: String,
     pub charge_id: String,
     pub amount_minor: i64,
+    /// `succeeded`, or `pending` while the gateway works on it (a later
+    /// `charge.refund.updated` event settles it).
+    pub status: String,
 }
 
 #[derive(Debug, thiserror::Error)]

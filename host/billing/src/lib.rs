@@ -5,6 +5,7 @@
 //! - [`gateway`]: the trait, its requests and results, and its errors.
 //! - [`sandbox`]: the built-in gateway that behaves like Stripe's test mode, with a ledger
 //!   of its own, so the product runs and is tested with no account.
+//! - [`stripe`]: the Stripe gateway (async-stripe), selected by `STRIPE_SECRET_KEY`.
 //! - [`reconcile`]: refetching unsettled payments from their gateway.
 //! - [`subscriptions`]: the billing engine that renews, invoices and dunns subscriptions on
 //!   the business clock for gateways that only move money (the sandbox).
@@ -16,6 +17,7 @@ pub mod disputes;
 pub mod gateway;
 pub mod reconcile;
 pub mod sandbox;
+pub mod stripe;
 pub mod stripe_events;
 pub mod subscriptions;
 pub mod webhook;

@@ -289,7 +289,7 @@ impl Gateway for SandboxGateway {
                                     message: "this idempotency key was used for a different refund".into(),
                                 });
                             }
-                            return Ok(GatewayRefund { id, charge_id, amount_minor });
+                            return Ok(GatewayRefund { id, charge_id, amount_minor, status: "succeeded".into() });
                         }
                         let charge = charge_by(tx, "id", &req.charge_id)
                             .await
@@ -352,6 +352,7 @@ impl Gateway for SandboxGateway {
                             id,
                             charge_id: charge.id,
                             amount_minor: req.amount_minor,
+                            status: "succeeded".into(),
                         })
                     })
                 })

@@ -137,9 +137,16 @@ async fn intent(
             .max(event.created),
     );
     if status == PaymentStatus::Failed {
+        // Named as the Stripe gateway names a decline it is answered; an event that gives no
+        // reason leaves the one already recorded.
         let error = &object["last_payment_error"];
-        payment.decline_code = error["decline_code"].as_str().map(str::to_string);
-        payment.failure_message = error["message"].as_str().map(str::to_string);
+        let reason =
+            crate::stripe::decline_reason(error["decline_code"].as_str(), error["code"].as_str());
+        payment.decline_code = reason.or(payment.decline_code.take());
+        payment.failure_message = error["message"]
+            .as_str()
+            .map(str::to_string)
+            .or(payment.failure_message.take());
     }
     let now = Timestamp::now();
     payments::apply_gateway_state(tx, &payment, now).await?;

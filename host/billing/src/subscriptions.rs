@@ -687,6 +687,7 @@ async fn bill(
                 let Due { sub, invoice, at } = *due;
                 let attempt = invoice.attempt_count + 1;
                 let request = ChargeRequest {
+                    customer_id: sub.customer_id.clone(),
                     amount: Money {
                         minor: invoice.amount_due_minor,
                         currency: invoice.currency,

@@ -10,7 +10,7 @@ use hephaestus_api::AppState;
 use hephaestus_core::keys::Scope;
 use hephaestus_store::{Store, keys, redact_url};
 
-use crate::config::{self, ServeArgs, StorageArgs};
+use crate::config::{self, GatewayArgs, ServeArgs, StorageArgs};
 use crate::{server, telemetry};
 
 #[derive(Debug, Parser)]
@@ -32,6 +32,8 @@ pub enum Command {
         action: BillingCommand,
         #[command(flatten)]
         storage: StorageArgs,
+        #[command(flatten)]
+        gateway: GatewayArgs,
     },
     /// Inspect plugins: the folder's plugins, whether a file is a plugin, one call.
     Plugins {
@@ -169,16 +171,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
-        Command::Billing { action, storage } => {
+        Command::Billing {
+            action,
+            storage,
+            gateway,
+        } => {
             let store = open(&storage).await?;
             let BillingCommand::Reconcile {
                 older_than_secs,
                 limit,
             } = action;
-            let gateway = hephaestus_billing::sandbox::SandboxGateway::new(store.clone());
-            let report =
-                hephaestus_billing::reconcile::reconcile(&store, &gateway, older_than_secs, limit)
-                    .await;
+            let gateway = gateway.gateway(&store)?;
+            let report = hephaestus_billing::reconcile::reconcile(
+                &store,
+                gateway.as_ref(),
+                older_than_secs,
+                limit,
+            )
+            .await;
             store.close().await;
             let report = report?;
             println!(
@@ -335,7 +345,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             plugin_dir.display()
         )
     })?;
-    let state = AppState::new(store, args.api_config()).with_context(|| {
+    let gateway = args.gateway.gateway(&store)?;
+    tracing::info!(gateway = gateway.name(), "payment gateway");
+    let state = AppState::with_gateway(store, args.api_config(), gateway).with_context(|| {
         format!(
             "HEPHAESTUS_PLUGIN_DIR: cannot load {}",
             plugin_dir.display()

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -11,8 +12,11 @@ use axum::http::HeaderValue;
 use clap::Args;
 use hephaestus_api::ApiConfig;
 use hephaestus_api::rate_limit::RateLimit;
+use hephaestus_billing::gateway::Gateway;
+use hephaestus_billing::sandbox::SandboxGateway;
+use hephaestus_billing::stripe::StripeGateway;
 use hephaestus_billing::subscriptions::{Dunning, FinalAction};
-use hephaestus_store::PoolSettings;
+use hephaestus_store::{PoolSettings, Store};
 
 /// Where the data lives; shared by every subcommand.
 #[derive(Debug, Clone, Args)]
@@ -59,11 +63,67 @@ impl StorageArgs {
     }
 }
 
+/// The payment gateway: Stripe when a secret key is set, the built-in sandbox otherwise.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayArgs {
+    /// Stripe secret key (`sk_live_…`, `sk_test_…` or a restricted `rk_…`). When set, payments
+    /// and refunds go through Stripe instead of the sandbox gateway.
+    #[arg(long, env = "STRIPE_SECRET_KEY", value_parser = parse_stripe_key, hide_env_values = true)]
+    pub stripe_secret_key: Option<hephaestus_core::secret::Secret>,
+
+    /// Base URL of the Stripe API (default `https://api.stripe.com`): any Stripe-compatible
+    /// server, such as a local one for tests.
+    #[arg(long, env = "STRIPE_API_BASE", value_parser = parse_stripe_api_base)]
+    pub stripe_api_base: Option<String>,
+}
+
+impl GatewayArgs {
+    /// The configured gateway over `store`.
+    pub fn gateway(&self, store: &Store) -> anyhow::Result<Arc<dyn Gateway>> {
+        match &self.stripe_secret_key {
+            Some(key) => {
+                let stripe =
+                    StripeGateway::new(store.clone(), key, self.stripe_api_base.as_deref())
+                        .map_err(|e| anyhow::anyhow!("STRIPE_SECRET_KEY: {e}"))?;
+                Ok(Arc::new(stripe))
+            }
+            None => {
+                if self.stripe_api_base.is_some() {
+                    tracing::warn!(
+                        "STRIPE_API_BASE is set but STRIPE_SECRET_KEY is not: using the sandbox gateway"
+                    );
+                }
+                Ok(Arc::new(SandboxGateway::new(store.clone())))
+            }
+        }
+    }
+}
+
+/// Refuses only what is certainly not a secret key: clap prints a refused value, and a
+/// publishable key is public.
+fn parse_stripe_key(s: &str) -> Result<hephaestus_core::secret::Secret, String> {
+    let s = s.trim();
+    if s.starts_with("pk_") {
+        return Err(
+            "this is a publishable key (pk_…); the server needs the secret key (sk_… or rk_…)"
+                .into(),
+        );
+    }
+    s.parse()
+}
+
+fn parse_stripe_api_base(s: &str) -> Result<String, String> {
+    hephaestus_billing::stripe::normalize_api_base(s)
+}
+
 /// Settings of `hephaestus serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub storage: StorageArgs,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
 
     /// Address to listen on.
     #[arg(long, env = "HEPHAESTUS_ADDR", default_value = "127.0.0.1:8000")]
@@ -304,6 +364,21 @@ mod tests {
         ] {
             assert!(parse_origin(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn stripe_settings_are_checked() {
+        assert!(parse_stripe_key("sk_test_abc").is_ok());
+        assert!(parse_stripe_key("rk_live_abc").is_ok());
+        assert!(parse_stripe_key("pk_test_abc").is_err());
+        assert!(parse_stripe_key(" ").is_err());
+        assert_eq!(
+            parse_stripe_api_base("http://127.0.0.1:8420").as_deref(),
+            Ok("http://127.0.0.1:8420/")
+        );
+        assert!(parse_stripe_api_base("127.0.0.1:8420").is_err());
+        let key: hephaestus_core::secret::Secret = parse_stripe_key("sk_test_hidden").unwrap();
+        assert!(!format!("{key:?}").contains("hidden"));
     }
 
     #[test]

@@ -1,0 +1,102 @@
+"""Runs localstripe (PyPI, pinned 1.15.10) for the end-to-end tests.
+
+    python run_localstripe.py STATE_DIR
+
+Out of the box localstripe listens on every interface (port 8420) and keeps its state in
+/tmp/localstripe.pickle, shared by every run on the machine. Here it listens on 127.0.0.1
+only, on a free port, and keeps its state in STATE_DIR (the test's temporary folder), starting
+empty. Once it accepts connections it prints one line, `listening on 127.0.0.1:PORT`, and it
+exits when its standard input closes, so it never outlives the test that started it.
+
+localstripe speaks an older API dialect than the Stripe client in use. Two parameters the
+client sends when creating a PaymentIntent are taken here instead of refused: `description`
+(kept on the intent) and `automatic_payment_methods` (checked and kept on the intent, so a
+test can read back what was sent). Nothing else about its behaviour is changed.
+"""
+
+import os
+import pickle
+import socket
+import sys
+import threading
+
+import localstripe
+from aiohttp import web
+from localstripe import resources, server
+from localstripe.errors import UserError
+
+VERSION = '1.15.10'
+
+
+def keep_state_in(folder):
+    path = os.path.join(folder, 'localstripe.pickle')
+
+    def try_load_from_disk(self):
+        try:
+            with open(path, 'rb') as f:
+                old = pickle.load(f)
+        except FileNotFoundError:
+            return
+        self.clear()
+        self.update(old)
+
+    def dump_to_disk(self):
+        with open(path, 'wb') as f:
+            pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+    resources.Store.try_load_from_disk = try_load_from_disk
+    resources.Store.dump_to_disk = dump_to_disk
+
+
+def accept_newer_payment_intent_params():
+    original = resources.PaymentIntent.__init__
+
+    def __init__(self, automatic_payment_methods=None, description=None,
+                 **data):
+        if automatic_payment_methods is not None:
+            ok = (type(automatic_payment_methods) is dict and
+                  set(automatic_payment_methods) <= {'enabled',
+                                                     'allow_redirects'} and
+                  automatic_payment_methods.get('enabled') in ('true', True) and
+                  automatic_payment_methods.get('allow_redirects') in (
+                      None, 'always', 'never'))
+            if not ok:
+                raise UserError(400, 'Bad automatic_payment_methods')
+        if description is not None and type(description) is not str:
+            raise UserError(400, 'Bad description')
+        original(self, **data)
+        self.automatic_payment_methods = automatic_payment_methods
+        self.description = description
+
+    resources.PaymentIntent.__init__ = __init__
+
+
+def exit_when_stdin_closes():
+    def watch():
+        while sys.stdin.buffer.read(4096):
+            pass
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit('usage: run_localstripe.py STATE_DIR')
+    if localstripe.__version__ != VERSION:
+        sys.exit('localstripe %s is installed; the tests need %s'
+                 % (localstripe.__version__, VERSION))
+    keep_state_in(sys.argv[1])
+    accept_newer_payment_intent_params()
+    exit_when_stdin_closes()
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(('127.0.0.1', 0))
+    sock.listen(128)
+    host, port = sock.getsockname()
+    print('listening on %s:%d' % (host, port), flush=True)
+    web.run_app(server.app, sock=sock, print=None, access_log=None)
+
+
+if __name__ == '__main__':
+    main()
