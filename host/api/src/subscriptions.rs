@@ -639,12 +639,9 @@ pub async fn update(
         write::change(move |tx| {
             Box::pin(async move {
                 let sub = locked(tx, &id).await?;
-                let current = if current.id == sub.price_id {
-                    current
-                } else {
-                    // Changed since it was read: take the price the row holds now.
-                    price_in_tx(&sub.price_id, &current)?
-                };
+                if current.id != sub.price_id {
+                    return Err(price_moved(&sub.price_id));
+                }
                 let sub = engine::update(tx, sub, &current, change, now)
                     .await
                     .map_err(update_error)?;
@@ -659,14 +656,15 @@ pub async fn update(
     .await
 }
 
-fn price_in_tx(id: &str, _read: &Price) -> ApiResult<Price> {
-    Err(AppError::Conflict {
+/// The subscription's price changed between reading it and locking the row.
+fn price_moved(id: &str) -> AppError {
+    AppError::Conflict {
         code: "subscription_changed",
         message: format!(
             "the subscription moved to price {id} while this request was prepared; read it and retry"
         ),
         details: serde_json::Map::new(),
-    })
+    }
 }
 
 async fn locked(tx: &mut hephaestus_store::Tx, id: &str) -> ApiResult<Subscription> {
@@ -723,7 +721,7 @@ pub async fn cancel(
             Box::pin(async move {
                 let sub = locked(tx, &id).await?;
                 if sub.price_id != price.id {
-                    return Err(price_in_tx(&sub.price_id, &price).unwrap_err());
+                    return Err(price_moved(&sub.price_id));
                 }
                 let sub = if at_period_end {
                     let change = Update {
