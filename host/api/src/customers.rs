@@ -156,6 +156,24 @@ pub struct ListParams {
     pub email: Option<String>,
 }
 
+/// The customer named by a request's `customer_id`: it must exist and not be erased before
+/// anything is charged, started or quoted for it.
+pub async fn live(state: &AppState, id: &str) -> ApiResult<Customer> {
+    if !ids::is_well_formed(prefix::CUSTOMER, id) {
+        return Err(AppError::invalid(
+            "customer_id",
+            "must be a customer id like cus_…",
+        ));
+    }
+    match customers::get(&state.store, id).await? {
+        Some(c) if c.erased_at.is_none() => Ok(c),
+        _ => Err(AppError::invalid(
+            "customer_id",
+            format!("no such customer: {id}"),
+        )),
+    }
+}
+
 /// Checks `limit` and `starting_after`, shared by every list.
 pub fn page_params(
     limit: Option<i64>,

@@ -18,7 +18,7 @@ use hephaestus_plugins::{
     CustomerProfile, Decide, DecidedBy, Decision, PluginStatus, QuoteRequest, RecommendRequest,
     SegmentRequest,
 };
-use hephaestus_store::{catalog, customers, exchange_rates, profiles};
+use hephaestus_store::{catalog, exchange_rates, profiles};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
@@ -181,22 +181,6 @@ pub async fn segmented_profile(
     Ok((p, decision))
 }
 
-async fn live_customer(state: &AppState, id: &str) -> ApiResult<Customer> {
-    if !ids::is_well_formed(prefix::CUSTOMER, id) {
-        return Err(AppError::invalid(
-            "customer_id",
-            "must be a customer id like cus_…",
-        ));
-    }
-    match customers::get(&state.store, id).await? {
-        Some(c) if c.erased_at.is_none() => Ok(c),
-        _ => Err(AppError::invalid(
-            "customer_id",
-            format!("no such customer: {id}"),
-        )),
-    }
-}
-
 /// Who decided, for answers.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DecidedByView {
@@ -354,7 +338,7 @@ pub async fn quote(
     if !(1..=1_000_000).contains(&quantity) {
         return Err(AppError::invalid("quantity", "must be 1 to 1000000"));
     }
-    let customer = live_customer(&state, &body.customer_id).await?;
+    let customer = crate::customers::live(&state, &body.customer_id).await?;
     let (price, product) = quoted_price(&state, &body).await?;
     let list_minor = price
         .unit_amount

@@ -12,7 +12,7 @@ use hephaestus_core::ids::{self, prefix};
 use hephaestus_core::money::{self, Currency, Money};
 use hephaestus_core::payment::{Payment, PaymentStatus, Refund};
 use hephaestus_core::validation::check_text;
-use hephaestus_store::{customers, events, payments};
+use hephaestus_store::{events, payments};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Map;
 use serde_json::value::RawValue;
@@ -289,17 +289,8 @@ pub async fn create(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    // The customer must exist and still be a customer before anything is charged.
-    match customers::get(&state.store, &p.customer_id).await {
-        Ok(Some(c)) if c.erased_at.is_none() => {}
-        Ok(_) => {
-            return AppError::invalid(
-                "customer_id",
-                format!("no such customer: {}", p.customer_id),
-            )
-            .into_response();
-        }
-        Err(e) => return AppError::from(e).into_response(),
+    if let Err(e) = crate::customers::live(&state, &p.customer_id).await {
+        return e.into_response();
     }
     let claimed = match write::claim(&state, &auth.0, &meta, &body.raw).await {
         Ok(c) => c,

@@ -17,7 +17,7 @@ use hephaestus_core::ids::{self, prefix};
 use hephaestus_core::money::Money;
 use hephaestus_core::subscription::{Invoice, InvoiceLine, Subscription, SubscriptionStatus};
 use hephaestus_core::validation::check_text;
-use hephaestus_store::{catalog, customers, subscriptions};
+use hephaestus_store::{catalog, subscriptions};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
@@ -331,6 +331,8 @@ pub async fn create(
                     let mut payment_id = None;
                     if let Some(charge) = &charge {
                         let sub = &planned.subscription;
+                        let paid = charges::status_of(charge)
+                            == hephaestus_core::payment::PaymentStatus::Succeeded;
                         let attempt = charges::Attempt {
                             customer_id: sub.customer_id.clone(),
                             amount: Money {
@@ -343,20 +345,14 @@ pub async fn create(
                                 planned.invoice.id, sub.id
                             )),
                             metadata: Metadata::new(),
-                            invoice_id: None,
+                            // A payment that did not go through settles no invoice.
+                            invoice_id: paid.then(|| planned.invoice.id.clone()),
                         };
-                        let mut attempt = attempt;
-                        if charges::status_of(charge)
-                            == hephaestus_core::payment::PaymentStatus::Succeeded
-                        {
-                            attempt.invoice_id = Some(planned.invoice.id.clone());
-                        } else {
+                        let payment = charges::record(tx, &gateway, attempt, charge, now).await?;
+                        if !paid {
                             // Nothing is started; the declined payment is kept and named.
-                            let payment =
-                                charges::record(tx, &gateway, attempt, charge, now).await?;
                             return Ok(declined(&payment));
                         }
-                        let payment = charges::record(tx, &gateway, attempt, charge, now).await?;
                         payment_id = Some(payment.id);
                     }
                     let (sub, invoice) =
@@ -426,15 +422,7 @@ async fn validate_create(
             "is required when the subscription starts without a trial",
         ));
     }
-    match customers::get(&state.store, &req.customer_id).await? {
-        Some(c) if c.erased_at.is_none() => {}
-        _ => {
-            return Err(AppError::invalid(
-                "customer_id",
-                format!("no such customer: {}", req.customer_id),
-            ));
-        }
-    }
+    crate::customers::live(state, &req.customer_id).await?;
     let now = business_now(&state.store).await?;
     let planned = engine::plan(
         NewSubscription {
