@@ -318,8 +318,10 @@ impl Registry {
                     "plugin loaded"
                 );
                 plugins.insert(stem.to_owned(), plugin);
-                self.current.store(Arc::new(Snapshot::new(plugins)));
+                // The old failure goes before the new version is published: a reader that
+                // sees the new version must never see it reported as a failed load.
                 lock(&self.failures).remove(stem);
+                self.current.store(Arc::new(Snapshot::new(plugins)));
                 self.bump();
                 ReloadOutcome::Loaded
             }
