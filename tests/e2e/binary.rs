@@ -9,6 +9,8 @@ use reqwest::StatusCode;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
+use crate::common::built_plugins;
+
 const BIN: &str = env!("CARGO_BIN_EXE_hephaestus");
 
 pub(crate) fn command(data_dir: &Path) -> Command {
@@ -336,16 +338,6 @@ async fn the_quickstart_script_works_against_the_binary() {
     assert!(stdout.contains("customer.created"), "{stdout}");
     sigterm(&server.child).await;
     assert!(server.child.wait().await.unwrap().success());
-}
-
-fn built_plugins() -> std::path::PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins");
-    assert!(
-        dir.join("volume-pricing.wasm").exists(),
-        "no built plugins in {}: run plugins/build.sh (tests/run does)",
-        dir.display()
-    );
-    dir
 }
 
 /// The value of one `hephaestus_plugin_cache_loads` series in the server's `/metrics`.

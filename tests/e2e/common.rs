@@ -313,6 +313,13 @@ impl TestServer {
         r.body
     }
 
+    /// Events in the log, less `customer.segments_changed`: the segment consumer writes
+    /// those in the background, so how many there are at a given moment depends on timing.
+    pub async fn count_events(&self) -> i64 {
+        self.count("events WHERE type <> 'customer.segments_changed'")
+            .await
+    }
+
     /// Rows in a table, read directly from the database.
     pub async fn count(&self, table: &str) -> i64 {
         let sql = format!("SELECT COUNT(*) FROM {table}");
@@ -369,4 +376,39 @@ impl Reply {
     pub fn field(&self) -> Option<&str> {
         self.body["error"]["field"].as_str()
     }
+}
+
+/// Where `plugins/build.sh` puts the plugins built from `plugins/` (tests/run builds them).
+pub fn built_plugins() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins");
+    assert!(
+        dir.join("volume-pricing.wasm").exists(),
+        "no built plugins in {}: run plugins/build.sh (tests/run does)",
+        dir.display()
+    );
+    dir
+}
+
+/// A plugin folder holding copies of the named built plugins (`.wasm` and `.toml`).
+pub fn plugin_dir(names: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in names {
+        for ext in ["wasm", "toml"] {
+            std::fs::copy(
+                built_plugins().join(format!("{name}.{ext}")),
+                dir.path().join(format!("{name}.{ext}")),
+            )
+            .unwrap();
+        }
+    }
+    dir
+}
+
+/// A server over a fresh database whose plugin folder is `dir`.
+pub async fn server_with(db: Db, dir: &std::path::Path) -> TestServer {
+    let config = ApiConfig {
+        plugin_dir: Some(dir.to_path_buf()),
+        ..test_config()
+    };
+    TestServer::start_with(db, config).await
 }

@@ -50,7 +50,7 @@ async fn create_get_list(db: Db) {
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.code(), "resource_missing");
-    assert_eq!(s.count("events").await, 1, "customer.created was logged");
+    assert_eq!(s.count_events().await, 1, "customer.created was logged");
 }
 
 async fn paginate_and_filter(db: Db) {
@@ -118,7 +118,8 @@ async fn duplicate_email(db: Db) {
             .contains(first["id"].as_str().unwrap())
     );
     assert_eq!(s.count("customers").await, 1);
-    assert_eq!(s.count("events").await, 1);
+    // (The segment consumer adds its own events about the one customer in the background.)
+    assert_eq!(s.count_events().await, 1);
 }
 
 async fn export_and_erase(db: Db) {
@@ -177,7 +178,7 @@ async fn export_and_erase(db: Db) {
     let again = s.delete(&s.admin, &format!("{CUSTOMERS}/{id}")).await;
     assert_eq!(again.status, StatusCode::OK);
     assert_eq!(again.body["erased_at"], erased.body["erased_at"]);
-    assert_eq!(s.count("events").await, 2);
+    assert_eq!(s.count_events().await, 2);
     let reborn = s.create_customer("erase.me@example.com").await;
     assert_ne!(reborn["id"], id.as_str());
 

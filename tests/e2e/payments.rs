@@ -422,11 +422,13 @@ async fn list_filters_and_events(db: Db) {
     let export = s
         .get(&s.admin, &format!("/api/v1/revenue/customers/{a}/export"))
         .await;
+    // Segment changes are written by a consumer in the background, at no fixed place.
     let kinds: Vec<&str> = export.body["events"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["type"].as_str().unwrap())
+        .filter(|k| *k != "customer.segments_changed")
         .collect();
     assert_eq!(
         kinds,
@@ -495,11 +497,13 @@ async fn three_d_secure_completes_through_the_sandbox(db: Db) {
     let export = s
         .get(&s.admin, &format!("/api/v1/revenue/customers/{c}/export"))
         .await;
+    // Segment changes are written by a consumer in the background, at no fixed place.
     let kinds: Vec<&str> = export.body["events"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["type"].as_str().unwrap())
+        .filter(|k| *k != "customer.segments_changed")
         .collect();
     assert_eq!(
         kinds,

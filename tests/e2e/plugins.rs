@@ -2,7 +2,7 @@
 //! through the HTTP API: quotes, price recommendations, the plugin list, and hot reload
 //! while quotes keep flowing.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::both_dbs;
-use crate::common::{Db, TestServer, test_config};
+use crate::common::{Db, TestServer, built_plugins, plugin_dir, server_with};
 
 both_dbs!(
     quotes_come_from_the_pricing_plugin,
@@ -19,40 +19,6 @@ both_dbs!(
     pricing_recommendation_reports_evidence,
     hot_reload_under_load_never_fails_a_request
 );
-
-/// Where `plugins/build.sh` puts the built plugins.
-fn built() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins");
-    assert!(
-        dir.join("volume-pricing.wasm").exists(),
-        "no built plugins in {}: run plugins/build.sh (tests/run does)",
-        dir.display()
-    );
-    dir
-}
-
-/// A plugin folder holding copies of the named built plugins.
-fn plugin_dir(names: &[&str]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for name in names {
-        for ext in ["wasm", "toml"] {
-            std::fs::copy(
-                built().join(format!("{name}.{ext}")),
-                dir.path().join(format!("{name}.{ext}")),
-            )
-            .unwrap();
-        }
-    }
-    dir
-}
-
-async fn server_with(db: Db, dir: &Path) -> TestServer {
-    let config = hephaestus_api::ApiConfig {
-        plugin_dir: Some(dir.to_path_buf()),
-        ..test_config()
-    };
-    TestServer::start_with(db, config).await
-}
 
 async fn catalog(s: &TestServer, amount: Value) -> (String, String) {
     let product = s
@@ -258,8 +224,8 @@ fn manifest(discount_bp: u32) -> String {
 
 async fn hot_reload_under_load_never_fails_a_request(db: Db) {
     let dir = plugin_dir(&[]);
-    let good = std::fs::read(built().join("volume-pricing.wasm")).unwrap();
-    let wrong_world = std::fs::read(built().join("lifecycle-segments.wasm")).unwrap();
+    let good = std::fs::read(built_plugins().join("volume-pricing.wasm")).unwrap();
+    let wrong_world = std::fs::read(built_plugins().join("lifecycle-segments.wasm")).unwrap();
     let wasm = dir.path().join("volume-pricing.wasm");
     let toml = dir.path().join("volume-pricing.toml");
     std::fs::write(&toml, manifest(100)).unwrap();

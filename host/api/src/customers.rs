@@ -4,9 +4,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hephaestus_core::Timestamp;
-use hephaestus_core::customer::{Customer, Metadata, NewCustomer};
+use hephaestus_core::customer::{Customer, CustomerChanges, Metadata, NewCustomer};
 use hephaestus_core::event::{NewEvent, kind};
 use hephaestus_core::ids::{self, prefix};
+use hephaestus_store::segments::{self, Segments};
 use hephaestus_store::{customers, events, idempotency};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -36,10 +37,17 @@ pub struct CustomerView {
     /// When the customer's personal data was erased, if it was.
     #[schema(value_type = Option<String>, format = DateTime)]
     pub erased_at: Option<Timestamp>,
+    /// Segment tags (`new`, `power_user`, `at_risk`, `high_value`, `enterprise`, or a
+    /// segmentation plugin's own), sorted. Kept current from the event log shortly after
+    /// the customer or their payments and subscriptions change; empty until first computed.
+    pub segments: Vec<String>,
+    /// When the segments were last computed (business clock), or null if not yet.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub segments_computed_at: Option<Timestamp>,
 }
 
-impl From<&Customer> for CustomerView {
-    fn from(c: &Customer) -> Self {
+impl CustomerView {
+    pub fn new(c: &Customer, segments: Option<&Segments>) -> Self {
         CustomerView {
             id: c.id.clone(),
             object: "customer",
@@ -49,12 +57,23 @@ impl From<&Customer> for CustomerView {
             created_at: c.created_at,
             updated_at: c.updated_at,
             erased_at: c.erased_at,
+            segments: segments.map(|s| s.tags.clone()).unwrap_or_default(),
+            segments_computed_at: segments.map(|s| s.computed_at),
         }
     }
 }
 
-fn view(c: &Customer) -> Value {
-    json!(CustomerView::from(c))
+impl From<&Customer> for CustomerView {
+    /// The view of a customer whose segments are not computed (just created, or erased).
+    fn from(c: &Customer) -> Self {
+        CustomerView::new(c, None)
+    }
+}
+
+/// The customer as the API shows it, with its stored segments.
+async fn view(state: &AppState, c: &Customer) -> ApiResult<Value> {
+    let mut stored = segments::of_many(&state.store, std::slice::from_ref(&c.id)).await?;
+    Ok(json!(CustomerView::new(c, stored.remove(&c.id).as_ref())))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -141,7 +160,112 @@ pub async fn get(
     _auth: ReadKey,
     PathId(id): PathId,
 ) -> ApiResult<axum::Json<Value>> {
-    Ok(axum::Json(view(&load(&state, id).await?)))
+    let customer = load(&state, id).await?;
+    Ok(axum::Json(view(&state, &customer).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCustomer {
+    /// A new address, unique across customers.
+    pub email: Option<String>,
+    pub name: Option<String>,
+    /// Keys to set; a key given an empty string is removed. Other keys are kept.
+    pub metadata: Option<Metadata>,
+}
+
+/// Changes a customer's email, name or metadata. Writes `customer.updated` (naming the
+/// fields that changed) when anything changed, which also recomputes the customer's
+/// segments. An erased customer cannot be changed (409 `customer_erased`).
+#[utoipa::path(
+    post, path = "/api/v1/revenue/customers/{id}", tag = "customers",
+    params(("id" = String, Path, description = "`cus_…`"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a retried request")),
+    request_body = UpdateCustomer,
+    responses(
+        (status = 200, body = CustomerView),
+        (status = 400, body = crate::openapi::ErrorBody),
+        (status = 404, body = crate::openapi::ErrorBody),
+        (status = 409, body = crate::openapi::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    auth: WriteKey,
+    meta: RequestMeta,
+    PathId(id): PathId,
+    body: Json<UpdateCustomer>,
+) -> Response {
+    if !ids::is_well_formed(prefix::CUSTOMER, &id) {
+        return not_found(id).into_response();
+    }
+    let req = body.value;
+    let changes = match CustomerChanges::validate(req.email, req.name, req.metadata) {
+        Ok(c) => c,
+        Err(e) => return AppError::from(e).into_response(),
+    };
+    // Segments change only through their consumer, never in this transaction.
+    let stored = match segments::of_many(&state.store, std::slice::from_ref(&id)).await {
+        Ok(mut stored) => stored.remove(&id),
+        Err(e) => return AppError::from(e).into_response(),
+    };
+    write::run(&state, &auth.0, &meta, &body.raw, move |tx| {
+        Box::pin(async move {
+            let customer = customers::get_in(tx, &id)
+                .await?
+                .ok_or_else(|| not_found(id.clone()))?;
+            if customer.erased_at.is_some() {
+                return Err(AppError::Conflict {
+                    code: "customer_erased",
+                    message: format!("customer {id} was erased and cannot be changed"),
+                    details: Map::new(),
+                });
+            }
+            let (next, changed) = changes.apply(&customer)?;
+            if changed.is_empty() {
+                let view = CustomerView::new(&customer, stored.as_ref());
+                return Ok(Written::json(StatusCode::OK, &view, None));
+            }
+            let now = Timestamp::now();
+            match customers::update(tx, &next, now).await? {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(AppError::Conflict {
+                        code: "customer_erased",
+                        message: format!("customer {id} was erased and cannot be changed"),
+                        details: Map::new(),
+                    });
+                }
+                Err(existing_id) => {
+                    return Err(AppError::Conflict {
+                        code: "customer_exists",
+                        message: format!(
+                            "a customer with this email already exists: {existing_id}"
+                        ),
+                        details: Map::from_iter([("existing_id".to_string(), json!(existing_id))]),
+                    });
+                }
+            }
+            events::append(
+                tx,
+                NewEvent::new(
+                    kind::CUSTOMER_UPDATED,
+                    &next.id,
+                    Some(next.id.clone()),
+                    json!({ "customer_id": next.id, "changed": changed }),
+                    now,
+                ),
+            );
+            let next = Customer {
+                updated_at: now,
+                ..next
+            };
+            let view = CustomerView::new(&next, stored.as_ref());
+            Ok(Written::json(StatusCode::OK, &view, Some(&next.id)))
+        })
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -154,6 +278,8 @@ pub struct ListParams {
     pub starting_after: Option<String>,
     /// Only the customer with this email (case-insensitive).
     pub email: Option<String>,
+    /// Only customers in this segment (e.g. `high_value`), as last computed.
+    pub segment: Option<String>,
 }
 
 /// The customer named by a request's `customer_id`: it must exist and not be erased before
@@ -208,17 +334,28 @@ pub async fn list(
 ) -> ApiResult<axum::Json<Value>> {
     let (limit, starting_after) =
         page_params(params.limit, params.starting_after, prefix::CUSTOMER)?;
+    if let Some(segment) = &params.segment
+        && !hephaestus_plugins::is_segment_tag(segment)
+    {
+        return Err(AppError::invalid(
+            "segment",
+            "must be a segment tag: 1 to 32 of a-z, 0-9 and _",
+        ));
+    }
     let rows = customers::list(
         &state.store,
         &customers::ListQuery {
             limit: limit + 1,
             starting_after,
             email: params.email,
+            segment: params.segment,
         },
     )
     .await?;
+    let ids: Vec<String> = rows.iter().map(|c| c.id.clone()).collect();
+    let stored = segments::of_many(&state.store, &ids).await?;
     Ok(axum::Json(write::page_of(rows, limit, |r| {
-        CustomerView::from(r)
+        CustomerView::new(r, stored.get(&r.id))
     })))
 }
 
@@ -250,7 +387,7 @@ pub async fn export(
         .collect();
     Ok(axum::Json(json!({
         "object": "customer_export",
-        "customer": view(&customer),
+        "customer": view(&state, &customer).await?,
         "events": events,
         "exported_at": Timestamp::now(),
     })))
@@ -283,6 +420,7 @@ pub async fn erase(
                         NewEvent::about_customer(kind::CUSTOMER_ERASED, &erased.id, now),
                     );
                     idempotency::forget_resource(tx, &erased.id).await?;
+                    segments::forget(tx, &erased.id).await?;
                     erased
                 }
                 None => customers::get_in(tx, &id)

@@ -1,17 +1,19 @@
 //! Background work for one host. Every job here is safe to run on many hosts at once:
 //! flushes add to shared counters, purges are plain deletes of expired rows, due
-//! subscriptions are leased, and webhook events are claimed (`FOR UPDATE SKIP LOCKED` on
-//! PostgreSQL) before they are applied.
+//! subscriptions are leased, webhook events are claimed (`FOR UPDATE SKIP LOCKED` on
+//! PostgreSQL) before they are applied, the segment consumer is leased in the database, and
+//! segment computations never overwrite newer ones.
 
 use std::time::Duration;
 
 use hephaestus_billing::{reconcile, stripe_events, subscriptions};
 use hephaestus_core::Timestamp;
+use hephaestus_core::ids;
 use hephaestus_store::{idempotency, rate_limit};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::AppState;
+use crate::{AppState, segments};
 
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 const RECONCILE_EVERY: Duration = Duration::from_secs(60);
@@ -20,6 +22,10 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 const BILLING_EVERY: Duration = Duration::from_secs(5);
 const WEBHOOK_POLL: Duration = Duration::from_millis(500);
 const WEBHOOK_BATCH: i64 = 128;
+/// Segments follow the event log within about this long.
+const SEGMENTS_POLL: Duration = Duration::from_secs(1);
+/// Segments age with time; the sweep also runs at once when a plugin or the clock changes.
+const SEGMENT_SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// Rate-limit windows are kept a day for diagnosis, then dropped.
 const WINDOW_RETENTION_SECS: i64 = 24 * 60 * 60;
 
@@ -38,6 +44,9 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
         billing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut purge = tokio::time::interval(PURGE_EVERY);
         purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Recomputing segments can take a while (a sweep after a plugin change touches every
+        // customer), so it runs beside the upkeep here, never in its way.
+        let segments = tokio::spawn(keep_segments(state.clone(), shutdown.clone()));
         loop {
             tokio::select! {
                 _ = flush.tick() => {
@@ -65,7 +74,32 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
         if let Err(e) = state.limiter.flush(&state.store).await {
             tracing::warn!(error = %e, "final rate-limit flush failed");
         }
+        let _ = segments.await;
     })
+}
+
+/// Follows the event log and sweeps stale segments until `shutdown` turns true.
+async fn keep_segments(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let mut events = tokio::time::interval(SEGMENTS_POLL);
+    events.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweep = tokio::time::interval(SEGMENT_SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut plugins_changed = state.plugins.subscribe();
+    // Names this host in the consumer leases it takes.
+    let holder = ids::new_id("host");
+    loop {
+        tokio::select! {
+            _ = events.tick() => follow_segments(&state, &holder).await,
+            _ = sweep.tick() => sweep_segments(&state, &shutdown).await,
+            () = state.segment_sweep.notified() => sweep_segments(&state, &shutdown).await,
+            Ok(()) = plugins_changed.changed() => sweep_segments(&state, &shutdown).await,
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 async fn process_webhooks(state: &AppState) {
@@ -76,6 +110,28 @@ async fn process_webhooks(state: &AppState) {
             Ok(_) => break,
             Err(e) => {
                 tracing::warn!(error = %e, "webhook processing failed; will retry");
+                break;
+            }
+        }
+    }
+}
+
+async fn follow_segments(state: &AppState, holder: &str) {
+    match segments::consume(state, holder).await {
+        Ok(n) if n > 0 => tracing::debug!(customers = n, "segments recomputed from events"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "segment recomputation failed; will retry"),
+    }
+}
+
+async fn sweep_segments(state: &AppState, shutdown: &watch::Receiver<bool>) {
+    // Drain what is stale, batch by batch: a plugin change or a clock jump ages them all.
+    while !*shutdown.borrow() {
+        match segments::sweep(state).await {
+            Ok(0) => break,
+            Ok(n) => tracing::debug!(customers = n, "stale segments recomputed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "segment sweep failed; will retry");
                 break;
             }
         }

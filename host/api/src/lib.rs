@@ -9,6 +9,8 @@
 //! - [`customers`], [`catalog`], [`payments`]: customers, products and prices, payments.
 //! - [`subscriptions`]: subscriptions and their invoices.
 //! - [`decisions`]: quotes, price recommendations and customer profiles, decided by plugins.
+//! - [`segments`]: customer segments, kept current from the event log.
+//! - [`engagement`]: personalization and campaign-trigger decisions, previewed over HTTP.
 //! - [`reporting`]: exchange rates and totals per currency and in the reporting currency.
 //! - [`sandbox`]: the sandbox gateway's test controls, and its business clock.
 //! - [`webhooks`]: the signature-verified Stripe webhook intake.
@@ -20,6 +22,7 @@ pub mod auth;
 pub mod catalog;
 pub mod customers;
 pub mod decisions;
+pub mod engagement;
 pub mod error;
 pub mod extract;
 pub mod jobs;
@@ -30,6 +33,7 @@ pub mod payments;
 pub mod rate_limit;
 pub mod reporting;
 pub mod sandbox;
+pub mod segments;
 pub mod subscriptions;
 pub mod webhooks;
 pub mod write;
@@ -130,6 +134,8 @@ pub struct AppState {
     pub gateway: Arc<dyn Gateway>,
     /// Wakes this host's webhook worker when an event arrives.
     pub webhook_worker: Arc<tokio::sync::Notify>,
+    /// Wakes this host's segment sweep (the business clock moved: segments aged at once).
+    pub segment_sweep: Arc<tokio::sync::Notify>,
     /// The WebAssembly plugins that make business decisions.
     pub plugins: PluginHost,
     /// Reloads plugins whose files change; dropped with the last clone of the state.
@@ -187,6 +193,7 @@ impl AppState {
             plugin_watcher,
             gateway,
             webhook_worker: Arc::new(tokio::sync::Notify::new()),
+            segment_sweep: Arc::new(tokio::sync::Notify::new()),
             key_cache: Arc::new(auth::KeyCache::new(config.key_cache_ttl)),
             limiter: Arc::new(RateLimiter::new(config.rate_limit)),
             metrics: Arc::new(metrics::Metrics::default()),
@@ -224,7 +231,9 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         )
         .route(
             "/revenue/customers/{id}",
-            get(customers::get).delete(customers::erase),
+            get(customers::get)
+                .post(customers::update)
+                .delete(customers::erase),
         )
         .route("/revenue/customers/{id}/export", get(customers::export))
         .route(
@@ -282,6 +291,8 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
             post(decisions::optimize_pricing),
         )
         .route("/plugins", get(decisions::list_plugins))
+        .route("/plugins/personalize", post(engagement::personalize))
+        .route("/plugins/trigger", post(engagement::trigger))
         .route("/audit", get(ops::audit_list))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -48,6 +48,7 @@ impl Modify for BearerKey {
     paths(
         crate::customers::create,
         crate::customers::get,
+        crate::customers::update,
         crate::customers::list,
         crate::customers::export,
         crate::customers::erase,
@@ -85,11 +86,12 @@ impl Modify for BearerKey {
         crate::ops::health,
         crate::ops::ready,
     ),
-    components(schemas(ErrorBody, ErrorDetail, crate::customers::CustomerView, crate::customers::CreateCustomer,
+    components(schemas(ErrorBody, ErrorDetail, crate::customers::CustomerView, crate::customers::CreateCustomer, crate::customers::UpdateCustomer,
         crate::payments::PaymentView, crate::payments::RefundView, crate::payments::CreatePayment, crate::payments::CreateRefund,
         crate::catalog::ProductView, crate::catalog::CreateProduct, crate::catalog::PriceView, crate::catalog::CreatePrice,
         crate::catalog::RecurringView, crate::catalog::RecurringRequest, crate::catalog::UpdatePrice, crate::sandbox::Authenticate, crate::webhooks::InboxView,
-        crate::reporting::RateView, crate::reporting::SetRate)),
+        crate::reporting::RateView, crate::reporting::SetRate,
+        crate::engagement::PersonalizeBody, crate::engagement::PersonalizationView, crate::engagement::TriggerBody, crate::engagement::TriggerView)),
     modifiers(&BearerKey),
     tags(
         (name = "customers", description = "Customer records, export and erasure"),

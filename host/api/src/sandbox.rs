@@ -231,6 +231,8 @@ pub async fn advance_clock(
         .await
         .map_err(|e| AppError::Unavailable(format!("billing did not finish: {e}")))?;
         state.refresh_clock().await?;
+        // Segments depend on time: the jump aged every customer's at once.
+        state.segment_sweep.notify_one();
         clock_view(&state, Some(billed)).await
     }
     .await;

@@ -63,6 +63,87 @@ impl NewCustomer {
     }
 }
 
+/// A validated change to a customer's details. Absent fields stay as they are; metadata
+/// keys are merged into what is there, and a key given an empty value is removed (as
+/// Stripe does).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomerChanges {
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub metadata: Option<Metadata>,
+}
+
+impl CustomerChanges {
+    pub fn validate(
+        email: Option<String>,
+        name: Option<String>,
+        metadata: Option<Metadata>,
+    ) -> Result<Self, ValidationError> {
+        let email = email.map(|e| validate_email(e.trim())).transpose()?;
+        if let Some(name) = &name {
+            if name.trim().is_empty() {
+                return Err(ValidationError::new("name", "must not be empty when given"));
+            }
+            check_text("name", name, MAX_NAME_CHARS)?;
+        }
+        if let Some(metadata) = &metadata {
+            for (key, value) in metadata {
+                if key.is_empty() {
+                    return Err(ValidationError::new("metadata", "keys must not be empty"));
+                }
+                check_text(&format!("metadata.{key}"), key, MAX_METADATA_KEY_CHARS)?;
+                check_text(&format!("metadata.{key}"), value, MAX_METADATA_VALUE_CHARS)?;
+            }
+        }
+        if email.is_none() && name.is_none() && metadata.is_none() {
+            return Err(ValidationError::new(
+                "body",
+                "give at least one of email, name, metadata",
+            ));
+        }
+        Ok(Self {
+            email,
+            name,
+            metadata,
+        })
+    }
+
+    /// `customer` with the changes applied, and the names of the fields that changed.
+    pub fn apply(
+        &self,
+        customer: &Customer,
+    ) -> Result<(Customer, Vec<&'static str>), ValidationError> {
+        let mut next = customer.clone();
+        let mut changed = Vec::new();
+        if let Some(email) = &self.email
+            && next.email.as_deref() != Some(email.as_str())
+        {
+            next.email = Some(email.clone());
+            changed.push("email");
+        }
+        if let Some(name) = &self.name
+            && next.name.as_deref() != Some(name.as_str())
+        {
+            next.name = Some(name.clone());
+            changed.push("name");
+        }
+        if let Some(metadata) = &self.metadata {
+            for (key, value) in metadata {
+                if value.is_empty() {
+                    next.metadata.remove(key);
+                } else {
+                    next.metadata.insert(key.clone(), value.clone());
+                }
+            }
+            validate_metadata(&next.metadata)?;
+            if next.metadata != customer.metadata {
+                changed.push("metadata");
+            }
+        }
+        Ok((next, changed))
+    }
+}
+
 /// Accepts the addresses people actually use (`local@domain.tld`) and rejects display-name
 /// forms, IP literals, dotless domains and anything with spaces or controls.
 pub fn validate_email(email: &str) -> Result<String, ValidationError> {
@@ -121,6 +202,56 @@ pub fn validate_metadata(metadata: &Metadata) -> Result<(), ValidationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn customer() -> Customer {
+        Customer {
+            id: "cus_1".into(),
+            email: Some("a@example.com".into()),
+            name: Some("Ada".into()),
+            metadata: Metadata::from([("plan".into(), "pro".into()), ("seats".into(), "3".into())]),
+            created_at: Timestamp::from_micros(0),
+            updated_at: Timestamp::from_micros(0),
+            erased_at: None,
+        }
+    }
+
+    #[test]
+    fn changes_merge_metadata_and_name_what_changed() {
+        let changes = CustomerChanges::validate(
+            None,
+            Some("Ada".into()),
+            Some(Metadata::from([
+                ("plan".into(), "enterprise".into()),
+                ("seats".into(), String::new()),
+            ])),
+        )
+        .unwrap();
+        let (next, changed) = changes.apply(&customer()).unwrap();
+        assert_eq!(changed, ["metadata"]);
+        assert_eq!(
+            next.metadata,
+            Metadata::from([("plan".into(), "enterprise".into())])
+        );
+        let same = CustomerChanges::validate(Some(" a@example.com ".into()), None, None).unwrap();
+        assert_eq!(same.apply(&customer()).unwrap().1, Vec::<&str>::new());
+        assert_eq!(
+            CustomerChanges::validate(None, None, None)
+                .unwrap_err()
+                .field,
+            "body"
+        );
+        assert_eq!(
+            CustomerChanges::validate(Some("nope".into()), None, None)
+                .unwrap_err()
+                .field,
+            "email"
+        );
+        let many: Metadata = (0..=MAX_METADATA_KEYS)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
+        let changes = CustomerChanges::validate(None, None, Some(many)).unwrap();
+        assert_eq!(changes.apply(&customer()).unwrap_err().field, "metadata");
+    }
 
     #[test]
     fn accepts_ordinary_addresses() {

@@ -9,6 +9,9 @@ use crate::{Timestamp, ids};
 pub mod kind {
     pub const CUSTOMER_CREATED: &str = "customer.created";
     pub const CUSTOMER_ERASED: &str = "customer.erased";
+    pub const CUSTOMER_UPDATED: &str = "customer.updated";
+    /// The segmentation slot gave a customer a different set of segment tags.
+    pub const CUSTOMER_SEGMENTS_CHANGED: &str = "customer.segments_changed";
     pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
     pub const PAYMENT_FAILED: &str = "payment.failed";
     pub const PAYMENT_REQUIRES_ACTION: &str = "payment.requires_action";

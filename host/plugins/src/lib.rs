@@ -63,6 +63,7 @@ pub use status::{
     DecidedBy, Decision, DefaultCount, DefaultReason, MetricsSnapshot, PluginState, PluginStatus,
 };
 pub use tools::{CallReport, ToolError};
+pub use validate::is_segment_tag;
 pub use watcher::PluginWatcher;
 
 use registry::{Registry, ReloadOutcome};
@@ -213,6 +214,20 @@ impl PluginHost {
     /// The untyped form of [`PluginHost::decide`] / [`PluginHost::decide_with`].
     pub fn decide_request(&self, request: &Request, plugin: Option<&str>) -> Decision<Response> {
         self.registry.decide(request, plugin)
+    }
+
+    /// Names what serves `world` for every product: the plugin's content hash and its
+    /// manifest's (a config change alters decisions as much as new code does), or `None`
+    /// when the built-in default does. Lets derived data (stored segments) be recomputed
+    /// when what decided it is replaced.
+    pub fn serving(&self, world: World) -> Option<String> {
+        self.registry.snapshot().serving(world).map(|p| {
+            format!(
+                "{}:{}",
+                p.version,
+                p.manifest_hash.as_deref().unwrap_or("no-manifest")
+            )
+        })
     }
 
     /// The status of every plugin, loaded or failed, sorted by file stem.

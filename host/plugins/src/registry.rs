@@ -59,6 +59,11 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
+    /// The plugin serving `world` for every product, if one does.
+    pub fn serving(&self, world: World) -> Option<&Arc<LoadedPlugin>> {
+        self.serving_all.get(&world)
+    }
+
     fn new(plugins: BTreeMap<String, Arc<LoadedPlugin>>) -> Self {
         let mut by_name_sorted: Vec<&Arc<LoadedPlugin>> = plugins.values().collect();
         by_name_sorted.sort_by(|a, b| a.name.cmp(&b.name).then(a.stem.cmp(&b.stem)));

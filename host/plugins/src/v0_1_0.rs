@@ -22,14 +22,14 @@ pub const VERSION: &str = "0.1.0";
 
 mod imports {
     wasmtime::component::bindgen!({
-        path: "../../wit",
+        path: "../../wit/v0.1.0",
         world: "plugin-host",
     });
 }
 
 mod pricing {
     wasmtime::component::bindgen!({
-        path: "../../wit",
+        path: "../../wit/v0.1.0",
         world: "pricing",
         with: {
             "hephaestus:plugins/types": super::imports::hephaestus::plugins::types,
@@ -42,7 +42,7 @@ mod pricing {
 
 mod segmentation {
     wasmtime::component::bindgen!({
-        path: "../../wit",
+        path: "../../wit/v0.1.0",
         world: "segmentation",
         with: {
             "hephaestus:plugins/types": super::imports::hephaestus::plugins::types,
@@ -55,7 +55,7 @@ mod segmentation {
 
 mod personalization {
     wasmtime::component::bindgen!({
-        path: "../../wit",
+        path: "../../wit/v0.1.0",
         world: "personalization",
         with: {
             "hephaestus:plugins/types": super::imports::hephaestus::plugins::types,
@@ -68,7 +68,7 @@ mod personalization {
 
 mod campaign_trigger {
     wasmtime::component::bindgen!({
-        path: "../../wit",
+        path: "../../wit/v0.1.0",
         world: "campaign-trigger",
         with: {
             "hephaestus:plugins/types": super::imports::hephaestus::plugins::types,
@@ -382,5 +382,69 @@ fn action(a: trigger::Action) -> model::Action {
             customer_id: e.customer_id,
             delay_seconds: e.delay_seconds,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    fn wit_files(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wit"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// A released contract never changes: plugins built against it must keep loading. The
+    /// host binds 0.1.0 from the frozen copy in `wit/v0.1.0/`; while `wit/` (what guests
+    /// build against) still says 0.1.0, it must be that copy byte for byte. Changing the
+    /// contract means a new version in `wit/` and a new bindings module beside this one.
+    #[test]
+    fn the_released_wit_is_frozen() {
+        let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wit");
+        let frozen = wit.join("v0.1.0");
+        let frozen_files = wit_files(&frozen);
+        assert!(!frozen_files.is_empty(), "no WIT in {}", frozen.display());
+        for file in &frozen_files {
+            let text = std::fs::read_to_string(file).unwrap();
+            assert!(
+                text.starts_with(&format!("package {}@{};", super::PACKAGE, super::VERSION)),
+                "{} is not {}@{}",
+                file.display(),
+                super::PACKAGE,
+                super::VERSION
+            );
+        }
+        let current = wit_files(&wit);
+        let says_0_1_0 = current.iter().all(|f| {
+            std::fs::read_to_string(f).unwrap().starts_with(&format!(
+                "package {}@{};",
+                super::PACKAGE,
+                super::VERSION
+            ))
+        });
+        if says_0_1_0 {
+            let names = |files: &[PathBuf]| -> Vec<_> {
+                files
+                    .iter()
+                    .map(|f| f.file_name().unwrap().to_owned())
+                    .collect()
+            };
+            assert_eq!(names(&current), names(&frozen_files));
+            for file in &current {
+                assert!(
+                    std::fs::read(file).unwrap()
+                        == std::fs::read(frozen.join(file.file_name().unwrap())).unwrap(),
+                    "{} changed but still says {}: the released contract is frozen; \
+                     give the change a new version",
+                    file.display(),
+                    super::VERSION
+                );
+            }
+        }
     }
 }

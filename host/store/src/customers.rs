@@ -92,12 +92,16 @@ pub struct ListQuery {
     pub starting_after: Option<String>,
     /// Only the customer with this address, compared case-insensitively.
     pub email: Option<String>,
+    /// Only customers whose stored segments include this tag.
+    pub segment: Option<String>,
 }
 
 pub async fn list(store: &Store, q: &ListQuery) -> Result<Vec<Customer>> {
     let sql = format!(
         "SELECT {COLUMNS} FROM customers
           WHERE ($1 IS NULL OR id < $1) AND ($2 IS NULL OR email_key = $2)
+            AND ($4 IS NULL OR EXISTS (SELECT 1 FROM customer_segments s
+                                        WHERE s.customer_id = customers.id AND s.segment = $4))
           ORDER BY id DESC LIMIT $3"
     );
     let email_key = q.email.as_ref().map(|e| e.trim().to_lowercase());
@@ -105,9 +109,76 @@ pub async fn list(store: &Store, q: &ListQuery) -> Result<Vec<Customer>> {
         .bind(&q.starting_after)
         .bind(&email_key)
         .bind(q.limit)
+        .bind(&q.segment)
         .fetch_all(e)
         .await)?;
     rows.into_iter().map(Customer::try_from).collect()
+}
+
+/// Writes `next` (a customer read in this transaction, with changes applied), unless it
+/// was erased meanwhile. Returns `Err(existing_id)` when its email belongs to another
+/// customer; the transaction stays usable either way.
+pub async fn update(
+    tx: &mut Tx,
+    next: &Customer,
+    now: Timestamp,
+) -> Result<std::result::Result<bool, String>> {
+    let metadata = metadata_json(&next.metadata)?;
+    let email_key = next.email.as_ref().map(|e| e.to_lowercase());
+    // A savepoint, so that losing a race for the address to another request (a unique
+    // violation) does not abort the whole transaction on PostgreSQL.
+    with_tx!(&mut *tx, |c| sqlx::query("SAVEPOINT customer_update")
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    let updated = with_tx!(&mut *tx, |c| {
+        sqlx::query(
+        "UPDATE customers SET email = $2, email_key = $3, name = $4, metadata = $5, updated_at = $6
+          WHERE id = $1 AND erased_at IS NULL"
+    )
+    .bind(&next.id)
+    .bind(&next.email)
+    .bind(&email_key)
+    .bind(&next.name)
+    .bind(&metadata)
+    .bind(now.as_micros())
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected())
+    });
+    match updated {
+        Ok(r) => {
+            with_tx!(&mut *tx, |c| sqlx::query(
+                "RELEASE SAVEPOINT customer_update"
+            )
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+            Ok(Ok(r == 1))
+        }
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            with_tx!(&mut *tx, |c| sqlx::query(
+                "ROLLBACK TO SAVEPOINT customer_update"
+            )
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+            with_tx!(&mut *tx, |c| sqlx::query(
+                "RELEASE SAVEPOINT customer_update"
+            )
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+            let existing: String = with_tx!(tx, |c| sqlx::query_scalar(
+                "SELECT id FROM customers WHERE email_key = $1"
+            )
+            .bind(&email_key)
+            .fetch_one(c)
+            .await)?;
+            Ok(Err(existing))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Erases a customer's personal data, keeping the row (and so every reference to the id).

@@ -59,6 +59,18 @@ impl TryFrom<EventRow> for Event {
     }
 }
 
+/// One event by its id (`evt_…`).
+pub async fn get(store: &Store, id: &str) -> Result<Option<Event>> {
+    let row: Option<EventRow> = with_read!(store, |e| sqlx::query_as(
+        "SELECT seq, id, type, customer_id, subject_id, data, occurred_at
+           FROM events WHERE id = $1"
+    )
+    .bind(id)
+    .fetch_optional(e)
+    .await)?;
+    row.map(Event::try_from).transpose()
+}
+
 /// Every event about one customer, oldest first.
 pub async fn for_customer(store: &Store, customer_id: &str) -> Result<Vec<Event>> {
     let rows: Vec<EventRow> = with_read!(store, |e| sqlx::query_as(

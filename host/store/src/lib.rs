@@ -10,9 +10,11 @@
 //! - [`exchange_rates`]: rates for reporting in one currency, and per-currency totals.
 //! - [`inbox`]: verified gateway webhooks waiting to be applied.
 //! - [`catalog`]: products and prices.
+//! - [`consumers`]: positions of the event log's consumers, leased to one host at a time.
 //! - [`customers`]: customer records, lookup, listing and erasure.
 //! - [`payments`]: payments and refunds as the host records them.
 //! - [`profiles`]: a customer's activity and the sales per price, summarised for decisions.
+//! - [`segments`]: customer segments as last decided.
 //! - [`subscriptions`]: subscriptions, invoices and their lines, and the business clock.
 //!
 //! Writes go through [`Store::write`]: on SQLite a single writer thread commits concurrent
@@ -26,6 +28,7 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod consumers;
 pub mod customers;
 pub mod disputes;
 pub mod events;
@@ -36,6 +39,7 @@ pub mod keys;
 pub mod payments;
 pub mod profiles;
 pub mod rate_limit;
+pub mod segments;
 pub mod subscriptions;
 mod writer;
 
