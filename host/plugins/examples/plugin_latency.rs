@@ -8,7 +8,10 @@
 //!
 //! For each of the Rust, JavaScript and Python plugins found in `target/plugins/` it
 //! reports compile time (cold, empty cache), precompiled-cache load time, and p50/p99/max
-//! of `CALLS` sequential decisions (default 5,000) after 200 warm-up calls.
+//! of `CALLS` sequential decisions (default 5,000) after 200 warm-up calls. Plugins that
+//! start slowly (JavaScript, Python) are measured three ways: every instance made on the
+//! request path (no warm pool), with the warm pool and calls back to back (faster than the
+//! pool refills on a 2-core machine), and with the warm pool and one call every 2 ms.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,12 +74,14 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[rank.min(sorted.len()) - 1]
 }
 
-/// Sorted latencies, plus the last call's fuel and peak memory.
+/// Sorted latencies, plus the last call's fuel and peak memory. With `pace`, one call
+/// starts every `pace` (the next is skipped ahead if a call overruns).
 fn run<R: Decide>(
     host: &PluginHost,
     name: &str,
     request: &R,
     calls: usize,
+    pace: Option<Duration>,
 ) -> (Vec<Duration>, u64, u64) {
     for _ in 0..200 {
         let d = host.decide_with(name, request);
@@ -84,7 +89,17 @@ fn run<R: Decide>(
     }
     let mut samples = Vec::with_capacity(calls);
     let (mut fuel, mut memory) = (0, 0);
+    let mut next = Instant::now();
     for _ in 0..calls {
+        if let Some(pace) = pace {
+            next += pace;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            } else {
+                next = now;
+            }
+        }
         let started = Instant::now();
         let d = host.decide_with(name, request);
         samples.push(started.elapsed());
@@ -95,8 +110,9 @@ fn run<R: Decide>(
     (samples, fuel, memory)
 }
 
-fn host(plugins: &Path, cache: &Path) -> PluginHost {
+fn host(plugins: &Path, cache: &Path, warm_instances: usize) -> PluginHost {
     let mut config = HostConfig::new(plugins);
+    config.warm_instances = warm_instances;
     config.cache_dir = Some(cache.to_owned());
     config.clock = Arc::new(|| NOW);
     PluginHost::new(config).expect("host starts")
@@ -113,9 +129,9 @@ fn main() {
     std::fs::create_dir_all(&plugins).expect("temp dir");
 
     println!(
-        "| plugin | size | compile (cold) | cache load | p50 | p99 | max | calls | fuel/call | peak memory |"
+        "| plugin | size | compile (cold) | cache load | start | instances | p50 | p99 | max | calls | fuel/call | peak memory |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for case in CASES {
         let source = fixtures.join(case.file);
         if !source.is_file() {
@@ -143,57 +159,71 @@ fn main() {
         let manifest = toml::to_string(&manifest).expect("manifest serialises");
         std::fs::write(plugins.join(format!("{stem}.toml")), manifest).expect("manifest");
 
-        let cold = host(&plugins, &cache);
+        let cold = host(&plugins, &cache, 0);
         let started = Instant::now();
         let loaded = cold.reload(stem);
         let compile = started.elapsed();
         assert_eq!(loaded, LoadResult::Loaded, "{}", case.label);
         drop(cold);
-        let warm = host(&plugins, &cache);
-        let started = Instant::now();
-        assert_eq!(warm.reload(stem), LoadResult::Loaded);
-        let cache_load = started.elapsed();
-        assert_eq!(
-            warm.cache_stats().compiles,
-            0,
-            "second host must not compile"
-        );
-
-        let (samples, fuel, memory) = if case.file.contains("segments") {
-            run(
-                &warm,
-                stem,
-                &SegmentRequest {
-                    customer: customer(),
-                },
-                calls,
-            )
-        } else {
-            let request = QuoteRequest {
-                customer: customer(),
-                product_id: "prod_seats".into(),
-                product_name: "Seats".into(),
-                price_id: "price_seats".into(),
-                unit_price: Money::new(9_700, "USD"),
-                quantity: 12,
-                interval: Some("month".into()),
-                context: vec![],
+        let pace = Duration::from_millis(2);
+        let modes: [(&str, usize, Option<Duration>); 3] = [
+            ("made per call", 0, None),
+            ("warm pool, back to back", 4, None),
+            ("warm pool, 1 call / 2 ms", 4, Some(pace)),
+        ];
+        for (mode, warm_instances, pace) in modes {
+            let host = host(&plugins, &cache, warm_instances);
+            let started = Instant::now();
+            assert_eq!(host.reload(stem), LoadResult::Loaded);
+            let cache_load = started.elapsed();
+            assert_eq!(
+                host.cache_stats().compiles,
+                0,
+                "a cached host must not compile"
+            );
+            let status = host.list().into_iter().next().expect("one plugin");
+            if warm_instances > 0 && status.warm_instances == 0 {
+                // Starts fast: no pool, so nothing more to measure.
+                break;
+            }
+            let calls = if pace.is_some() {
+                calls.min(2_000)
+            } else {
+                calls
             };
-            run(&warm, stem, &request, calls)
-        };
-        println!(
-            "| {} | {} KB | {:.1?} | {:.1?} | {:.1?} | {:.1?} | {:.1?} | {} | {} | {} KiB |",
-            case.label,
-            size / 1024,
-            compile,
-            cache_load,
-            percentile(&samples, 0.5),
-            percentile(&samples, 0.99),
-            samples[samples.len() - 1],
-            samples.len(),
-            fuel,
-            memory / 1024
-        );
+            let (samples, fuel, memory) = if case.file.contains("segments") {
+                let request = SegmentRequest {
+                    customer: customer(),
+                };
+                run(&host, stem, &request, calls, pace)
+            } else {
+                let request = QuoteRequest {
+                    customer: customer(),
+                    product_id: "prod_seats".into(),
+                    product_name: "Seats".into(),
+                    price_id: "price_seats".into(),
+                    unit_price: Money::new(9_700, "USD"),
+                    quantity: 12,
+                    interval: Some("month".into()),
+                    context: vec![],
+                };
+                run(&host, stem, &request, calls, pace)
+            };
+            println!(
+                "| {} | {} KB | {:.1?} | {:.1?} | {:.1?} | {mode} | {:.1?} | {:.1?} | {:.1?} | {} | {} | {} KiB |",
+                case.label,
+                size / 1024,
+                compile,
+                cache_load,
+                status.start_time,
+                percentile(&samples, 0.5),
+                percentile(&samples, 0.99),
+                samples[samples.len() - 1],
+                samples.len(),
+                fuel,
+                memory / 1024
+            );
+        }
         let _ = std::fs::remove_file(plugins.join(case.file));
     }
     let _ = std::fs::remove_dir_all(&work);

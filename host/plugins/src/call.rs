@@ -2,7 +2,10 @@
 //! deadline and a memory limiter, then classified into an answer or a [`Fault`].
 //!
 //! Nothing survives between calls: a store whose call trapped cannot be entered again,
-//! and a plugin that could keep state would make decisions depend on call order.
+//! and a plugin that could keep state would make decisions depend on call order. The
+//! instance may have been made ahead of the call (see [`crate::warm`]); it is still used
+//! once, and the fuel its start code burned is charged to the call it serves, so a call's
+//! cost is the same either way.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +21,7 @@ use crate::capabilities::log::{CallLog, LogLevel, LogLine, LogSource};
 use crate::capabilities::stdio::CapturedPipe;
 use crate::manifest::EffectiveLimits;
 use crate::model::{Request, Response};
-use crate::v0_1_0::TypedPre;
+use crate::v0_1_0::{TypedInstance, TypedPre};
 use crate::validate;
 
 /// Largest request, by estimated serialised size, handed to a plugin. A customer profile
@@ -208,14 +211,58 @@ pub(crate) struct CallOutcome {
     pub peak_memory: u64,
     pub log: Vec<LogLine>,
     pub log_dropped: u32,
+    /// The used store. Dropping it frees the instance (for a large interpreter, a
+    /// noticeable unmapping), so the caller decides where that happens.
+    pub spent: Option<Spent>,
 }
 
-/// Runs one call and validates the answer. Never panics on anything the plugin controls.
+/// A store whose call is over; only good for dropping.
+pub(crate) struct Spent(#[allow(dead_code)] Store<CallState>);
+
+impl std::fmt::Debug for Spent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Spent")
+    }
+}
+
+/// A store holding a fresh instance that has not been called, or the error that
+/// stopped its start code.
+pub(crate) struct Prepared {
+    store: Store<CallState>,
+    stdout: CapturedPipe,
+    stderr: CapturedPipe,
+    instance: wasmtime::Result<TypedInstance>,
+}
+
+impl Prepared {
+    pub fn is_ok(&self) -> bool {
+        self.instance.is_ok()
+    }
+}
+
+/// Instantiates `target` in a new store under its limits: fuel set, deadline armed.
+pub(crate) fn prepare(engine: &Engine, clock: &BusinessClock, target: &CallTarget<'_>) -> Prepared {
+    let (mut store, stdout, stderr) = new_store(engine, clock, target);
+    let instance = store.set_fuel(target.limits.fuel).and_then(|()| {
+        arm_deadline(&mut store, target);
+        target.pre.instantiate(&mut store)
+    });
+    Prepared {
+        store,
+        stdout,
+        stderr,
+        instance,
+    }
+}
+
+/// Runs one call and validates the answer, on `warm` if given (an instance made ahead of
+/// the call), else on an instance made now. Never panics on anything the plugin controls.
 pub(crate) fn execute(
     engine: &Engine,
     clock: &BusinessClock,
     target: CallTarget<'_>,
     request: &Request,
+    warm: Option<Prepared>,
 ) -> CallOutcome {
     let started = Instant::now();
     let size = validate::input_size(request);
@@ -230,6 +277,7 @@ pub(crate) fn execute(
             peak_memory: 0,
             log: Vec::new(),
             log_dropped: 0,
+            spent: None,
         };
     }
     if target.pre.world() != request.world() {
@@ -248,15 +296,26 @@ pub(crate) fn execute(
             peak_memory: 0,
             log: Vec::new(),
             log_dropped: 0,
+            spent: None,
         };
     }
 
-    let (mut store, stdout, stderr) = new_store(engine, clock, &target);
+    let was_warm = warm.is_some();
+    let Prepared {
+        mut store,
+        stdout,
+        stderr,
+        instance,
+    } = warm.unwrap_or_else(|| prepare(engine, clock, &target));
     let fuel = target.limits.fuel;
-    let mut result = match store.set_fuel(fuel) {
-        Ok(()) => {
-            arm_deadline(&mut store, &target);
-            match target.pre.call(&mut store, request) {
+    let mut result = match instance {
+        Ok(instance) => {
+            if was_warm {
+                // The deadline armed when the instance was made has been running since;
+                // the call gets its whole timeout from now.
+                arm_deadline(&mut store, &target);
+            }
+            match instance.call(&mut store, request) {
                 Ok(Ok(response)) => validate::response(request, response)
                     .map_err(|message| Fault::new(FaultKind::InvalidOutput, message)),
                 Ok(Err(guest)) => Err(Fault::new(
@@ -266,10 +325,7 @@ pub(crate) fn execute(
                 Err(error) => Err(classify(&error, store.data().limiter.refused.as_deref())),
             }
         }
-        Err(error) => Err(Fault::new(
-            FaultKind::Trap,
-            format!("cannot set fuel: {error}"),
-        )),
+        Err(error) => Err(classify(&error, store.data().limiter.refused.as_deref())),
     };
     let duration = started.elapsed();
     let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
@@ -280,7 +336,7 @@ pub(crate) fn execute(
         // Some guests catch the out-of-fuel trap's effects and trap again differently.
         fault.kind = FaultKind::OutOfFuel;
     }
-    let mut state = store.into_data();
+    let state = store.data_mut();
     for (pipe, source, level) in [
         (&stdout, LogSource::Stdout, LogLevel::Info),
         (&stderr, LogSource::Stderr, LogLevel::Warn),
@@ -319,7 +375,11 @@ pub(crate) fn execute(
         }
     }
     let peak_memory = state.limiter.memory_total as u64;
-    let (log, log_dropped) = state.log.finish();
+    let log = std::mem::replace(
+        &mut state.log,
+        CallLog::new(target.name.clone(), target.version.clone()),
+    );
+    let (log, log_dropped) = log.finish();
     CallOutcome {
         result,
         fuel_used,
@@ -327,6 +387,7 @@ pub(crate) fn execute(
         peak_memory,
         log,
         log_dropped,
+        spent: Some(Spent(store)),
     }
 }
 
@@ -373,24 +434,25 @@ fn arm_deadline(store: &mut Store<CallState>, target: &CallTarget<'_>) {
     store.epoch_deadline_trap();
 }
 
-/// Instantiates `target` once, under its limits, without calling it (see
-/// `TypedPre::instantiate_once`). `Err` carries the fault and whether it was a trap (as
-/// opposed to a type mismatch found while looking up the exports).
+/// Instantiates `target` once, under its limits, without calling it, and says how long
+/// that took. `Err` carries the fault and whether it was a trap (as opposed to a type
+/// mismatch found while looking up the exports).
 pub(crate) fn instantiate_once(
     engine: &Engine,
     clock: &BusinessClock,
     target: &CallTarget<'_>,
-) -> Result<(), (Fault, bool)> {
-    let (mut store, _stdout, _stderr) = new_store(engine, clock, target);
-    store
-        .set_fuel(target.limits.fuel)
-        .map_err(|e| (Fault::new(FaultKind::Trap, e.to_string()), true))?;
-    arm_deadline(&mut store, target);
-    target.pre.instantiate_once(&mut store).map_err(|error| {
-        let refused = store.data().limiter.refused.clone();
-        let trapped = refused.is_some() || error.downcast_ref::<Trap>().is_some();
-        (classify(&error, refused.as_deref()), trapped)
-    })
+) -> Result<Duration, (Fault, bool)> {
+    let started = Instant::now();
+    let prepared = prepare(engine, clock, target);
+    let took = started.elapsed();
+    match &prepared.instance {
+        Ok(_) => Ok(took),
+        Err(error) => {
+            let refused = prepared.store.data().limiter.refused.as_deref();
+            let trapped = refused.is_some() || error.downcast_ref::<Trap>().is_some();
+            Err((classify(error, refused), trapped))
+        }
+    }
 }
 
 fn classify(error: &wasmtime::Error, refused: Option<&str>) -> Fault {

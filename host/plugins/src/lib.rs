@@ -39,6 +39,7 @@ mod status;
 mod tools;
 mod v0_1_0;
 mod validate;
+mod warm;
 mod watcher;
 
 use std::sync::Arc;
@@ -344,6 +345,9 @@ fn status_list(registry: &Registry) -> Vec<PluginStatus> {
                 log_lines_dropped: stats.log_lines_dropped,
                 from_cache: plugin.map(|p| p.from_cache),
                 compile_time: plugin.map(|p| p.compile_time).unwrap_or_default(),
+                start_time: plugin.map(|p| p.start_time).unwrap_or_default(),
+                warm_instances: plugin.map_or(0, |p| p.warm.capacity()),
+                warm_ready: plugin.map_or(0, |p| p.warm.ready()),
             }
         })
         .collect()

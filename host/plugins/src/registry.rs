@@ -23,6 +23,7 @@ use crate::manifest::{EffectiveLimits, Manifest};
 use crate::model::{Request, Response, World};
 use crate::stats::PluginStats;
 use crate::status::{DecidedBy, Decision, DefaultReason};
+use crate::warm::{self, Refiller, WarmPool};
 
 /// One loaded plugin version.
 #[derive(Debug)]
@@ -44,7 +45,22 @@ pub(crate) struct LoadedPlugin {
     pub loaded_at: SystemTime,
     pub compile_time: Duration,
     pub from_cache: bool,
+    pub start_time: Duration,
     pub stats: Arc<PluginStats>,
+    /// Instances made ahead of calls; capacity 0 for plugins that start fast.
+    pub warm: WarmPool,
+}
+
+impl LoadedPlugin {
+    pub fn target(&self) -> CallTarget<'_> {
+        CallTarget {
+            name: &self.name,
+            version: &self.version,
+            pre: &self.pre,
+            limits: self.limits,
+            config: &self.config,
+        }
+    }
 }
 
 /// The published state: plugins by stem plus the indexes calls resolve through.
@@ -123,6 +139,9 @@ pub(crate) struct Registry {
     breaker_threshold: u32,
     breaker_cooldown: Duration,
     pub debounce: Duration,
+    /// Pool size for plugins that start slowly (see [`crate::warm`]).
+    warm_instances: usize,
+    refiller: Refiller,
     current: ArcSwap<Snapshot>,
     /// Stats per display name, shared by successive versions.
     stats: Mutex<HashMap<String, Arc<PluginStats>>>,
@@ -159,8 +178,13 @@ pub(crate) enum ReloadOutcome {
 
 impl Registry {
     pub fn new(config: &HostConfig) -> wasmtime::Result<Self> {
+        let runtime = Runtime::new(config)?;
+        let refiller = Refiller::start(runtime.engine.clone(), runtime.clock.clone())
+            .map_err(|e| wasmtime::format_err!("cannot start the warm-instance thread: {e}"))?;
         Ok(Self {
-            runtime: Runtime::new(config)?,
+            runtime,
+            warm_instances: config.warm_instances,
+            refiller,
             plugin_dir: config.plugin_dir.clone(),
             breaker_threshold: config.breaker_threshold,
             breaker_cooldown: config.breaker_cooldown,
@@ -314,6 +338,9 @@ impl Registry {
                     return self.fail(stem, &wasm_path, error);
                 }
                 plugin.stats.reset_breaker();
+                if !plugin.from_cache {
+                    crate::engine::release_freed_memory();
+                }
                 tracing::info!(
                     plugin = %plugin.name,
                     world = %plugin.world,
@@ -322,10 +349,11 @@ impl Registry {
                     compile_time = ?plugin.compile_time,
                     "plugin loaded"
                 );
-                plugins.insert(stem.to_owned(), plugin);
                 // The old failure goes before the new version is published: a reader that
                 // sees the new version must never see it reported as a failed load.
                 lock(&self.failures).remove(stem);
+                self.refiller.request(&plugin);
+                plugins.insert(stem.to_owned(), plugin);
                 self.current.store(Arc::new(Snapshot::new(plugins)));
                 self.bump();
                 ReloadOutcome::Loaded
@@ -377,7 +405,13 @@ impl Registry {
                 checked.world
             ));
         }
+        let warm = if checked.report.start_time >= warm::SLOW_START {
+            self.warm_instances
+        } else {
+            0
+        };
         Ok(LoadedPlugin {
+            warm: WarmPool::new(warm),
             stem: stem.to_owned(),
             stats: self.stats_for(&name),
             name: name.into(),
@@ -391,6 +425,7 @@ impl Registry {
             pre: checked.pre,
             loaded_at: SystemTime::now(),
             compile_time: checked.report.compile_time,
+            start_time: checked.report.start_time,
             from_cache: checked.report.from_cache,
         })
     }
@@ -436,18 +471,20 @@ impl Registry {
                 },
             );
         }
-        let outcome = call::execute(
+        let warm = plugin.warm.take();
+        let mut outcome = call::execute(
             &self.runtime.engine,
             &self.runtime.clock,
-            CallTarget {
-                name: &plugin.name,
-                version: &plugin.version,
-                pre: &plugin.pre,
-                limits: plugin.limits,
-                config: &plugin.config,
-            },
+            plugin.target(),
             request,
+            warm,
         );
+        if let Some(spent) = outcome.spent.take() {
+            self.refiller.dispose(&plugin, spent);
+        }
+        // Asked after the call, not during it: making an instance maps memory, and the
+        // call's own page faults would wait on the same process-wide lock.
+        self.refiller.request(&plugin);
         self.finish(&plugin, request, outcome)
     }
 
@@ -555,6 +592,7 @@ pub(crate) fn execute_once(
             config,
         },
         request,
+        None,
     )
 }
 

@@ -185,6 +185,13 @@ pub struct PluginStatus {
     pub from_cache: Option<bool>,
     #[serde(with = "crate::stats::duration_micros")]
     pub compile_time: Duration,
+    /// One instantiation at load, start code included.
+    #[serde(with = "crate::stats::duration_micros")]
+    pub start_time: Duration,
+    /// Instances kept made ahead of calls (0: each call makes its own), and how many are
+    /// ready now.
+    pub warm_instances: usize,
+    pub warm_ready: usize,
 }
 
 /// Counters for `/metrics`: feed these into a prometheus-client registry.

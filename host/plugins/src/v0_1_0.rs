@@ -166,57 +166,67 @@ impl TypedPre {
         }
     }
 
-    /// Instantiates once without calling anything. The generated `*Pre::new` only finds
-    /// the exported interface; its functions' types are checked when an instance is made,
-    /// so the loader does this once to turn a signature mismatch (or a component that
-    /// traps while starting) into a load error instead of a fault on every call.
-    pub fn instantiate_once(&self, store: &mut Store<CallState>) -> wasmtime::Result<()> {
-        match self {
-            TypedPre::Pricing(pre) => pre.instantiate(store).map(drop),
-            TypedPre::Segmentation(pre) => pre.instantiate(store).map(drop),
-            TypedPre::Personalization(pre) => pre.instantiate(store).map(drop),
-            TypedPre::CampaignTrigger(pre) => pre.instantiate(store).map(drop),
-        }
+    /// Makes a fresh instance in `store`, running the component's start code. The
+    /// generated `*Pre::new` only finds the exported interface; its functions' types are
+    /// checked here, so the loader instantiates once to turn a signature mismatch (or a
+    /// component that traps while starting) into a load error instead of a fault on
+    /// every call.
+    pub fn instantiate(&self, store: &mut Store<CallState>) -> wasmtime::Result<TypedInstance> {
+        Ok(match self {
+            TypedPre::Pricing(pre) => TypedInstance::Pricing(pre.instantiate(store)?),
+            TypedPre::Segmentation(pre) => TypedInstance::Segmentation(pre.instantiate(store)?),
+            TypedPre::Personalization(pre) => {
+                TypedInstance::Personalization(pre.instantiate(store)?)
+            }
+            TypedPre::CampaignTrigger(pre) => {
+                TypedInstance::CampaignTrigger(pre.instantiate(store)?)
+            }
+        })
     }
+}
 
-    /// Instantiates into `store` and makes one call. The outer error is a trap (or an
-    /// instantiation failure); the inner one is the guest's own `Err(..)`.
+/// An instance of one world, made by [`TypedPre::instantiate`] and called at most once.
+pub enum TypedInstance {
+    Pricing(pricing::Pricing),
+    Segmentation(segmentation::Segmentation),
+    Personalization(personalization::Personalization),
+    CampaignTrigger(campaign_trigger::CampaignTrigger),
+}
+
+impl TypedInstance {
+    /// Makes one call into the instance living in `store`. The outer error is a trap;
+    /// the inner one is the guest's own `Err(..)`.
     pub fn call(
         &self,
         store: &mut Store<CallState>,
         request: &Request,
     ) -> wasmtime::Result<Result<Response, String>> {
         match (self, request) {
-            (TypedPre::Pricing(pre), Request::Quote(r)) => {
-                let instance = pre.instantiate(&mut *store)?;
+            (TypedInstance::Pricing(instance), Request::Quote(r)) => {
                 let out = instance
                     .hephaestus_plugins_pricer()
                     .call_quote(&mut *store, &quote_request(r))?;
                 Ok(out.map(|q| Response::Quote(quote(q))))
             }
-            (TypedPre::Pricing(pre), Request::Recommend(r)) => {
-                let instance = pre.instantiate(&mut *store)?;
+            (TypedInstance::Pricing(instance), Request::Recommend(r)) => {
                 let out = instance
                     .hephaestus_plugins_pricer()
                     .call_recommend(&mut *store, &recommend_request(r))?;
                 Ok(out.map(|r| Response::Recommend(recommendation(r))))
             }
-            (TypedPre::Segmentation(pre), Request::Segment(r)) => {
-                let instance = pre.instantiate(&mut *store)?;
+            (TypedInstance::Segmentation(instance), Request::Segment(r)) => {
                 let out = instance
                     .hephaestus_plugins_segmenter()
                     .call_segment(&mut *store, &profile(&r.customer))?;
                 Ok(out.map(Response::Segment))
             }
-            (TypedPre::Personalization(pre), Request::Personalize(r)) => {
-                let instance = pre.instantiate(&mut *store)?;
+            (TypedInstance::Personalization(instance), Request::Personalize(r)) => {
                 let out = instance
                     .hephaestus_plugins_personalizer()
                     .call_personalize(&mut *store, &personalize_request(r))?;
                 Ok(out.map(|p| Response::Personalize(personalization(p))))
             }
-            (TypedPre::CampaignTrigger(pre), Request::OnEvent(r)) => {
-                let instance = pre.instantiate(&mut *store)?;
+            (TypedInstance::CampaignTrigger(instance), Request::OnEvent(r)) => {
                 let customer = r.customer.as_ref().map(profile);
                 let out = instance.hephaestus_plugins_trigger().call_on_event(
                     &mut *store,
@@ -227,11 +237,20 @@ impl TypedPre {
             }
             // Callers route by world before getting here; this is a host bug, reported as
             // a trap-like error rather than a panic.
-            (pre, request) => Err(wasmtime::format_err!(
+            (instance, request) => Err(wasmtime::format_err!(
                 "a {} plugin cannot answer `{}`",
-                pre.world(),
+                instance.world(),
                 request.function()
             )),
+        }
+    }
+
+    pub fn world(&self) -> World {
+        match self {
+            TypedInstance::Pricing(_) => World::Pricing,
+            TypedInstance::Segmentation(_) => World::Segmentation,
+            TypedInstance::Personalization(_) => World::Personalization,
+            TypedInstance::CampaignTrigger(_) => World::CampaignTrigger,
         }
     }
 }

@@ -1,0 +1,126 @@
+//! Instances made ahead of calls for plugins that start slowly (JavaScript, Python): who
+//! gets a pool, and that a pooled instance decides exactly as a fresh one, at the same
+//! fuel, used once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use hephaestus_plugins::PluginHost;
+use hephaestus_plugins::model::{Attribute, CustomerProfile, SegmentRequest};
+
+/// Waits until `stem` has `ready` instances made ahead (the refill thread works in the
+/// background); false if that does not happen within 60 s.
+fn wait_ready(host: &PluginHost, stem: &str, ready: usize) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = host
+            .list()
+            .into_iter()
+            .find(|s| s.file_stem == stem)
+            .expect("plugin listed");
+        if status.warm_ready == ready {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn status(host: &PluginHost, stem: &str) -> hephaestus_plugins::PluginStatus {
+    host.list()
+        .into_iter()
+        .find(|s| s.file_stem == stem)
+        .expect("plugin listed")
+}
+
+#[test]
+fn slow_starting_plugins_get_a_warm_pool_and_fast_ones_do_not() {
+    let t = test_host(|c| c.warm_instances = 3);
+    t.load("volume-pricing.wasm", "volume-pricing", None);
+    t.load("lifecycle-segments-py.wasm", "lifecycle-segments-py", None);
+
+    let rust = status(&t.host, "volume-pricing");
+    let python = status(&t.host, "lifecycle-segments-py");
+    assert!(
+        python.start_time > rust.start_time,
+        "python starts in {:?}, rust in {:?}",
+        python.start_time,
+        rust.start_time
+    );
+    assert_eq!(
+        rust.warm_instances, 0,
+        "a Rust plugin starts fast: {rust:?}"
+    );
+    assert_eq!(python.warm_instances, 3, "{python:?}");
+    assert!(
+        wait_ready(&t.host, "lifecycle-segments-py", 3),
+        "the pool never filled"
+    );
+    assert_eq!(status(&t.host, "volume-pricing").warm_ready, 0);
+
+    // A call takes one; the pool is topped up again behind it.
+    let decision = t.host.decide_with(
+        "lifecycle-segments-py",
+        &SegmentRequest {
+            customer: customer(),
+        },
+    );
+    assert!(decision.by_plugin(), "{:?}", decision.decided_by);
+    assert!(
+        wait_ready(&t.host, "lifecycle-segments-py", 3),
+        "the pool was not refilled"
+    );
+}
+
+#[test]
+fn a_warm_instance_decides_like_a_fresh_one_at_the_same_fuel() {
+    const STEM: &str = "lifecycle-segments-py";
+    let pooled = test_host(|c| c.warm_instances = 2);
+    let fresh = test_host(|c| c.warm_instances = 0);
+    for t in [&pooled, &fresh] {
+        t.load("lifecycle-segments-py.wasm", STEM, None);
+    }
+    assert_eq!(status(&fresh.host, STEM).warm_instances, 0);
+    let s = status(&pooled.host, STEM);
+    assert_eq!(s.warm_instances, 2, "{s:?}");
+
+    let profiles = [
+        customer(),
+        CustomerProfile {
+            created_at: NOW - 3 * DAY,
+            lifetime_value: usd(0),
+            attributes: vec![],
+            ..customer()
+        },
+        CustomerProfile {
+            lifetime_value: usd(900_000),
+            attributes: vec![Attribute::new("plan", "enterprise")],
+            ..customer()
+        },
+    ];
+    for profile in profiles {
+        assert!(wait_ready(&pooled.host, STEM, 2), "pool not full");
+        let request = SegmentRequest { customer: profile };
+        let warm = pooled.host.decide_with(STEM, &request);
+        let cold = fresh.host.decide_with(STEM, &request);
+        assert!(warm.by_plugin() && cold.by_plugin(), "{warm:?} / {cold:?}");
+        assert_eq!(warm.value, cold.value);
+        // The start code's fuel is charged to the call either way: a call's cost does not
+        // depend on whether its instance was made ahead.
+        assert_eq!(warm.fuel_used, cold.fuel_used, "{:?}", warm.value);
+    }
+    // Each call has its own instance: the same request twice costs the same, which it would
+    // not if an instance (and its interpreter's state) were reused.
+    assert!(wait_ready(&pooled.host, STEM, 2));
+    let request = SegmentRequest {
+        customer: customer(),
+    };
+    let first = pooled.host.decide_with(STEM, &request);
+    let second = pooled.host.decide_with(STEM, &request);
+    assert_eq!(first.fuel_used, second.fuel_used);
+    assert_eq!(status(&pooled.host, STEM).faults, 0);
+}
