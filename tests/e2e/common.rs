@@ -9,7 +9,7 @@ use hephaestus_core::keys::Scope;
 use hephaestus_store::{PoolSettings, Store, keys};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 /// Runs an `async fn(Db)` test once per database.
@@ -411,4 +411,32 @@ pub async fn server_with(db: Db, dir: &std::path::Path) -> TestServer {
         ..test_config()
     };
     TestServer::start_with(db, config).await
+}
+
+/// A new product with one recurring USD price (`amount` in major units); its id.
+pub async fn recurring_price(
+    s: &TestServer,
+    amount: Value,
+    interval: &str,
+    trial_days: Option<i64>,
+) -> String {
+    let product = s
+        .post(
+            &s.admin,
+            "/api/v1/revenue/products",
+            &json!({"name": "Pro"}),
+            None,
+        )
+        .await;
+    assert_eq!(product.status, StatusCode::CREATED, "{}", product.body);
+    let mut body = json!({"product_id": product.body["id"], "currency": "usd",
+        "unit_amount": amount, "recurring": {"interval": interval}});
+    if let Some(t) = trial_days {
+        body["trial_days"] = json!(t);
+    }
+    let p = s
+        .post(&s.admin, "/api/v1/revenue/prices", &body, None)
+        .await;
+    assert_eq!(p.status, StatusCode::CREATED, "{}", p.body);
+    p.body["id"].as_str().unwrap().to_string()
 }

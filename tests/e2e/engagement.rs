@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::both_dbs;
-use crate::common::{Db, TestServer, plugin_dir, server_with};
+use crate::common::{Db, TestServer, plugin_dir, recurring_price, server_with};
 
 both_dbs!(
     personalization_picks_a_subject_by_segment,
@@ -19,6 +19,11 @@ fn campaign() -> Value {
 
 async fn personalize(s: &TestServer, body: &Value) -> crate::common::Reply {
     s.post(&s.admin, "/api/v1/plugins/personalize", body, None)
+        .await
+}
+
+async fn trigger(s: &TestServer, body: &Value) -> crate::common::Reply {
+    s.post(&s.admin, "/api/v1/plugins/trigger", body, None)
         .await
 }
 
@@ -105,14 +110,7 @@ async fn triggers_answer_events_of_the_log(db: Db) {
     let id = c["id"].as_str().unwrap();
     let created = event_id(&s, id, "customer.created").await;
 
-    let r = s
-        .post(
-            &s.admin,
-            "/api/v1/plugins/trigger",
-            &json!({"event_id": created}),
-            None,
-        )
-        .await;
+    let r = trigger(&s, &json!({"event_id": created})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["event_type"], "customer.created");
     assert_eq!(r.body["decided_by"]["plugin"], "lifecycle-triggers");
@@ -124,27 +122,12 @@ async fn triggers_answer_events_of_the_log(db: Db) {
     assert_eq!(actions[0]["delay_seconds"], 0);
 
     // A canceled subscription asks for a win-back a week later.
-    let product = s
-        .post(
-            &s.admin,
-            "/api/v1/revenue/products",
-            &json!({"name": "Pro"}),
-            None,
-        )
-        .await;
-    let price = s
-        .post(
-            &s.admin,
-            "/api/v1/revenue/prices",
-            &json!({"product_id": product.body["id"], "currency": "usd", "unit_amount": 20, "recurring": {"interval": "month"}}),
-            None,
-        )
-        .await;
+    let price = recurring_price(&s, json!(20), "month", None).await;
     let sub = s
         .post(
             &s.admin,
             "/api/v1/revenue/subscriptions",
-            &json!({"customer_id": id, "price_id": price.body["id"], "payment_method": "pm_card_visa"}),
+            &json!({"customer_id": id, "price_id": price, "payment_method": "pm_card_visa"}),
             None,
         )
         .await;
@@ -162,14 +145,7 @@ async fn triggers_answer_events_of_the_log(db: Db) {
         .await;
     assert_eq!(canceled.status, StatusCode::OK, "{}", canceled.body);
     let event = event_id(&s, id, "subscription.canceled").await;
-    let r = s
-        .post(
-            &s.admin,
-            "/api/v1/plugins/trigger",
-            &json!({"event_id": event}),
-            None,
-        )
-        .await;
+    let r = trigger(&s, &json!({"event_id": event})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let actions = r.body["actions"].as_array().unwrap();
     assert_eq!(actions.len(), 1, "{}", r.body);
@@ -178,14 +154,7 @@ async fn triggers_answer_events_of_the_log(db: Db) {
 
     // Other events trigger nothing.
     let paid = event_id(&s, id, "payment.succeeded").await;
-    let r = s
-        .post(
-            &s.admin,
-            "/api/v1/plugins/trigger",
-            &json!({"event_id": paid}),
-            None,
-        )
-        .await;
+    let r = trigger(&s, &json!({"event_id": paid})).await;
     assert_eq!(r.body["actions"], json!([]), "{}", r.body);
 
     for body in [
@@ -193,9 +162,7 @@ async fn triggers_answer_events_of_the_log(db: Db) {
         json!({"event_id": "pay_x"}),
         json!({}),
     ] {
-        let r = s
-            .post(&s.admin, "/api/v1/plugins/trigger", &body, None)
-            .await;
+        let r = trigger(&s, &body).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
     }
 }
@@ -215,14 +182,7 @@ async fn without_plugins_nothing_is_personalized_or_triggered(db: Db) {
     assert_eq!(r.body["variables"], json!({"offer": "10%"}));
     assert_eq!(r.body["decided_by"]["kind"], "default");
     let created = event_id(&s, id, "customer.created").await;
-    let r = s
-        .post(
-            &s.admin,
-            "/api/v1/plugins/trigger",
-            &json!({"event_id": created}),
-            None,
-        )
-        .await;
+    let r = trigger(&s, &json!({"event_id": created})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["actions"], json!([]));
     assert_eq!(r.body["decided_by"]["reason"], "no_plugin");

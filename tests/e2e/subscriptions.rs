@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::both_dbs;
-use crate::common::{Db, TestServer, test_config};
+use crate::common::{Db, TestServer, recurring_price, test_config};
 
 both_dbs!(
     trial_renewal_failed_renewal_past_due_canceled,
@@ -19,28 +19,6 @@ both_dbs!(
 
 const SUBS: &str = "/api/v1/revenue/subscriptions";
 const DAY: i64 = 86_400;
-
-async fn price(s: &TestServer, amount: Value, interval: &str, trial_days: Option<i64>) -> String {
-    let product = s
-        .post(
-            &s.admin,
-            "/api/v1/revenue/products",
-            &json!({"name": "Pro"}),
-            None,
-        )
-        .await;
-    assert_eq!(product.status, StatusCode::CREATED, "{}", product.body);
-    let mut body = json!({"product_id": product.body["id"], "currency": "usd",
-        "unit_amount": amount, "recurring": {"interval": interval}});
-    if let Some(t) = trial_days {
-        body["trial_days"] = json!(t);
-    }
-    let p = s
-        .post(&s.admin, "/api/v1/revenue/prices", &body, None)
-        .await;
-    assert_eq!(p.status, StatusCode::CREATED, "{}", p.body);
-    p.body["id"].as_str().unwrap().to_string()
-}
 
 async fn customer(s: &TestServer) -> String {
     let c = s
@@ -107,7 +85,7 @@ fn count(kinds: &[String], kind: &str) -> usize {
 
 async fn trial_renewal_failed_renewal_past_due_canceled(db: Db) {
     let s = TestServer::start(db).await;
-    let price = price(&s, json!(29.00), "month", Some(14)).await;
+    let price = recurring_price(&s, json!(29.00), "month", Some(14)).await;
     let c = customer(&s).await;
 
     let created = s
@@ -259,7 +237,7 @@ fn micros(ts: &Value) -> i64 {
 
 async fn prorated_upgrade_shows_on_next_invoice_then_cancel_at_period_end(db: Db) {
     let s = TestServer::start(db).await;
-    let price = price(&s, json!(10.00), "month", None).await;
+    let price = recurring_price(&s, json!(10.00), "month", None).await;
     let c = customer(&s).await;
     let created = s
         .post(
@@ -342,7 +320,7 @@ async fn final_failure_can_leave_the_subscription_unpaid(db: Db) {
         ..test_config()
     };
     let s = TestServer::start_with(db, config).await;
-    let price = price(&s, json!(5), "week", None).await;
+    let price = recurring_price(&s, json!(5), "week", None).await;
     let c = customer(&s).await;
     let created = s
         .post(
@@ -380,8 +358,8 @@ async fn final_failure_can_leave_the_subscription_unpaid(db: Db) {
 
 async fn bad_requests_change_nothing(db: Db) {
     let s = TestServer::start(db).await;
-    let monthly = price(&s, json!(10.00), "month", None).await;
-    let yearly = price(&s, json!(100.00), "year", None).await;
+    let monthly = recurring_price(&s, json!(10.00), "month", None).await;
+    let yearly = recurring_price(&s, json!(100.00), "year", None).await;
     let c = customer(&s).await;
     let product = s
         .post(
@@ -516,7 +494,7 @@ async fn bad_requests_change_nothing(db: Db) {
 
 async fn declined_first_charge_starts_nothing_and_retries_charge_once(db: Db) {
     let s = TestServer::start(db).await;
-    let monthly = price(&s, json!(10.00), "month", None).await;
+    let monthly = recurring_price(&s, json!(10.00), "month", None).await;
     let c = customer(&s).await;
     let r = s
         .post(

@@ -45,12 +45,7 @@ impl NewCustomer {
         metadata: Option<Metadata>,
     ) -> Result<Self, ValidationError> {
         let email = validate_email(email.trim())?;
-        if let Some(name) = &name {
-            if name.trim().is_empty() {
-                return Err(ValidationError::new("name", "must not be empty when given"));
-            }
-            check_text("name", name, MAX_NAME_CHARS)?;
-        }
+        validate_name(name.as_deref())?;
         let metadata = metadata.unwrap_or_default();
         validate_metadata(&metadata)?;
         Ok(Self {
@@ -80,20 +75,10 @@ impl CustomerChanges {
         metadata: Option<Metadata>,
     ) -> Result<Self, ValidationError> {
         let email = email.map(|e| validate_email(e.trim())).transpose()?;
-        if let Some(name) = &name {
-            if name.trim().is_empty() {
-                return Err(ValidationError::new("name", "must not be empty when given"));
-            }
-            check_text("name", name, MAX_NAME_CHARS)?;
-        }
+        validate_name(name.as_deref())?;
+        // The key count is checked on the merged result, in `apply`.
         if let Some(metadata) = &metadata {
-            for (key, value) in metadata {
-                if key.is_empty() {
-                    return Err(ValidationError::new("metadata", "keys must not be empty"));
-                }
-                check_text(&format!("metadata.{key}"), key, MAX_METADATA_KEY_CHARS)?;
-                check_text(&format!("metadata.{key}"), value, MAX_METADATA_VALUE_CHARS)?;
-            }
+            validate_metadata_entries(metadata)?;
         }
         if email.is_none() && name.is_none() && metadata.is_none() {
             return Err(ValidationError::new(
@@ -189,12 +174,28 @@ pub fn validate_metadata(metadata: &Metadata) -> Result<(), ValidationError> {
             format!("must have at most {MAX_METADATA_KEYS} keys"),
         ));
     }
+    validate_metadata_entries(metadata)
+}
+
+/// Each key and value, without the key count.
+fn validate_metadata_entries(metadata: &Metadata) -> Result<(), ValidationError> {
     for (key, value) in metadata {
         if key.is_empty() {
             return Err(ValidationError::new("metadata", "keys must not be empty"));
         }
         check_text(&format!("metadata.{key}"), key, MAX_METADATA_KEY_CHARS)?;
         check_text(&format!("metadata.{key}"), value, MAX_METADATA_VALUE_CHARS)?;
+    }
+    Ok(())
+}
+
+/// A name, when one is given, is non-blank text.
+fn validate_name(name: Option<&str>) -> Result<(), ValidationError> {
+    if let Some(name) = name {
+        if name.trim().is_empty() {
+            return Err(ValidationError::new("name", "must not be empty when given"));
+        }
+        check_text("name", name, MAX_NAME_CHARS)?;
     }
     Ok(())
 }
