@@ -310,6 +310,20 @@ async fn sigterm_lets_an_in_flight_request_finish() {
         .unwrap()
         .unwrap();
     assert!(exit.success(), "{exit:?}");
+
+    // The segment consumer (leased at start) is handed back on the way out: a host that
+    // replaces this one takes it at once, not when the lease runs out.
+    let url = format!("sqlite://{}", dir.path().join("hephaestus.db").display());
+    let store = hephaestus_store::Store::connect(&url, &Default::default())
+        .await
+        .unwrap();
+    let replacement = hephaestus_store::consumers::claim(&store, "segments", "replacement", 60)
+        .await
+        .unwrap();
+    assert!(
+        replacement.is_some(),
+        "the stopped host still holds the consumer"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -350,7 +350,9 @@ async fn one_host_at_a_time_advances_a_consumer(db: Db) {
     assert_eq!(b.position, 7);
     assert!(!consumers::advance(&store, &mut stale, 9, 60).await.unwrap());
     assert!(consumers::advance(&store, &mut b, 9, 60).await.unwrap());
-    consumers::release(&store, &b).await.unwrap();
+    consumers::release(&store, &b.name, &b.holder)
+        .await
+        .unwrap();
     let c = consumers::claim(&store, "test-consumer", "host-c", 60)
         .await
         .unwrap()

@@ -9,7 +9,7 @@ use std::time::Duration;
 use hephaestus_billing::{reconcile, stripe_events, subscriptions};
 use hephaestus_core::Timestamp;
 use hephaestus_core::ids;
-use hephaestus_store::{idempotency, rate_limit};
+use hephaestus_store::{consumers, idempotency, rate_limit};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -99,6 +99,11 @@ async fn keep_segments(state: AppState, mut shutdown: watch::Receiver<bool>) {
                 }
             }
         }
+    }
+    // Handed over at once rather than when the lease runs out, so the host that replaces
+    // this one (a rolling restart) follows the log without a minute's pause.
+    if let Err(e) = consumers::release(&state.store, segments::CONSUMER, &holder).await {
+        tracing::warn!(error = %e, "could not release the segment consumer");
     }
 }
 

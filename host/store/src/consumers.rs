@@ -98,9 +98,10 @@ pub async fn advance(
     Ok(moved)
 }
 
-/// Gives the consumer back, so another host need not wait for the lease to run out.
-pub async fn release(store: &Store, lease: &Lease) -> Result<()> {
-    let (name, holder) = (lease.name.clone(), lease.holder.clone());
+/// Gives the consumer `name` back if `holder` has it, so another host need not wait for
+/// the lease to run out.
+pub async fn release(store: &Store, name: &str, holder: &str) -> Result<()> {
+    let (name, holder) = (name.to_string(), holder.to_string());
     store
         .write(move |tx| {
             Box::pin(async move {
