@@ -124,11 +124,7 @@ pub async fn create(
                     );
                     Ok(write::created(&customer.id, &CustomerView::from(&customer)))
                 }
-                Err(existing_id) => Err(AppError::Conflict {
-                    code: "customer_exists",
-                    message: format!("a customer with this email already exists: {existing_id}"),
-                    details: Map::from_iter([("existing_id".to_string(), json!(existing_id))]),
-                }),
+                Err(existing_id) => Err(customer_exists(existing_id)),
             }
         })
     })
@@ -139,6 +135,23 @@ fn not_found(id: String) -> AppError {
     AppError::NotFound {
         kind: "customer",
         id,
+    }
+}
+
+/// Another customer has the address (addresses are unique, case-insensitively).
+fn customer_exists(existing_id: String) -> AppError {
+    AppError::Conflict {
+        code: "customer_exists",
+        message: format!("a customer with this email already exists: {existing_id}"),
+        details: Map::from_iter([("existing_id".to_string(), json!(existing_id))]),
+    }
+}
+
+fn customer_erased(id: &str) -> AppError {
+    AppError::Conflict {
+        code: "customer_erased",
+        message: format!("customer {id} was erased and cannot be changed"),
+        details: Map::new(),
     }
 }
 
@@ -216,11 +229,7 @@ pub async fn update(
                 .await?
                 .ok_or_else(|| not_found(id.clone()))?;
             if customer.erased_at.is_some() {
-                return Err(AppError::Conflict {
-                    code: "customer_erased",
-                    message: format!("customer {id} was erased and cannot be changed"),
-                    details: Map::new(),
-                });
+                return Err(customer_erased(&id));
             }
             let (next, changed) = changes.apply(&customer)?;
             if changed.is_empty() {
@@ -230,22 +239,9 @@ pub async fn update(
             let now = Timestamp::now();
             match customers::update(tx, &next, now).await? {
                 Ok(true) => {}
-                Ok(false) => {
-                    return Err(AppError::Conflict {
-                        code: "customer_erased",
-                        message: format!("customer {id} was erased and cannot be changed"),
-                        details: Map::new(),
-                    });
-                }
-                Err(existing_id) => {
-                    return Err(AppError::Conflict {
-                        code: "customer_exists",
-                        message: format!(
-                            "a customer with this email already exists: {existing_id}"
-                        ),
-                        details: Map::from_iter([("existing_id".to_string(), json!(existing_id))]),
-                    });
-                }
+                // Erased between the read and the write.
+                Ok(false) => return Err(customer_erased(&id)),
+                Err(existing_id) => return Err(customer_exists(existing_id)),
             }
             events::append(
                 tx,

@@ -156,7 +156,7 @@ pub async fn update(
             .map(|r| r.rows_affected()))?;
             Ok(Ok(r == 1))
         }
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+        Err(e) if crate::is_unique_violation(&e) => {
             with_tx!(&mut *tx, |c| sqlx::query(
                 "ROLLBACK TO SAVEPOINT customer_update"
             )
