@@ -375,11 +375,7 @@ pub(crate) fn execute(
         }
     }
     let peak_memory = state.limiter.memory_total as u64;
-    let log = std::mem::replace(
-        &mut state.log,
-        CallLog::new(target.name.clone(), target.version.clone()),
-    );
-    let (log, log_dropped) = log.finish();
+    let (log, log_dropped) = state.log.finish();
     CallOutcome {
         result,
         fuel_used,

@@ -92,8 +92,9 @@ impl CallLog {
         self.dropped
     }
 
-    /// The lines kept, in order. Reports a summary of what was dropped to `tracing`.
-    pub fn finish(self) -> (Vec<LogLine>, u32) {
+    /// Takes the lines kept, in order, at the end of a call. Reports a summary of what was
+    /// dropped to `tracing`.
+    pub fn finish(&mut self) -> (Vec<LogLine>, u32) {
         if self.dropped > 0 {
             tracing::warn!(
                 target: "hephaestus_plugins::guest",
@@ -104,7 +105,7 @@ impl CallLog {
                 self.dropped
             );
         }
-        (self.lines, self.dropped)
+        (std::mem::take(&mut self.lines), self.dropped)
     }
 }
 
