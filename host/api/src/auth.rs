@@ -3,7 +3,8 @@
 //! [`authenticate`] runs on every `/api/v1` route: it resolves the bearer key (through a
 //! short-lived cache so a hot key costs no query), counts the request against the key's
 //! rate limit, and after the handler records an audit entry for any mutating request the
-//! handler did not already record inside its own transaction. Handlers state the scope they
+//! handler did not already record inside its own transaction (POSTs that only compute,
+//! marked [`ChangesNothing`], are not mutating). Handlers state the scope they
 //! need by taking [`Auth<R>`](Auth).
 
 use std::collections::HashMap;
@@ -33,6 +34,18 @@ pub struct Principal {
 /// Put on a response whose audit entry was written in the request's own transaction.
 #[derive(Debug, Clone, Copy)]
 pub struct Audited;
+
+/// Put on the responses of POST routes that only compute an answer (quotes, previews) and
+/// change nothing: the audit trail records changes, and a write per quote would cost more
+/// than the quote.
+#[derive(Debug, Clone, Copy)]
+pub struct ChangesNothing;
+
+/// A route layer (`axum::middleware::map_response`) marking a route [`ChangesNothing`].
+pub async fn changes_nothing(mut response: Response) -> Response {
+    response.extensions_mut().insert(ChangesNothing);
+    response
+}
 
 /// Remembers recent key lookups. Revocations made through this host drop the entry at once;
 /// made elsewhere (the CLI, another host), they take effect within the TTL.
@@ -148,7 +161,10 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         scope: key.scope,
     });
     let response = next.run(req).await;
-    if is_mutating(&method) && response.extensions().get::<Audited>().is_none() {
+    if is_mutating(&method)
+        && response.extensions().get::<Audited>().is_none()
+        && response.extensions().get::<ChangesNothing>().is_none()
+    {
         let entry = AuditEntry::new(
             Some(key.id),
             method.as_str(),

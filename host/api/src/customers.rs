@@ -8,7 +8,7 @@ use hephaestus_core::customer::{Customer, CustomerChanges, Metadata, NewCustomer
 use hephaestus_core::event::{NewEvent, kind};
 use hephaestus_core::ids::{self, prefix};
 use hephaestus_store::segments::{self, Segments};
-use hephaestus_store::{customers, events, idempotency};
+use hephaestus_store::{customers, events, idempotency, profiles};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -281,19 +281,36 @@ pub struct ListParams {
 /// The customer named by a request's `customer_id`: it must exist and not be erased before
 /// anything is charged, started or quoted for it.
 pub async fn live(state: &AppState, id: &str) -> ApiResult<Customer> {
-    if !ids::is_well_formed(prefix::CUSTOMER, id) {
-        return Err(AppError::invalid(
-            "customer_id",
-            "must be a customer id like cus_…",
-        ));
-    }
+    check_customer_id(id)?;
     match customers::get(&state.store, id).await? {
         Some(c) if c.erased_at.is_none() => Ok(c),
-        _ => Err(AppError::invalid(
-            "customer_id",
-            format!("no such customer: {id}"),
-        )),
+        _ => Err(no_such_customer(id)),
     }
+}
+
+/// What decisions about a customer who is not erased read (see [`profiles::snapshot`]).
+pub async fn live_snapshot(state: &AppState, id: &str) -> ApiResult<profiles::Snapshot> {
+    check_customer_id(id)?;
+    let now = crate::decisions::business_now(state);
+    match profiles::snapshot(&state.store, id, now).await? {
+        Some(s) if s.customer.erased_at.is_none() => Ok(s),
+        _ => Err(no_such_customer(id)),
+    }
+}
+
+fn check_customer_id(id: &str) -> ApiResult<()> {
+    if ids::is_well_formed(prefix::CUSTOMER, id) {
+        Ok(())
+    } else {
+        Err(AppError::invalid(
+            "customer_id",
+            "must be a customer id like cus_…",
+        ))
+    }
+}
+
+fn no_such_customer(id: &str) -> AppError {
+    AppError::invalid("customer_id", format!("no such customer: {id}"))
 }
 
 /// Checks `limit` and `starting_after`, shared by every list.

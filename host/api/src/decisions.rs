@@ -9,7 +9,6 @@ use axum::extract::State;
 use hephaestus_billing::subscriptions::monthly_minor;
 use hephaestus_core::Timestamp;
 use hephaestus_core::catalog::{Interval, Price, Product, Recurring};
-use hephaestus_core::customer::Customer;
 use hephaestus_core::ids::{self, prefix};
 use hephaestus_core::money::{self, Currency, Money};
 use hephaestus_core::subscription::SubscriptionStatus;
@@ -18,6 +17,7 @@ use hephaestus_plugins::{
     CustomerProfile, Decide, DecidedBy, Decision, PluginStatus, QuoteRequest, RecommendRequest,
     SegmentRequest,
 };
+use hephaestus_store::profiles::Snapshot;
 use hephaestus_store::{catalog, exchange_rates, profiles};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -84,11 +84,10 @@ fn count(n: i64) -> u32 {
     u32::try_from(n.max(0)).unwrap_or(u32::MAX)
 }
 
-/// The profile plugins see for `customer`, with segments left empty (see [`segments_of`]).
-pub async fn profile(state: &AppState, customer: &Customer) -> ApiResult<CustomerProfile> {
-    let now = business_now(state);
-    let facts = profiles::facts(&state.store, &customer.id, now).await?;
-    let rates = exchange_rates::latest(&state.store).await?;
+/// The profile plugins see for the snapshot's customer, with segments left empty (see
+/// [`segmented_profile`]).
+pub async fn profile(state: &AppState, snapshot: &Snapshot) -> ApiResult<CustomerProfile> {
+    let (customer, facts) = (&snapshot.customer, &snapshot.facts);
     let reporting = state.config.reporting_currency;
     let net: Vec<(Currency, i64)> = facts
         .net_by_currency
@@ -129,6 +128,12 @@ pub async fn profile(state: &AppState, customer: &Customer) -> ApiResult<Custome
             mrr.push((currency, monthly_minor(total, every)));
         }
     }
+    // Most customers pay in the reporting currency: the rates are read only when needed.
+    let rates = if net.iter().chain(&mrr).any(|(c, _)| *c != reporting) {
+        exchange_rates::latest(&state.store).await?
+    } else {
+        Vec::new()
+    };
     Ok(CustomerProfile {
         id: customer.id.clone(),
         name: customer.name.clone(),
@@ -167,9 +172,9 @@ pub async fn profile(state: &AppState, customer: &Customer) -> ApiResult<Custome
 /// The customer's profile with the segments the segmentation slot gives it now.
 pub async fn segmented_profile(
     state: &AppState,
-    customer: &Customer,
+    snapshot: &Snapshot,
 ) -> ApiResult<(CustomerProfile, Decision<Vec<String>>)> {
-    let mut p = profile(state, customer).await?;
+    let mut p = profile(state, snapshot).await?;
     let decision = decide(
         state,
         SegmentRequest {
@@ -179,6 +184,22 @@ pub async fn segmented_profile(
     .await?;
     p.segments = decision.value.clone();
     Ok((p, decision))
+}
+
+/// The customer's profile with segments for a decision made now: the stored ones when the
+/// version serving the segmentation slot computed them within the sweep's age limit (what
+/// the customer's own view shows, at most a consumer's lag behind the last event), else
+/// decided afresh.
+pub async fn current_profile(state: &AppState, snapshot: &Snapshot) -> ApiResult<CustomerProfile> {
+    let oldest = business_now(state).add_secs(-crate::segments::MAX_AGE_SECS);
+    match &snapshot.segments {
+        Some(s) if s.computed_at >= oldest && s.decided_by == crate::segments::serving(state) => {
+            let mut p = profile(state, snapshot).await?;
+            p.segments = s.tags.clone();
+            Ok(p)
+        }
+        _ => Ok(segmented_profile(state, snapshot).await?.0),
+    }
 }
 
 /// Who decided, for answers.
@@ -269,9 +290,10 @@ async fn quoted_price(state: &AppState, body: &QuoteBody) -> ApiResult<(Price, P
                     "must be a price id like price_…",
                 ));
             }
-            catalog::get_price(&state.store, id)
+            let (price, product) = catalog::get_price_with_product(&state.store, id)
                 .await?
-                .ok_or_else(|| AppError::invalid("price_id", format!("no such price: {id}")))?
+                .ok_or_else(|| AppError::invalid("price_id", format!("no such price: {id}")))?;
+            return quotable(price).map(|price| (price, product));
         }
         (None, Some(product)) => {
             if !ids::is_well_formed(prefix::PRODUCT, product) {
@@ -308,16 +330,21 @@ async fn quoted_price(state: &AppState, body: &QuoteBody) -> ApiResult<(Price, P
         }
         (None, None) => return Err(AppError::invalid("price_id", "give price_id or product_id")),
     };
+    let price = quotable(price)?;
+    let product = catalog::get_product(&state.store, &price.product_id)
+        .await?
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("product of {} missing", price.id)))?;
+    Ok((price, product))
+}
+
+fn quotable(price: Price) -> ApiResult<Price> {
     if !price.active {
         return Err(AppError::invalid(
             "price_id",
             format!("price {} is inactive and cannot be quoted", price.id),
         ));
     }
-    let product = catalog::get_product(&state.store, &price.product_id)
-        .await?
-        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("product of {} missing", price.id)))?;
-    Ok((price, product))
+    Ok(price)
 }
 
 /// Quotes a price for one customer: the pricing plugin serving the product decides (or
@@ -338,7 +365,7 @@ pub async fn quote(
     if !(1..=1_000_000).contains(&quantity) {
         return Err(AppError::invalid("quantity", "must be 1 to 1000000"));
     }
-    let customer = crate::customers::live(&state, &body.customer_id).await?;
+    let snapshot = crate::customers::live_snapshot(&state, &body.customer_id).await?;
     let (price, product) = quoted_price(&state, &body).await?;
     let list_minor = price
         .unit_amount
@@ -346,7 +373,7 @@ pub async fn quote(
         .checked_mul(i64::from(quantity))
         .filter(|m| *m <= money::MAX_MINOR)
         .ok_or_else(|| AppError::invalid("quantity", "makes the total too large"))?;
-    let (profile, _) = segmented_profile(&state, &customer).await?;
+    let profile = current_profile(&state, &snapshot).await?;
     let segments = profile.segments.clone();
     let request = QuoteRequest {
         customer: profile,
@@ -368,7 +395,7 @@ pub async fn quote(
     let m = |minor| amount_json(Money { minor, currency });
     Ok(axum::Json(QuoteView {
         object: "quote",
-        customer_id: customer.id,
+        customer_id: snapshot.customer.id,
         product_id: product.id,
         price_id: price.id,
         quantity,

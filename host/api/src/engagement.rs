@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::ReadKey;
-use crate::decisions::{DecidedByView, decide, segmented_profile};
+use crate::decisions::{DecidedByView, business_now, decide, segmented_profile};
 use crate::error::{ApiResult, AppError};
 use crate::extract::Json;
 
@@ -110,8 +110,8 @@ pub async fn personalize(
         text(&field, key, MAX_VARIABLE_KEY_CHARS)?;
         check_text(&field, value, MAX_VARIABLE_VALUE_CHARS)?;
     }
-    let customer = crate::customers::live(&state, &body.customer_id).await?;
-    let (profile, _) = segmented_profile(&state, &customer).await?;
+    let snapshot = crate::customers::live_snapshot(&state, &body.customer_id).await?;
+    let (profile, _) = segmented_profile(&state, &snapshot).await?;
     let segments = profile.segments.clone();
     let campaign = Campaign {
         id: c.id.clone(),
@@ -138,7 +138,7 @@ pub async fn personalize(
     merged.extend(plugin_variables.clone());
     Ok(axum::Json(PersonalizationView {
         object: "personalization",
-        customer_id: customer.id,
+        customer_id: snapshot.customer.id,
         campaign_id: body.campaign.id,
         subject_personalized: decision.value.subject.is_some(),
         subject: decision
@@ -209,14 +209,14 @@ pub async fn trigger(
         .await?
         .ok_or_else(|| AppError::invalid("event_id", format!("no such event: {id}")))?;
     // The profile of a customer who is gone (erased) is not shown to plugins.
-    let customer = match &event.customer_id {
-        Some(cid) => hephaestus_store::customers::get(&state.store, cid)
+    let snapshot = match &event.customer_id {
+        Some(cid) => hephaestus_store::profiles::snapshot(&state.store, cid, business_now(&state))
             .await?
-            .filter(|c| c.erased_at.is_none()),
+            .filter(|s| s.customer.erased_at.is_none()),
         None => None,
     };
-    let profile = match &customer {
-        Some(c) => Some(segmented_profile(&state, c).await?.0),
+    let profile = match &snapshot {
+        Some(s) => Some(segmented_profile(&state, s).await?.0),
         None => None,
     };
     let request = EventRequest {

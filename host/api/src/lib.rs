@@ -285,14 +285,24 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
             "/revenue/webhooks/events/{id}/retry",
             post(webhooks::retry_event),
         )
-        .route("/revenue/quotes", post(decisions::quote))
+        .route(
+            "/revenue/quotes",
+            post(decisions::quote).layer(middleware::map_response(auth::changes_nothing)),
+        )
         .route(
             "/revenue/optimize/pricing",
-            post(decisions::optimize_pricing),
+            post(decisions::optimize_pricing)
+                .layer(middleware::map_response(auth::changes_nothing)),
         )
         .route("/plugins", get(decisions::list_plugins))
-        .route("/plugins/personalize", post(engagement::personalize))
-        .route("/plugins/trigger", post(engagement::trigger))
+        .route(
+            "/plugins/personalize",
+            post(engagement::personalize).layer(middleware::map_response(auth::changes_nothing)),
+        )
+        .route(
+            "/plugins/trigger",
+            post(engagement::trigger).layer(middleware::map_response(auth::changes_nothing)),
+        )
         .route("/audit", get(ops::audit_list))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -19,7 +19,7 @@ use hephaestus_core::Timestamp;
 use hephaestus_core::event::{NewEvent, kind};
 use hephaestus_plugins::World;
 use hephaestus_store::segments::{self, Segments};
-use hephaestus_store::{StoreError, consumers, customers, events};
+use hephaestus_store::{StoreError, consumers, customers, events, profiles};
 use serde_json::json;
 
 use crate::AppState;
@@ -39,7 +39,8 @@ const SWEEP_BATCH: i64 = 200;
 /// What `decided_by` holds when no plugin serves the slot.
 const DEFAULT: &str = "default";
 
-fn serving(state: &AppState) -> String {
+/// What `decided_by` records for the segmentation slot now.
+pub fn serving(state: &AppState) -> String {
     state
         .plugins
         .serving(World::Segmentation)
@@ -52,13 +53,13 @@ pub async fn recompute(state: &AppState, customer_id: &str) -> ApiResult<()> {
     // version and the next sweep recomputes it.
     let decided_by = serving(state);
     let computed_at = business_now(state);
-    let Some(customer) = customers::get(&state.store, customer_id).await? else {
+    let Some(snapshot) = profiles::snapshot(&state.store, customer_id, computed_at).await? else {
         return Ok(());
     };
-    if customer.erased_at.is_some() {
+    if snapshot.customer.erased_at.is_some() {
         return Ok(());
     }
-    let (_, decision) = segmented_profile(state, &customer).await?;
+    let (_, decision) = segmented_profile(state, &snapshot).await?;
     let tags: Vec<String> = decision
         .value
         .into_iter()
@@ -70,7 +71,7 @@ pub async fn recompute(state: &AppState, customer_id: &str) -> ApiResult<()> {
         decided_by,
         computed_at,
     };
-    let id = customer.id;
+    let id = snapshot.customer.id;
     state
         .store
         .write(move |tx| {

@@ -145,6 +145,10 @@ impl TryFrom<PriceRow> for Price {
 
 const PRICE_COLUMNS: &str = "id, product_id, currency, unit_amount_minor, interval, interval_count, \
      trial_days, active, replaces, replaced_by, metadata, created_at, updated_at";
+/// [`PRICE_COLUMNS`] of a price aliased `p`, for joins.
+const PRICE_COLUMNS_OF_P: &str = "p.id, p.product_id, p.currency, p.unit_amount_minor, p.interval, \
+     p.interval_count, p.trial_days, p.active, p.replaces, p.replaced_by, p.metadata, p.created_at, \
+     p.updated_at";
 
 pub async fn insert_price(tx: &mut Tx, p: &Price) -> Result<()> {
     let metadata = metadata_json(&p.metadata)?;
@@ -179,6 +183,47 @@ pub async fn get_price(store: &Store, id: &str) -> Result<Option<Price>> {
         .fetch_optional(e)
         .await)?;
     row.map(Price::try_from).transpose()
+}
+
+/// A price and a product read together, the product's columns prefixed `product_`.
+#[derive(sqlx::FromRow)]
+struct PriceProductRow {
+    #[sqlx(flatten)]
+    price: PriceRow,
+    product_name: String,
+    product_description: Option<String>,
+    product_active: bool,
+    product_metadata: String,
+    product_created_at: i64,
+    product_updated_at: i64,
+}
+
+/// The price and its product, in one statement (quotes read both on every request).
+pub async fn get_price_with_product(store: &Store, id: &str) -> Result<Option<(Price, Product)>> {
+    let sql = format!(
+        "SELECT {PRICE_COLUMNS_OF_P}, r.name AS product_name,
+                r.description AS product_description, r.active AS product_active,
+                r.metadata AS product_metadata, r.created_at AS product_created_at,
+                r.updated_at AS product_updated_at
+           FROM prices p JOIN products r ON r.id = p.product_id
+          WHERE p.id = $1"
+    );
+    let row: Option<PriceProductRow> =
+        with_read!(store, |e| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(e)
+            .await)?;
+    let Some(row) = row else { return Ok(None) };
+    let product = Product::try_from(ProductRow {
+        id: row.price.product_id.clone(),
+        name: row.product_name,
+        description: row.product_description,
+        active: row.product_active,
+        metadata: row.product_metadata,
+        created_at: row.product_created_at,
+        updated_at: row.product_updated_at,
+    })?;
+    Ok(Some((Price::try_from(row.price)?, product)))
 }
 
 /// Retires `old` in favour of `new`: only an active price not yet replaced can be, so two

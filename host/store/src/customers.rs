@@ -4,14 +4,14 @@ use hephaestus_core::customer::{Customer, NewCustomer};
 use crate::{Result, Store, StoreError, Tx, metadata_json, metadata_of, with_read, with_tx};
 
 #[derive(sqlx::FromRow)]
-struct CustomerRow {
-    id: String,
-    email: Option<String>,
-    name: Option<String>,
-    metadata: String,
-    created_at: i64,
-    updated_at: i64,
-    erased_at: Option<i64>,
+pub(crate) struct CustomerRow {
+    pub(crate) id: String,
+    pub(crate) email: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) metadata: String,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+    pub(crate) erased_at: Option<i64>,
 }
 
 impl TryFrom<CustomerRow> for Customer {

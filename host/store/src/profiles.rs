@@ -2,8 +2,11 @@
 //! plugins receive), and the sales evidence per price that pricing recommendations use.
 
 use hephaestus_core::Timestamp;
+use hephaestus_core::customer::Customer;
 
-use crate::{Result, Store, with_read};
+use crate::customers::CustomerRow;
+use crate::segments::Segments;
+use crate::{Result, Store, StoreError, with_read};
 
 /// Payments that captured money (some may since have been refunded or disputed).
 const CAPTURED: &str = "('succeeded', 'partially_refunded', 'refunded', 'disputed')";
@@ -31,46 +34,136 @@ pub struct SubscriptionFact {
     pub interval_count: Option<i64>,
 }
 
-pub async fn facts(store: &Store, customer_id: &str, now: Timestamp) -> Result<Facts> {
+/// Everything a decision about one customer reads: the customer, its activity and its
+/// stored segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub customer: Customer,
+    pub facts: Facts,
+    /// `None` until the segment consumer or sweep has computed them.
+    pub segments: Option<Segments>,
+}
+
+/// One row of [`snapshot`]'s statement; `part` says which table it summarises and so what
+/// the other columns hold.
+#[derive(sqlx::FromRow)]
+struct Part {
+    part: String,
+    t1: Option<String>,
+    t2: Option<String>,
+    t3: Option<String>,
+    n1: Option<i64>,
+    n2: Option<i64>,
+    n3: Option<i64>,
+    n4: Option<i64>,
+}
+
+/// The customer's [`Snapshot`] as of `now` (business time), or `None` for an unknown id.
+///
+/// Quotes read this on every request, so it is one statement (one round trip, and on
+/// SQLite one hop to a reader thread) rather than one per table: the parts are stacked
+/// with `UNION ALL`, each row tagged with the part it belongs to.
+pub async fn snapshot(
+    store: &Store,
+    customer_id: &str,
+    now: Timestamp,
+) -> Result<Option<Snapshot>> {
     let since = now.add_secs(-30 * 24 * 60 * 60).as_micros();
+    // The first SELECT fixes each column's type for PostgreSQL, hence the casts there.
     let sql = format!(
-        "SELECT
-            COALESCE(SUM(CASE WHEN status IN {CAPTURED} THEN 1 ELSE 0 END), 0),
-            COALESCE(SUM(CASE WHEN status IN {CAPTURED} AND created_at >= $2 THEN 1 ELSE 0 END), 0),
-            COALESCE(SUM(CASE WHEN status = 'failed' AND created_at >= $2 THEN 1 ELSE 0 END), 0),
-            MAX(CASE WHEN status IN {CAPTURED} THEN created_at END)
-           FROM payments WHERE customer_id = $1"
+        "SELECT 'c' AS part, email AS t1, name AS t2, metadata AS t3,
+                created_at AS n1, updated_at AS n2, erased_at AS n3, CAST(NULL AS BIGINT) AS n4
+           FROM customers WHERE id = $1
+         UNION ALL
+         SELECT 'p', NULL, NULL, NULL,
+                CAST(COALESCE(SUM(CASE WHEN status IN {CAPTURED} THEN 1 ELSE 0 END), 0) AS BIGINT),
+                CAST(COALESCE(SUM(CASE WHEN status IN {CAPTURED} AND created_at >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT),
+                CAST(COALESCE(SUM(CASE WHEN status = 'failed' AND created_at >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT),
+                MAX(CASE WHEN status IN {CAPTURED} THEN created_at END)
+           FROM payments WHERE customer_id = $1
+         UNION ALL
+         SELECT 'n', currency, NULL, NULL,
+                CAST(SUM(amount_minor - amount_refunded_minor) AS BIGINT), NULL, NULL, NULL
+           FROM payments
+          WHERE customer_id = $1 AND status IN ('succeeded', 'partially_refunded', 'refunded')
+          GROUP BY currency
+         UNION ALL
+         SELECT 's', s.status, p.currency, p.interval,
+                s.quantity, p.unit_amount_minor, p.interval_count, NULL
+           FROM subscriptions s JOIN prices p ON p.id = s.price_id
+          WHERE s.customer_id = $1
+         UNION ALL
+         SELECT 'g', st.decided_by, seg.segment, NULL, st.computed_at, NULL, NULL, NULL
+           FROM customer_segment_state st
+           LEFT JOIN customer_segments seg ON seg.customer_id = st.customer_id
+          WHERE st.customer_id = $1
+         ORDER BY 1, 2, 3"
     );
-    let (payments, recent, failed, last): (i64, i64, i64, Option<i64>) =
-        with_read!(store, |e| sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(customer_id)
-            .bind(since)
-            .fetch_one(e)
-            .await)?;
-    let sql = "SELECT currency, CAST(SUM(amount_minor - amount_refunded_minor) AS BIGINT)
-                 FROM payments
-                WHERE customer_id = $1 AND status IN ('succeeded', 'partially_refunded', 'refunded')
-                GROUP BY currency ORDER BY currency";
-    let net_by_currency: Vec<(String, i64)> = with_read!(store, |e| sqlx::query_as(sql)
+    let parts: Vec<Part> = with_read!(store, |e| sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(customer_id)
+        .bind(since)
         .fetch_all(e)
         .await)?;
-    let sql = "SELECT s.status, s.quantity, p.unit_amount_minor, p.currency, p.interval,
-                      p.interval_count
-                 FROM subscriptions s JOIN prices p ON p.id = s.price_id
-                WHERE s.customer_id = $1";
-    let subscriptions: Vec<SubscriptionFact> = with_read!(store, |e| sqlx::query_as(sql)
-        .bind(customer_id)
-        .fetch_all(e)
-        .await)?;
-    Ok(Facts {
-        payments,
-        payments_last_30_days: recent,
-        failed_payments_last_30_days: failed,
-        last_payment_at: last.map(Timestamp::from_micros),
-        net_by_currency,
-        subscriptions,
-    })
+    let mut customer = None;
+    let mut facts = Facts::default();
+    let mut segments: Option<Segments> = None;
+    let corrupt = |what: &str| StoreError::Corrupt(format!("customer {customer_id}: {what}"));
+    for p in parts {
+        match p.part.as_str() {
+            "c" => {
+                let row = CustomerRow {
+                    id: customer_id.to_string(),
+                    email: p.t1,
+                    name: p.t2,
+                    metadata: p.t3.ok_or_else(|| corrupt("metadata is null"))?,
+                    created_at: p.n1.ok_or_else(|| corrupt("created_at is null"))?,
+                    updated_at: p.n2.ok_or_else(|| corrupt("updated_at is null"))?,
+                    erased_at: p.n3,
+                };
+                customer = Some(Customer::try_from(row)?);
+            }
+            "p" => {
+                facts.payments = p.n1.unwrap_or(0);
+                facts.payments_last_30_days = p.n2.unwrap_or(0);
+                facts.failed_payments_last_30_days = p.n3.unwrap_or(0);
+                facts.last_payment_at = p.n4.map(Timestamp::from_micros);
+            }
+            "n" => facts.net_by_currency.push((
+                p.t1.ok_or_else(|| corrupt("payment currency is null"))?,
+                p.n1.unwrap_or(0),
+            )),
+            "s" => facts.subscriptions.push(SubscriptionFact {
+                status: p.t1.ok_or_else(|| corrupt("subscription status is null"))?,
+                currency: p.t2.ok_or_else(|| corrupt("price currency is null"))?,
+                interval: p.t3,
+                quantity: p.n1.unwrap_or(0),
+                unit_amount_minor: p.n2.unwrap_or(0),
+                interval_count: p.n3,
+            }),
+            "g" => {
+                let s = segments.get_or_insert_with(|| Segments {
+                    tags: Vec::new(),
+                    decided_by: p.t1.clone().unwrap_or_default(),
+                    computed_at: Timestamp::from_micros(p.n1.unwrap_or(0)),
+                });
+                s.tags.extend(p.t2);
+            }
+            other => return Err(corrupt(&format!("unknown snapshot part {other}"))),
+        }
+    }
+    Ok(customer.map(|customer| Snapshot {
+        customer,
+        facts,
+        segments,
+    }))
+}
+
+/// The customer's activity as of `now` (business time); nothing for an unknown customer.
+pub async fn facts(store: &Store, customer_id: &str, now: Timestamp) -> Result<Facts> {
+    Ok(snapshot(store, customer_id, now)
+        .await?
+        .map(|s| s.facts)
+        .unwrap_or_default())
 }
 
 /// Sales at one price: paid and failed subscription invoices that billed it.
