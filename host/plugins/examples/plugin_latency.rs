@@ -3,12 +3,13 @@
 //!
 //! ```sh
 //! plugins/build.sh
-//! cargo run --release -p hephaestus-plugins --example plugin_latency -- [CALLS]
+//! cargo run --release -p hephaestus-plugins --example plugin_latency -- [CALLS] [LABEL PART]
 //! ```
 //!
 //! For each of the Rust, JavaScript and Python plugins found in `target/plugins/` it
 //! reports compile time (cold, empty cache), precompiled-cache load time, and p50/p99/max
-//! of `CALLS` sequential decisions (default 5,000) after 200 warm-up calls. Plugins that
+//! of `CALLS` sequential decisions (default 5,000) after 200 warm-up calls (only of the
+//! plugins whose label contains `LABEL PART`, e.g. `rust`, if given). Plugins that
 //! start slowly (JavaScript, Python) are measured three ways: every instance made on the
 //! request path (no warm pool), with the warm pool and calls back to back (faster than the
 //! pool refills on a 2-core machine), and with the warm pool and one call every 2 ms.
@@ -123,6 +124,7 @@ fn main() {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(5_000);
+    let only = std::env::args().nth(2).unwrap_or_default();
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins");
     let work = std::env::temp_dir().join(format!("plugin-latency-{}", std::process::id()));
     let (plugins, cache) = (work.join("plugins"), work.join("cache"));
@@ -132,7 +134,7 @@ fn main() {
         "| plugin | size | compile (cold) | cache load | start | instances | p50 | p99 | max | calls | fuel/call | peak memory |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for case in CASES {
+    for case in CASES.iter().filter(|c| c.label.contains(only.as_str())) {
         let source = fixtures.join(case.file);
         if !source.is_file() {
             println!(

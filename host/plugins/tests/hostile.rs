@@ -315,3 +315,31 @@ fn oversized_input_gets_the_default_without_blaming_the_plugin() {
     assert_eq!((s.calls, s.faults), (1, 0));
     good_call_works(&t);
 }
+
+/// Calls reuse pooled memory that is reset in place, not handed back to the kernel: a
+/// plugin must still find nothing of an earlier call, in its data, low in its memory, or in
+/// a page it grew, however calls to it and to other plugins interleave.
+#[test]
+fn a_plugin_cannot_carry_state_from_one_call_to_the_next() {
+    let t = test_host(|_| {});
+    t.load(
+        "hostile/remember.wasm",
+        "remember",
+        Some(&relaxed("hostile/remember.wasm")),
+    );
+    t.load(
+        "volume-pricing.wasm",
+        "volume-pricing",
+        Some(&relaxed("volume-pricing.wasm")),
+    );
+    let request = quote_request(1000, 3, &[]);
+    for i in 0..50 {
+        let d = t.host.decide_with("remember", &request);
+        assert!(d.by_plugin(), "call {i}: {d:?}");
+        assert_eq!(d.value.reason, "remembered nothing", "call {i}");
+        assert_eq!(d.value.amount, usd(3000));
+        if i % 3 == 0 {
+            good_call_works(&t);
+        }
+    }
+}
