@@ -127,6 +127,39 @@ async fn without_a_plugin_the_list_price_decides(db: Db) {
     assert_eq!(r.body["amount"], json!(100.00));
     assert_eq!(r.body["decided_by"]["kind"], "default");
     assert_eq!(r.body["decided_by"]["reason"], "no_plugin");
+
+    // Quotes reuse a price they read for a while; a change made through this host applies
+    // to the very next quote all the same.
+    let (product, price) = catalog(&s, json!(10.00)).await;
+    let customer = c["id"].as_str().unwrap();
+    assert_eq!(quote(&s, customer, &price, 1).await.status, StatusCode::OK);
+    let replaced = s
+        .post(
+            &s.admin,
+            "/api/v1/revenue/prices",
+            &json!({"product_id": product, "currency": "usd", "unit_amount": 12.00, "replaces": price}),
+            None,
+        )
+        .await;
+    assert_eq!(replaced.status, StatusCode::CREATED, "{}", replaced.body);
+    let r = quote(&s, customer, &price, 1).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let new_price = replaced.body["id"].as_str().unwrap();
+    assert_eq!(
+        quote(&s, customer, new_price, 1).await.body["amount_minor"],
+        1200
+    );
+    let off = s
+        .post(
+            &s.admin,
+            &format!("/api/v1/revenue/prices/{new_price}"),
+            &json!({"active": false}),
+            None,
+        )
+        .await;
+    assert_eq!(off.status, StatusCode::OK, "{}", off.body);
+    let r = quote(&s, customer, new_price, 1).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
 }
 
 async fn pricing_recommendation_reports_evidence(db: Db) {

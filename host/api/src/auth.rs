@@ -7,10 +7,7 @@
 //! marked [`ChangesNothing`], are not mutating). Handlers state the scope they
 //! need by taking [`Auth<R>`](Auth).
 
-use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -23,6 +20,7 @@ use hephaestus_store::keys::ApiKey;
 
 use crate::AppState;
 use crate::error::AppError;
+use crate::ttl_cache::TtlCache;
 
 /// The key a request was made with, once authenticated.
 #[derive(Debug, Clone)]
@@ -47,49 +45,9 @@ pub async fn changes_nothing(mut response: Response) -> Response {
     response
 }
 
-/// Remembers recent key lookups. Revocations made through this host drop the entry at once;
-/// made elsewhere (the CLI, another host), they take effect within the TTL.
-#[derive(Debug)]
-pub struct KeyCache {
-    ttl: Duration,
-    entries: Mutex<HashMap<String, (Instant, ApiKey)>>,
-}
-
-/// Bounds the cache so a flood of distinct valid keys cannot grow it without end.
-const KEY_CACHE_MAX: usize = 10_000;
-
-impl KeyCache {
-    pub fn new(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn get(&self, hash: &str) -> Option<ApiKey> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(hash)
-            .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, key)| key.clone())
-    }
-
-    fn put(&self, hash: String, key: ApiKey) {
-        if self.ttl.is_zero() {
-            return;
-        }
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= KEY_CACHE_MAX {
-            entries.clear();
-        }
-        entries.insert(hash, (Instant::now(), key));
-    }
-
-    pub fn forget_key(&self, key_id: &str) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.retain(|_, (_, k)| k.id != key_id);
-    }
-}
+/// Remembers recent key lookups, by key hash. Revocations made through this host drop the
+/// entry at once; made elsewhere (the CLI, another host), they take effect within the TTL.
+pub type KeyCache = TtlCache<ApiKey>;
 
 fn bearer(parts_headers: &axum::http::HeaderMap) -> Result<&str, AppError> {
     let value = parts_headers

@@ -287,7 +287,8 @@ pub async fn create_price(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    write::run(&state, &auth.0, &meta, &body.raw, move |tx| {
+    let retired = price.replaces.clone();
+    let response = write::run(&state, &auth.0, &meta, &body.raw, move |tx| {
         Box::pin(async move {
             // The new price first: the old one's `replaced_by` must point at a row.
             catalog::insert_price(tx, &price).await?;
@@ -325,7 +326,11 @@ pub async fn create_price(
             Ok(write::created(&price.id, &PriceView::from(&price)))
         })
     })
-    .await
+    .await;
+    if let Some(old) = retired {
+        state.catalog_cache.forget_where(|(p, _)| p.id == old);
+    }
+    response
 }
 
 async fn validate_price(state: &AppState, req: CreatePrice) -> ApiResult<Price> {
@@ -428,7 +433,8 @@ pub async fn update_price(
         return AppError::NotFound { kind: "price", id }.into_response();
     }
     let active = body.value.active;
-    write::run(&state, &auth.0, &meta, &body.raw, move |tx| {
+    let changed = id.clone();
+    let response = write::run(&state, &auth.0, &meta, &body.raw, move |tx| {
         Box::pin(async move {
             let price = catalog::set_price_active(tx, &id, active, Timestamp::now())
                 .await?
@@ -443,7 +449,10 @@ pub async fn update_price(
             ))
         })
     })
-    .await
+    .await;
+    // After the commit, so a quote cannot cache the old state again until the TTL.
+    state.catalog_cache.forget_where(|(p, _)| p.id == changed);
+    response
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -290,9 +290,18 @@ async fn quoted_price(state: &AppState, body: &QuoteBody) -> ApiResult<(Price, P
                     "must be a price id like price_…",
                 ));
             }
-            let (price, product) = catalog::get_price_with_product(&state.store, id)
-                .await?
-                .ok_or_else(|| AppError::invalid("price_id", format!("no such price: {id}")))?;
+            let (price, product) = match state.catalog_cache.get(id) {
+                Some(hit) => hit,
+                None => {
+                    let read = catalog::get_price_with_product(&state.store, id)
+                        .await?
+                        .ok_or_else(|| {
+                            AppError::invalid("price_id", format!("no such price: {id}"))
+                        })?;
+                    state.catalog_cache.put(id.clone(), read.clone());
+                    read
+                }
+            };
             return quotable(price).map(|price| (price, product));
         }
         (None, Some(product)) => {

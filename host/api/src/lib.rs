@@ -35,6 +35,7 @@ pub mod reporting;
 pub mod sandbox;
 pub mod segments;
 pub mod subscriptions;
+pub mod ttl_cache;
 pub mod webhooks;
 pub mod write;
 
@@ -51,6 +52,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hephaestus_billing::gateway::Gateway;
 use hephaestus_billing::sandbox::SandboxGateway;
+use hephaestus_core::catalog::{Price, Product};
 use hephaestus_plugins::{HostConfig, PluginHost};
 use hephaestus_store::Store;
 use tower::ServiceBuilder;
@@ -74,6 +76,10 @@ pub struct ApiConfig {
     pub cors_origins: Vec<HeaderValue>,
     /// How long an authenticated key is trusted before it is looked up again.
     pub key_cache_ttl: Duration,
+    /// How long a price and its product, read for a quote, are reused before being read
+    /// again; bounds how long a change made by another host takes to reach this host's
+    /// quotes (this host's own changes apply at once).
+    pub catalog_cache_ttl: Duration,
     /// A request running longer than this is answered 408 and abandoned.
     pub request_timeout: Duration,
     /// How long a claimed `Idempotency-Key` blocks retries if its request died mid-way.
@@ -106,6 +112,7 @@ impl Default for ApiConfig {
             },
             cors_origins: Vec::new(),
             key_cache_ttl: Duration::from_secs(1),
+            catalog_cache_ttl: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
             idempotency_lock_secs: 60,
             max_payment: rust_decimal::Decimal::from(1_000_000),
@@ -126,6 +133,8 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<ApiConfig>,
     pub key_cache: Arc<auth::KeyCache>,
+    /// Prices with their products, by price id, for quotes.
+    pub catalog_cache: Arc<ttl_cache::TtlCache<(Price, Product)>>,
     pub limiter: Arc<RateLimiter>,
     pub metrics: Arc<metrics::Metrics>,
     /// Rendered once: the document only changes with the binary.
@@ -195,6 +204,7 @@ impl AppState {
             webhook_worker: Arc::new(tokio::sync::Notify::new()),
             segment_sweep: Arc::new(tokio::sync::Notify::new()),
             key_cache: Arc::new(auth::KeyCache::new(config.key_cache_ttl)),
+            catalog_cache: Arc::new(ttl_cache::TtlCache::new(config.catalog_cache_ttl)),
             limiter: Arc::new(RateLimiter::new(config.rate_limit)),
             metrics: Arc::new(metrics::Metrics::default()),
             openapi: Arc::new(openapi::document()),

@@ -160,6 +160,13 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub key_cache_ttl_ms: u64,
 
+    /// Milliseconds a price and its product, read for a quote, are reused; bounds how long a
+    /// price change made by another host takes to reach this host's quotes (changes made
+    /// through this host apply at once). 0 reads them for every quote.
+    #[arg(long, env = "HEPHAESTUS_CATALOG_CACHE_TTL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub catalog_cache_ttl_ms: u64,
+
     /// Seconds in-flight requests get to finish after SIGTERM before the process exits anyway.
     #[arg(long, env = "HEPHAESTUS_SHUTDOWN_GRACE_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
@@ -225,6 +232,7 @@ impl ServeArgs {
             rate_limit: self.rate_limit,
             cors_origins: self.cors_origins.clone(),
             key_cache_ttl: Duration::from_millis(self.key_cache_ttl_ms),
+            catalog_cache_ttl: Duration::from_millis(self.catalog_cache_ttl_ms),
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             // A claim must outlive any request that can still be running under it.
             idempotency_lock_secs: i64::try_from(self.request_timeout_secs).unwrap_or(3600) + 60,
