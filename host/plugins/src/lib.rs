@@ -65,6 +65,7 @@ pub use status::{
 };
 pub use tools::{CallReport, ToolError};
 pub use validate::is_segment_tag;
+pub use warm::MAX_DISPOSING;
 pub use watcher::PluginWatcher;
 
 use registry::{Registry, ReloadOutcome};

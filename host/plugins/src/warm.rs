@@ -10,6 +10,7 @@
 //! pool. Plugins measured below [`SLOW_START`] at load (Rust, and JavaScript, whose cost is
 //! in the call itself) get no pool.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
@@ -97,8 +98,15 @@ enum Job {
 /// joined on drop.
 pub(crate) struct Refiller {
     requests: Option<Sender<Job>>,
+    /// Used stores handed to the thread and not yet dropped.
+    disposing: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
 }
+
+/// Used stores waiting for the background thread at most. Each holds an instance slot
+/// until dropped: when the thread falls behind (cores busy with calls), a call drops its
+/// own store rather than let the backlog take the slots calls need.
+pub const MAX_DISPOSING: usize = 4;
 
 impl std::fmt::Debug for Refiller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -109,11 +117,14 @@ impl std::fmt::Debug for Refiller {
 impl Refiller {
     pub fn start(engine: Engine, clock: BusinessClock) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
+        let disposing = Arc::new(AtomicUsize::new(0));
+        let done = disposing.clone();
         let thread = std::thread::Builder::new()
             .name("plugin-warm".into())
-            .spawn(move || refill(&engine, &clock, &rx))?;
+            .spawn(move || refill(&engine, &clock, &rx, &done))?;
         Ok(Self {
             requests: Some(tx),
+            disposing,
             thread: Some(thread),
         })
     }
@@ -129,7 +140,14 @@ impl Refiller {
     /// interpreter's memory costs the request nothing; any other is dropped here, at once
     /// (a small instance frees faster than the hand-off).
     pub fn dispose(&self, plugin: &LoadedPlugin, spent: Spent) {
-        if plugin.warm.capacity() > 0 {
+        let queued = plugin.warm.capacity() > 0
+            && self
+                .disposing
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < MAX_DISPOSING).then_some(n + 1)
+                })
+                .is_ok();
+        if queued {
             self.send(Job::Dispose(spent));
         } else {
             drop(spent);
@@ -153,12 +171,13 @@ impl Drop for Refiller {
     }
 }
 
-fn refill(engine: &Engine, clock: &BusinessClock, jobs: &Receiver<Job>) {
+fn refill(engine: &Engine, clock: &BusinessClock, jobs: &Receiver<Job>, disposing: &AtomicUsize) {
     while let Ok(job) = jobs.recv() {
         let plugin = match job {
             Job::Refill(plugin) => plugin,
             Job::Dispose(spent) => {
                 drop(spent);
+                disposing.fetch_sub(1, Ordering::AcqRel);
                 continue;
             }
         };

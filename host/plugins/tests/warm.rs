@@ -124,3 +124,45 @@ fn a_warm_instance_decides_like_a_fresh_one_at_the_same_fuel() {
     assert_eq!(first.fuel_used, second.fuel_used);
     assert_eq!(status(&pooled.host, STEM).faults, 0);
 }
+
+/// Used stores are dropped in the background, but a backlog there holds instance slots:
+/// with the cores busy elsewhere, back-to-back calls must still never run the host out of
+/// slots. The slots are exactly enough for the pool, the most stores ever waiting to be
+/// dropped, the call and one instance being made.
+#[test]
+fn a_busy_machine_never_runs_a_pooled_plugin_out_of_instance_slots() {
+    const WARM: usize = 4;
+    let t = test_host(|c| {
+        c.warm_instances = WARM;
+        c.max_instances =
+            u32::try_from(WARM + hephaestus_plugins::MAX_DISPOSING + 2).expect("small");
+    });
+    t.load("lifecycle-segments-py.wasm", "lifecycle-segments-py", None);
+    assert!(wait_ready(&t.host, "lifecycle-segments-py", WARM));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hogs: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+            })
+        })
+        .collect();
+    let request = SegmentRequest {
+        customer: customer(),
+    };
+    let decisions: Vec<_> = (0..300)
+        .map(|_| t.host.decide_with("lifecycle-segments-py", &request))
+        .collect();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for hog in hogs {
+        hog.join().expect("hog thread");
+    }
+    for (i, d) in decisions.iter().enumerate() {
+        assert!(d.by_plugin(), "call {i}: {:?}", d.decided_by);
+    }
+}
