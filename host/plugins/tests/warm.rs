@@ -30,6 +30,13 @@ fn wait_ready(host: &PluginHost, stem: &str, ready: usize) -> bool {
     }
 }
 
+/// Tests here measure timing-sensitive behaviour, and one hogs the cores: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn status(host: &PluginHost, stem: &str) -> hephaestus_plugins::PluginStatus {
     host.list()
         .into_iter()
@@ -39,6 +46,7 @@ fn status(host: &PluginHost, stem: &str) -> hephaestus_plugins::PluginStatus {
 
 #[test]
 fn slow_starting_plugins_get_a_warm_pool_and_fast_ones_do_not() {
+    let _serial = serial();
     let t = test_host(|c| c.warm_instances = 3);
     t.load("volume-pricing.wasm", "volume-pricing", None);
     t.load("lifecycle-segments-py.wasm", "lifecycle-segments-py", None);
@@ -78,6 +86,7 @@ fn slow_starting_plugins_get_a_warm_pool_and_fast_ones_do_not() {
 
 #[test]
 fn a_warm_instance_decides_like_a_fresh_one_at_the_same_fuel() {
+    let _serial = serial();
     const STEM: &str = "lifecycle-segments-py";
     let pooled = test_host(|c| c.warm_instances = 2);
     let fresh = test_host(|c| c.warm_instances = 0);
@@ -131,6 +140,7 @@ fn a_warm_instance_decides_like_a_fresh_one_at_the_same_fuel() {
 /// dropped, the call and one instance being made.
 #[test]
 fn a_busy_machine_never_runs_a_pooled_plugin_out_of_instance_slots() {
+    let _serial = serial();
     const WARM: usize = 4;
     let t = test_host(|c| {
         c.warm_instances = WARM;
