@@ -623,31 +623,31 @@ async fn reconciliation_and_off_session_charges_through_localstripe(db: Db) {
 }
 
 /// One request the stub expects, and its answer.
-struct Expect {
-    method: &'static str,
-    path: &'static str,
-    status: u16,
-    body: Value,
+pub(crate) struct Expect {
+    pub(crate) method: &'static str,
+    pub(crate) path: &'static str,
+    pub(crate) status: u16,
+    pub(crate) body: Value,
 }
 
 /// A request the stub received.
 #[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    query: String,
-    idempotency_key: Option<String>,
-    form: HashMap<String, String>,
+pub(crate) struct Seen {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) query: String,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) form: HashMap<String, String>,
 }
 
 #[derive(Default)]
-struct Script {
-    expected: VecDeque<Expect>,
-    seen: Vec<Seen>,
-    mismatches: Vec<String>,
+pub(crate) struct Script {
+    pub(crate) expected: VecDeque<Expect>,
+    pub(crate) seen: Vec<Seen>,
+    pub(crate) mismatches: Vec<String>,
 }
 
-type Stub = Arc<Mutex<Script>>;
+pub(crate) type Stub = Arc<Mutex<Script>>;
 
 /// Answers each request with the next expected answer, in order, recording what came.
 async fn stub_handler(State(stub): State<Stub>, req: Request) -> axum::response::Response {
@@ -682,7 +682,7 @@ async fn stub_handler(State(stub): State<Stub>, req: Request) -> axum::response:
     (status, axum::Json(next.body)).into_response()
 }
 
-async fn start_stub(expected: Vec<Expect>) -> (String, Stub) {
+pub(crate) async fn start_stub(expected: Vec<Expect>) -> (String, Stub) {
     let stub: Stub = Arc::new(Mutex::new(Script {
         expected: expected.into(),
         ..Script::default()
@@ -721,7 +721,7 @@ fn stripe_intent(id: &str, status: &str, amount: i64, extra: Value) -> Value {
     pi
 }
 
-fn stripe_customer() -> Value {
+pub(crate) fn stripe_customer() -> Value {
     json!({
         "id": "cus_StubMirror01", "object": "customer", "address": null, "balance": 0,
         "created": 1_767_225_600, "currency": null, "default_source": null,
@@ -736,7 +736,7 @@ fn stripe_customer() -> Value {
     })
 }
 
-fn stripe_error(kind: &str, code: Option<&str>, message: &str, extra: Value) -> Value {
+pub(crate) fn stripe_error(kind: &str, code: Option<&str>, message: &str, extra: Value) -> Value {
     let mut error = json!({"type": kind, "message": message, "code": code,
         "doc_url": code.map(|c| format!("https://docs.stripe.com/error-codes/{c}")),
         "request_log_url": "https://dashboard.stripe.com/test/logs/req_StubLog01"});

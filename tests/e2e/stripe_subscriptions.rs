@@ -10,6 +10,10 @@
 //!   and quantity with `proration_behavior`, cancelling at period end and now, and the events
 //!   it sends for them: `customer.subscription.created` / `deleted`, `invoice.created`,
 //!   `invoice.payment_succeeded`.
+//! - **a stub answering Stripe-shaped payloads**, for the answers localstripe gives in an
+//!   older shape or not at all: a 402 card error from creating a subscription (localstripe
+//!   answers an `incomplete` one), today's subscription shape (periods and `price` on the
+//!   item), and the Idempotency-Key of every step, each derived from the request's key.
 //! - **hand-written payloads** shaped like Stripe's own (today's API version), signed by the
 //!   official `stripe` Python package: the events localstripe never sends —
 //!   `customer.subscription.updated`, `customer.subscription.trial_will_end`,
@@ -26,14 +30,16 @@ use serde_json::{Value, json};
 use crate::both_dbs;
 use crate::common::{Db, TestServer, recurring_price};
 use crate::stripe::{
-    DECLINED_ON_CHARGE, LocalStripe, VISA, WEBHOOK_SECRET, customer, eventually, inbox, server,
+    DECLINED_ON_CHARGE, Expect, LocalStripe, SECRET_KEY, VISA, WEBHOOK_SECRET, customer,
+    eventually, inbox, server, start_stub, stripe_customer, stripe_error,
 };
 use crate::webhooks::{deliver, event, now_secs, settled, stripe_sign};
 
 both_dbs!(
     subscriptions_are_created_changed_and_cancelled_at_localstripe,
     declined_first_invoices_trials_and_zero_decimal_prices_at_localstripe,
-    stripe_subscription_events_in_any_order_are_applied_once
+    stripe_subscription_events_in_any_order_are_applied_once,
+    stripe_shaped_subscription_answers_and_their_keys
 );
 
 const SUBSCRIPTIONS: &str = "/api/v1/revenue/subscriptions";
@@ -562,4 +568,166 @@ async fn stripe_subscription_events_in_any_order_are_applied_once(db: Db) {
         },
     )
     .await;
+}
+
+async fn stripe_shaped_subscription_answers_and_their_keys(db: Db) {
+    let t = now_secs();
+    let answer = |status: &str, quantity: i64, ended: bool| {
+        let mut sub = stripe_subscription("sub_1Stub", "plan_1Stub", status, quantity, t);
+        sub["customer"] = json!("cus_StubMirror01");
+        if ended {
+            sub["ended_at"] = json!(t + 60);
+            sub["canceled_at"] = json!(t + 60);
+        }
+        sub
+    };
+    let attached = json!({"id": "pm_1StubCard", "object": "payment_method", "type": "card",
+        "customer": "cus_StubMirror01", "livemode": false, "metadata": {}});
+    let ok = |method, path, body| Expect {
+        method,
+        path,
+        status: 200,
+        body,
+    };
+    let (base, stub) = start_stub(vec![
+        // First subscription of this customer and price: the mirrors, then a decline.
+        ok("POST", "/v1/customers", stripe_customer()),
+        ok(
+            "POST",
+            "/v1/payment_methods/pm_1StubCard/attach",
+            attached.clone(),
+        ),
+        ok("POST", "/v1/customers/cus_StubMirror01", stripe_customer()),
+        ok(
+            "POST",
+            "/v1/plans",
+            json!({"id": "plan_1Stub", "object": "plan", "amount": 2500, "currency": "usd",
+                   "interval": "month", "interval_count": 1, "active": true}),
+        ),
+        Expect {
+            method: "POST",
+            path: "/v1/subscriptions",
+            status: 402,
+            body: stripe_error(
+                "card_error",
+                Some("card_declined"),
+                "Your card has insufficient funds.",
+                json!({"decline_code": "insufficient_funds"}),
+            ),
+        },
+        // Another request: the mirrors are known, only the method is set again.
+        ok("POST", "/v1/payment_methods/pm_1StubCard/attach", attached),
+        ok("POST", "/v1/customers/cus_StubMirror01", stripe_customer()),
+        ok("POST", "/v1/subscriptions", answer("active", 1, false)),
+        // A quantity change names the subscription's item.
+        ok(
+            "GET",
+            "/v1/subscriptions/sub_1Stub",
+            answer("active", 1, false),
+        ),
+        ok(
+            "POST",
+            "/v1/subscriptions/sub_1Stub",
+            answer("active", 4, false),
+        ),
+        ok(
+            "DELETE",
+            "/v1/subscriptions/sub_1Stub",
+            answer("canceled", 4, true),
+        ),
+    ])
+    .await;
+    let args = hephaestus::config::GatewayArgs {
+        stripe_secret_key: Some(hephaestus_core::secret::Secret::new(SECRET_KEY)),
+        stripe_api_base: Some(base),
+    };
+    let s = server(db, args).await;
+    let c = customer(&s, "stub@example.com").await;
+    let price = recurring_price(&s, json!("25.00"), "month", None).await;
+    let body = json!({"customer_id": c, "price_id": price, "payment_method": "pm_1StubCard"});
+
+    let r = s
+        .post(&s.admin, SUBSCRIPTIONS, &body, Some("stub-declined"))
+        .await;
+    assert_eq!(r.status, StatusCode::PAYMENT_REQUIRED, "{}", r.body);
+    assert_eq!(r.code(), "card_declined");
+    assert_eq!(r.body["error"]["decline_code"], "insufficient_funds");
+    assert_eq!(s.count("subscriptions").await, 0);
+    // The decline is the answer to that key from now on, without asking Stripe again.
+    let again = s
+        .post(&s.admin, SUBSCRIPTIONS, &body, Some("stub-declined"))
+        .await;
+    assert_eq!(again.status, StatusCode::PAYMENT_REQUIRED, "{}", again.body);
+
+    let r = s
+        .post(&s.admin, SUBSCRIPTIONS, &body, Some("stub-ok"))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["gateway_id"], "sub_1Stub");
+    assert_eq!(r.body["status"], "active");
+    // The period is Stripe's, read from the item as today's API puts it.
+    let start = hephaestus_core::Timestamp::from_micros(t * 1_000_000);
+    assert_eq!(r.body["current_period_start"], json!(start));
+    let id = r.body["id"].as_str().unwrap().to_string();
+
+    let r = s
+        .post(
+            &s.admin,
+            &format!("{SUBSCRIPTIONS}/{id}"),
+            &json!({"quantity": 4}),
+            Some("stub-change"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["quantity"], 4);
+    assert_eq!(r.body["price_id"], price.as_str());
+    let r = s
+        .post(
+            &s.admin,
+            &format!("{SUBSCRIPTIONS}/{id}/cancel"),
+            &json!({}),
+            Some("stub-cancel"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["status"], "canceled");
+
+    let script = stub.lock().unwrap();
+    assert!(script.mismatches.is_empty(), "{:?}", script.mismatches);
+    assert!(script.expected.is_empty(), "answers never asked for");
+    let seen = &script.seen;
+    let key = |i: usize| seen[i].idempotency_key.clone().unwrap_or_default();
+    let form = |i: usize, k: &str| seen[i].form.get(k).cloned().unwrap_or_default();
+    assert_eq!(form(1, "customer"), "cus_StubMirror01");
+    assert_eq!(
+        form(2, "invoice_settings[default_payment_method]"),
+        "pm_1StubCard"
+    );
+    assert_eq!(key(3), format!("hephaestus-price-{price}"));
+    assert_eq!(form(3, "amount"), "2500");
+    assert_eq!(form(3, "metadata[hephaestus_price_id]"), price);
+    assert_eq!(form(4, "items[0][price]"), "plan_1Stub");
+    assert_eq!(form(4, "items[0][quantity]"), "1");
+    assert_eq!(form(4, "payment_behavior"), "error_if_incomplete");
+    assert_eq!(form(7, "metadata[hephaestus_customer_id]"), c);
+    assert_eq!(form(9, "items[0][id]"), "si_HandWritten1");
+    assert_eq!(form(9, "items[0][quantity]"), "4");
+    assert_eq!(form(9, "proration_behavior"), "create_prorations");
+    // One key per step, each derived from the request's own: a retried request sends the
+    // same ones and gets Stripe's first answers.
+    let declined = key(4).trim_end_matches(":create").to_string();
+    assert!(declined.starts_with("hk-"), "{declined}");
+    assert_eq!(key(1), format!("{declined}:attach"));
+    assert_eq!(key(2), format!("{declined}:default"));
+    let created = key(7).trim_end_matches(":create").to_string();
+    assert_ne!(created, declined);
+    assert_eq!(key(5), format!("{created}:attach"));
+    assert_eq!(key(6), format!("{created}:default"));
+    assert_eq!(seen[8].idempotency_key, None);
+    assert!(key(9).ends_with(":change"), "{}", key(9));
+    assert!(key(10).ends_with(":cancel"), "{}", key(10));
+    assert_ne!(
+        key(9).trim_end_matches(":change"),
+        key(10).trim_end_matches(":cancel")
+    );
 }
