@@ -24,6 +24,7 @@
 use std::time::Duration;
 
 use hephaestus_billing::subscriptions::{Dunning, advance_clock, run_due};
+use hephaestus_core::subscription::SubscriptionStatus;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -226,6 +227,23 @@ async fn subscriptions_are_created_changed_and_cancelled_at_localstripe(db: Db) 
     assert_eq!(
         ls.get(&format!("/v1/subscriptions/{gid}")).await["status"],
         "canceled"
+    );
+    // Reconciliation's view of it, fetched from Stripe.
+    let at_gateway = gateway.subscriptions().expect("Stripe bills subscriptions");
+    let fetched = at_gateway
+        .fetch_subscription(gid.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fetched.status, Some(SubscriptionStatus::Canceled));
+    assert_eq!(fetched.quantity, Some(1));
+    assert!(fetched.ended_at.is_some());
+    assert!(
+        at_gateway
+            .fetch_subscription("sub_NotAtStripe".into())
+            .await
+            .unwrap()
+            .is_none()
     );
     // An ended subscription is not changed again, here or at Stripe.
     let r = s.post(&s.admin, &cancel, &json!({}), None).await;

@@ -338,18 +338,12 @@ pub async fn mirror_invoice(
             .filter(|_| status == InvoiceStatus::Open);
     }
     if ours == before {
-        subscriptions::set_invoice_gateway_event_at(
-            tx,
-            &ours.id,
-            created.max(last.unwrap_or(created)),
-        )
-        .await?;
+        subscriptions::set_invoice_gateway_event_at(tx, &ours.id, created).await?;
         return Ok(Mirrored::Unchanged);
     }
     ours.updated_at = now;
     subscriptions::update_invoice(tx, &ours).await?;
-    subscriptions::set_invoice_gateway_event_at(tx, &ours.id, created.max(last.unwrap_or(created)))
-        .await?;
+    subscriptions::set_invoice_gateway_event_at(tx, &ours.id, created).await?;
     if failed_attempt {
         events::append(tx, invoice_event(kind::INVOICE_PAYMENT_FAILED, &ours, now));
     }

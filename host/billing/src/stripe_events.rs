@@ -355,8 +355,7 @@ async fn subscription(
     };
     let next = gateway_subscriptions::merge(&sub, &state, price_id);
     gateway_subscriptions::record(tx, &sub, next, Timestamp::now(), false).await?;
-    subscriptions::set_gateway_event_at(tx, &sub.id, last.unwrap_or(i64::MIN).max(event.created))
-        .await?;
+    subscriptions::set_gateway_event_at(tx, &sub.id, event.created).await?;
     Ok(Applied::Processed)
 }
 
@@ -432,7 +431,11 @@ async fn invoice(
     };
     let amount = |v: &Value| from_stripe_amount(v.as_i64().unwrap_or(0), currency);
     let status = match object["status"].as_str() {
-        Some("draft") | None => None,
+        Some("draft") | None => {
+            return Ok(Applied::Ignored(format!(
+                "invoice {id} is a draft; it is mirrored once finalized"
+            )));
+        }
         Some(s) => match s.parse() {
             Ok(s) => Some(s),
             Err(_) => {

@@ -226,10 +226,14 @@ struct GatewaySubscriptionRow {
     gateway_event_at: Option<i64>,
 }
 
-/// Records the `created` time (seconds) of the newest gateway event applied to a subscription.
+/// Records the `created` time (seconds) of a gateway event (or answer) applied to a
+/// subscription; the mark only moves forward.
 pub async fn set_gateway_event_at(tx: &mut Tx, id: &str, at: i64) -> Result<()> {
     with_tx!(tx, |c| sqlx::query(
-        "UPDATE subscriptions SET gateway_event_at = $2 WHERE id = $1"
+        "UPDATE subscriptions SET gateway_event_at = CASE
+             WHEN gateway_event_at IS NULL OR gateway_event_at < $2 THEN $2
+             ELSE gateway_event_at END
+          WHERE id = $1"
     )
     .bind(id)
     .bind(at)
@@ -666,10 +670,14 @@ struct GatewayInvoiceRow {
     gateway_event_at: Option<i64>,
 }
 
-/// Records the `created` time (seconds) of the newest gateway event applied to an invoice.
+/// Records the `created` time (seconds) of a gateway event applied to an invoice; the mark
+/// only moves forward.
 pub async fn set_invoice_gateway_event_at(tx: &mut Tx, id: &str, at: i64) -> Result<()> {
     with_tx!(tx, |c| sqlx::query(
-        "UPDATE invoices SET gateway_event_at = $2 WHERE id = $1"
+        "UPDATE invoices SET gateway_event_at = CASE
+             WHEN gateway_event_at IS NULL OR gateway_event_at < $2 THEN $2
+             ELSE gateway_event_at END
+          WHERE id = $1"
     )
     .bind(id)
     .bind(at)
