@@ -453,8 +453,7 @@ fn gateway_subscriptions_of(
     })
 }
 
-/// Applies the gateway's answer to a change asked through the API (and the changes kept
-/// only here, `local`), with its `subscription.*` event, in the request's transaction.
+/// Stores the gateway's answer to a change asked through the API, and answers with it.
 async fn apply_answer(
     tx: &mut hephaestus_store::Tx,
     id: &str,
@@ -462,16 +461,8 @@ async fn apply_answer(
     local: impl FnOnce(&mut Subscription),
 ) -> ApiResult<Written> {
     let sub = locked(tx, id).await?;
-    let price_id = match &answer.gateway_price_id {
-        Some(p) => hephaestus_billing::stripe_subscriptions::our_price(tx, p).await?,
-        None => None,
-    };
-    let mut next = gateway_subscriptions::merge(&sub, answer, price_id);
-    local(&mut next);
-    let now = Timestamp::now();
-    let next = gateway_subscriptions::record(tx, &sub, next, now, true).await?;
-    // Stripe's answer is its state now: events from before it are older.
-    subscriptions::set_gateway_event_at(tx, id, gateway_subscriptions::secs(now)).await?;
+    let next =
+        gateway_subscriptions::apply_answer(tx, sub, answer, local, Timestamp::now()).await?;
     Ok(Written::json(
         StatusCode::OK,
         &SubscriptionView::from(&next),

@@ -26,7 +26,7 @@ use hephaestus_core::money::{Currency, Money};
 use hephaestus_core::subscription::{
     Invoice, InvoiceLine, InvoiceStatus, Subscription, SubscriptionStatus,
 };
-use hephaestus_store::{StoreError, Tx, catalog, events, subscriptions};
+use hephaestus_store::{StoreError, Tx, catalog, events, subscriptions, with_tx};
 use serde_json::json;
 
 use crate::gateway::GatewaySubscription;
@@ -84,6 +84,51 @@ pub fn merge(
     // The gateway bills it: nothing is ever due for the host's own engine.
     next.next_action_at = None;
     next
+}
+
+/// Our price mirrored by the gateway's price id, if it is one of ours.
+pub async fn our_price(
+    tx: &mut Tx,
+    gateway: &str,
+    gateway_price_id: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(with_tx!(tx, |c| sqlx::query_scalar(
+        "SELECT price_id FROM gateway_prices WHERE gateway = $1 AND gateway_price_id = $2"
+    )
+    .bind(gateway)
+    .bind(gateway_price_id)
+    .fetch_optional(c)
+    .await)?)
+}
+
+/// Our subscription as the gateway's state has it, with our price for the gateway's.
+pub async fn merged(
+    tx: &mut Tx,
+    sub: &Subscription,
+    state: &GatewaySubscription,
+) -> Result<Subscription, StoreError> {
+    let price_id = match &state.gateway_price_id {
+        Some(p) => our_price(tx, &sub.gateway, p).await?,
+        None => None,
+    };
+    Ok(merge(sub, state, price_id))
+}
+
+/// Applies the gateway's answer to a change asked through the API, with the changes kept
+/// only here (`local`: payment method, metadata) and its `subscription.*` event.
+pub async fn apply_answer(
+    tx: &mut Tx,
+    sub: Subscription,
+    answer: &GatewaySubscription,
+    local: impl FnOnce(&mut Subscription),
+    now: Timestamp,
+) -> Result<Subscription, StoreError> {
+    let mut next = merged(tx, &sub, answer).await?;
+    local(&mut next);
+    let next = record(tx, &sub, next, now, true).await?;
+    // The answer is the gateway's state now: events from before it are older.
+    subscriptions::set_gateway_event_at(tx, &next.id, secs(now)).await?;
+    Ok(next)
 }
 
 async fn price(tx: &mut Tx, id: &str) -> Result<Price, StoreError> {

@@ -18,7 +18,7 @@ use hephaestus_store::inbox::{self, InboxEvent};
 use crate::disputes::{self, Change, DisputeState};
 use crate::gateway_subscriptions::{self, GatewayInvoice, GatewayInvoiceLine, Mirrored};
 use crate::stripe::from_stripe_amount;
-use crate::stripe_subscriptions::{self, subscription_state};
+use crate::stripe_subscriptions::subscription_state;
 use hephaestus_store::{Store, StoreError, Tx, events, payments, subscriptions};
 use serde_json::{Value, json};
 
@@ -349,11 +349,7 @@ async fn subscription(
             sub.id, event.kind
         )));
     }
-    let price_id = match &state.gateway_price_id {
-        Some(p) => stripe_subscriptions::our_price(tx, p).await?,
-        None => None,
-    };
-    let next = gateway_subscriptions::merge(&sub, &state, price_id);
+    let next = gateway_subscriptions::merged(tx, &sub, &state).await?;
     gateway_subscriptions::record(tx, &sub, next, Timestamp::now(), false).await?;
     subscriptions::set_gateway_event_at(tx, &sub.id, event.created).await?;
     Ok(Applied::Processed)
@@ -448,7 +444,7 @@ async fn invoice(
     let mut lines = Vec::new();
     for line in object["lines"]["data"].as_array().into_iter().flatten() {
         let price_id = match line_price(line) {
-            Some(p) => stripe_subscriptions::our_price(tx, p).await?,
+            Some(p) => gateway_subscriptions::our_price(tx, GATEWAY, p).await?,
             None => None,
         };
         lines.push(GatewayInvoiceLine {

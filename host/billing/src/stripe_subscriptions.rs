@@ -31,7 +31,7 @@ use futures::future::BoxFuture;
 use hephaestus_core::Timestamp;
 use hephaestus_core::catalog::{Interval, Price};
 use hephaestus_core::subscription::SubscriptionStatus;
-use hephaestus_store::{StoreError, Tx, catalog, with_read, with_tx};
+use hephaestus_store::{StoreError, catalog, with_read, with_tx};
 use serde::Serialize;
 use serde_json::Value;
 use stripe_billing::plan::{CreatePlan, CreatePlanInlineProductParams, CreatePlanProduct};
@@ -152,17 +152,6 @@ pub async fn known_price(
     .bind(NAME)
     .bind(price_id)
     .fetch_optional(e)
-    .await)?)
-}
-
-/// Our price mirrored by a Stripe price (plan) id, if it is one of ours.
-pub async fn our_price(tx: &mut Tx, gateway_price_id: &str) -> Result<Option<String>, StoreError> {
-    Ok(with_tx!(tx, |c| sqlx::query_scalar(
-        "SELECT price_id FROM gateway_prices WHERE gateway = $1 AND gateway_price_id = $2"
-    )
-    .bind(NAME)
-    .bind(gateway_price_id)
-    .fetch_optional(c)
     .await)?)
 }
 
