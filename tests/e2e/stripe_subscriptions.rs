@@ -206,6 +206,29 @@ async fn subscriptions_are_created_changed_and_cancelled_at_localstripe(db: Db) 
     );
     assert_eq!(s.count("gateway_prices").await, 2);
 
+    // A new card becomes the one Stripe charges the customer's invoices to.
+    let new_card = ls.card(VISA).await;
+    let r = s
+        .post(
+            &s.admin,
+            &format!("{SUBSCRIPTIONS}/{id}"),
+            &json!({"payment_method": new_card}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["payment_method"], new_card.as_str());
+    let mirror = ls
+        .get(&format!(
+            "/v1/customers/{}",
+            at_stripe["customer"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        mirror["invoice_settings"]["default_payment_method"],
+        new_card.as_str()
+    );
+
     // Cancelled at period end, then now.
     let cancel = format!("{SUBSCRIPTIONS}/{id}/cancel");
     let r = s
@@ -259,7 +282,8 @@ async fn subscriptions_are_created_changed_and_cancelled_at_localstripe(db: Db) 
     assert_eq!(subscription(&s, &id).await["status"], "canceled");
     let events = domain_events(&s, &c).await;
     assert_eq!(count(&events, "subscription.created"), 1, "{events:?}");
-    assert_eq!(count(&events, "subscription.updated"), 3, "{events:?}");
+    // Two plan changes, the new card, the cancellation at period end.
+    assert_eq!(count(&events, "subscription.updated"), 4, "{events:?}");
     assert_eq!(count(&events, "subscription.canceled"), 1, "{events:?}");
     assert_eq!(count(&events, "invoice.finalized"), 1, "{events:?}");
     assert_eq!(count(&events, "invoice.paid"), 1, "{events:?}");
