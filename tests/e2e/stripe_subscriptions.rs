@@ -156,6 +156,20 @@ async fn subscriptions_are_created_changed_and_cancelled_at_localstripe(db: Db) 
     assert_eq!(lines[0]["amount_minor"], 4000);
     assert_eq!(lines[0]["quantity"], 2);
 
+    // Stripe's charge for its invoice is not a payment of ours: ignored at once, by name.
+    eventually(
+        20,
+        "the invoice's PaymentIntent event was not ignored",
+        || async {
+            inbox(&s)
+                .await
+                .iter()
+                .any(|(k, _, st)| k == "payment_intent.succeeded" && st == "ignored")
+        },
+    )
+    .await;
+    assert_eq!(s.count("payments").await, 0);
+
     // The host's own engine never bills it, however far its clock moves.
     advance_clock(&s.store, Duration::from_secs(40 * 24 * 60 * 60))
         .await

@@ -39,6 +39,12 @@
 //! `generic_decline`, and a failed 3-D Secure (`payment_intent_authentication_failure`) is
 //! `authentication_required`, as the sandbox names it ([`decline_reason`]).
 //!
+//! **Subscriptions** are billed by Stripe itself: see [`crate::stripe_subscriptions`].
+//!
+//! **Amounts** are sent in the currency's minor units, except ISK and UGX, which Stripe
+//! counts in hundredths although they have no decimals ([`to_stripe_amount`],
+//! [`from_stripe_amount`]).
+//!
 //! **Responses** are read into the few fields used here (ids, status, amounts, the last
 //! error), not into async-stripe's full resource types: those follow the API version the
 //! client pins, and a field that one Stripe-compatible server (or an older account version)

@@ -136,6 +136,13 @@ async fn intent(
         ));
     };
     let Some(mut payment) = payments::find_by_gateway_id(tx, GATEWAY, intent_id).await? else {
+        if let Some(invoice) = object["invoice"].as_str() {
+            // Stripe charging one of its invoices (a subscription it bills): the invoice's
+            // own events say what came of it, and no payment of ours will appear.
+            return Ok(Applied::Ignored(format!(
+                "{intent_id} pays Stripe invoice {invoice}, mirrored from its invoice events"
+            )));
+        }
         return Ok(Applied::NotYet(format!("no payment for {intent_id}")));
     };
     if !moves_forward(&payment, status, event.created) {
