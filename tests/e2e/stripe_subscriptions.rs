@@ -40,7 +40,8 @@ both_dbs!(
     subscriptions_are_created_changed_and_cancelled_at_localstripe,
     declined_first_invoices_trials_and_zero_decimal_prices_at_localstripe,
     stripe_subscription_events_in_any_order_are_applied_once,
-    stripe_shaped_subscription_answers_and_their_keys
+    stripe_shaped_subscription_answers_and_their_keys,
+    stripe_events_from_before_the_hosts_clock_still_apply_after_an_api_change
 );
 
 const SUBSCRIPTIONS: &str = "/api/v1/revenue/subscriptions";
@@ -786,4 +787,68 @@ async fn stripe_shaped_subscription_answers_and_their_keys(db: Db) {
         key(9).trim_end_matches(":change"),
         key(10).trim_end_matches(":cancel")
     );
+}
+
+async fn stripe_events_from_before_the_hosts_clock_still_apply_after_an_api_change(db: Db) {
+    let ls = LocalStripe::start().await;
+    // No webhooks from localstripe: every event here is hand-written.
+    let s = server(db, ls.gateway_args()).await;
+    let c = customer(&s, "clocks@example.com").await;
+    let price = recurring_price(&s, json!("20.00"), "month", None).await;
+    let r = s
+        .post(
+            &s.admin,
+            SUBSCRIPTIONS,
+            &json!({"customer_id": c, "price_id": price, "payment_method": ls.card(VISA).await}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
+    let plan = ls.get(&format!("/v1/subscriptions/{gid}")).await["plan"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s
+        .post(
+            &s.admin,
+            &format!("{SUBSCRIPTIONS}/{id}"),
+            &json!({"quantity": 2}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["quantity"], 2);
+
+    // Stripe's clock runs behind ours: its event for a renewal that failed just after our
+    // change is stamped earlier than the host's time of the answer, and still is the news.
+    let t = now_secs() - 30;
+    post_signed(
+        &s,
+        &event(
+            "evt_behind_1",
+            "customer.subscription.updated",
+            t,
+            stripe_subscription(&gid, &plan, "past_due", 2, t),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(inbox_status(&s, "evt_behind_1").await, "processed");
+    assert_eq!(subscription(&s, &id).await["status"], "past_due");
+    // Stripe's own order still holds between its events.
+    post_signed(
+        &s,
+        &event(
+            "evt_behind_0",
+            "customer.subscription.updated",
+            t - 1,
+            stripe_subscription(&gid, &plan, "active", 2, t),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(inbox_status(&s, "evt_behind_0").await, "ignored");
+    assert_eq!(subscription(&s, &id).await["status"], "past_due");
 }

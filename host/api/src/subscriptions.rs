@@ -456,13 +456,14 @@ fn gateway_subscriptions_of(
 /// Stores the gateway's answer to a change asked through the API, and answers with it.
 async fn apply_answer(
     tx: &mut hephaestus_store::Tx,
-    id: &str,
+    asked: &Subscription,
     answer: &GatewaySubscription,
     local: impl FnOnce(&mut Subscription),
 ) -> ApiResult<Written> {
-    let sub = locked(tx, id).await?;
+    let current = locked(tx, &asked.id).await?;
     let next =
-        gateway_subscriptions::apply_answer(tx, sub, answer, local, Timestamp::now()).await?;
+        gateway_subscriptions::apply_answer(tx, asked, current, answer, local, Timestamp::now())
+            .await?;
     Ok(Written::json(
         StatusCode::OK,
         &SubscriptionView::from(&next),
@@ -784,7 +785,7 @@ async fn update_at_gateway(
         payment_method: change.payment_method.clone(),
         idempotency_key: claimed.external_key("subscription-change"),
     };
-    let id = sub.id;
+    let asked = sub;
     claimed
         .then(async move {
             let subs = gateway_subscriptions_of(&gateway)?;
@@ -794,7 +795,7 @@ async fn update_at_gateway(
                 .map_err(gateway_error)?;
             Ok(write::change(move |tx| {
                 Box::pin(async move {
-                    apply_answer(tx, &id, &answer, |next| {
+                    apply_answer(tx, &asked, &answer, |next| {
                         if let Some(pm) = change.payment_method {
                             next.payment_method = Some(pm);
                         }
@@ -955,7 +956,7 @@ async fn cancel_at_gateway(
     let gateway = state.gateway.clone();
     let key = claimed.external_key("subscription-cancel");
     let customer_id = sub.customer_id.clone();
-    let id = sub.id;
+    let asked = sub;
     claimed
         .then(async move {
             let subs = gateway_subscriptions_of(&gateway)?;
@@ -976,7 +977,7 @@ async fn cancel_at_gateway(
             }
             .map_err(gateway_error)?;
             Ok(write::change(move |tx| {
-                Box::pin(async move { apply_answer(tx, &id, &answer, |_| {}).await })
+                Box::pin(async move { apply_answer(tx, &asked, &answer, |_| {}).await })
             }))
         })
         .await

@@ -8,7 +8,9 @@
 //! newest event (or answer) applied to it:
 //! - a subscription event older than that is ignored; one from the same second is applied,
 //!   unless it is `customer.subscription.created`, which is never newer than anything
-//!   already applied (an answer to our own call counts as applied at the second it came);
+//!   already applied. An answer to our own call never moves the mark (Stripe gives no time
+//!   for it, and the host's clock is not Stripe's), and it is written only over the row it
+//!   was asked of: one that moved on while the call was in flight keeps its state;
 //! - a canceled subscription stays canceled (Stripe never revives one);
 //! - an invoice's status only moves forward (open → uncollectible → paid or void), or
 //!   sideways with a newer event; a failed payment attempt is counted once, when the
@@ -115,20 +117,33 @@ pub async fn merged(
 }
 
 /// Applies the gateway's answer to a change asked through the API, with the changes kept
-/// only here (`local`: payment method, metadata) and its `subscription.*` event.
+/// only here (`local`: payment method, metadata) and its `subscription.*` event. `asked` is
+/// the row as it was when the change was sent, `current` the row now, locked.
+///
+/// The answer leaves `gateway_event_at` alone: a subscription carries no time of its last
+/// change, and the host's clock is not Stripe's, so stamping the answer with it would hide
+/// every event Stripe created in the same moments. The event Stripe sends for this very
+/// change moves the mark instead.
+///
+/// The answer is Stripe's state only if nothing was applied while the call was in flight:
+/// when the row moved on (an event, or another change committed first), or it has ended,
+/// only the local changes are written, and Stripe's events carry its state here.
 pub async fn apply_answer(
     tx: &mut Tx,
-    sub: Subscription,
+    asked: &Subscription,
+    current: Subscription,
     answer: &GatewaySubscription,
     local: impl FnOnce(&mut Subscription),
     now: Timestamp,
 ) -> Result<Subscription, StoreError> {
-    let mut next = merged(tx, &sub, answer).await?;
+    let stale = current != *asked || current.status == SubscriptionStatus::Canceled;
+    let mut next = if stale {
+        current.clone()
+    } else {
+        merged(tx, &current, answer).await?
+    };
     local(&mut next);
-    let next = record(tx, &sub, next, now, true).await?;
-    // The answer is the gateway's state now: events from before it are older.
-    subscriptions::set_gateway_event_at(tx, &next.id, secs(now)).await?;
-    Ok(next)
+    record(tx, &current, next, now, true).await
 }
 
 async fn price(tx: &mut Tx, id: &str) -> Result<Price, StoreError> {
@@ -151,8 +166,8 @@ pub async fn start(
     sub.price_id = price.id.clone();
     sub.created_at = now;
     sub.updated_at = now;
+    // No event mark: see `apply_answer`.
     subscriptions::insert(tx, &sub).await?;
-    subscriptions::set_gateway_event_at(tx, &sub.id, secs(now)).await?;
     events::append(
         tx,
         subscription_event(kind::SUBSCRIPTION_CREATED, &sub, price, None, now),
