@@ -18,6 +18,10 @@ that it would refuse is taken here instead, and nothing else about its behaviour
   calls `plan`; the price ids sent are plan ids, so it is passed on as `plan`), and on an
   update `proration_behavior` (`create_prorations`, `always_invoice` or `none`), passed on
   as localstripe's own `prorate` flag.
+- Creating or updating a Subscription with `default_payment_method` (unknown to localstripe,
+  which charges every invoice to the customer's `invoice_settings.default_payment_method`):
+  kept on the subscription, where a test can read it back, and its invoices are charged to
+  it rather than to the customer's default, as Stripe does. The customer is not changed.
 - Creating a Subscription with `trial_period_days`: localstripe accepts it but leaves the
   subscription `incomplete` with no trial dates; here it starts `trialing`, with
   `trial_start` now and `trial_end` that many days later, as Stripe does.
@@ -98,7 +102,9 @@ def accept_newer_subscription_params():
     original_init = resources.Subscription.__init__
     original_update = resources.Subscription._update
 
-    def __init__(self, items=None, **data):
+    def __init__(self, items=None, default_payment_method=None, **data):
+        # Set before the first invoice is created and charged inside __init__.
+        self.default_payment_method = checked_method(default_payment_method)
         original_init(self, items=price_as_plan(items), **data)
         days = data.get('trial_period_days')
         if days is not None and data.get('trial_end') is None:
@@ -107,7 +113,11 @@ def accept_newer_subscription_params():
             self.trial_start = now
             self.trial_end = now + int(days) * 24 * 60 * 60
 
-    def _update(self, items=None, proration_behavior=None, **data):
+    def _update(self, items=None, proration_behavior=None,
+                default_payment_method=None, **data):
+        if default_payment_method is not None:
+            self.default_payment_method = checked_method(
+                default_payment_method)
         if proration_behavior is not None:
             if proration_behavior not in ('create_prorations', 'always_invoice',
                                           'none'):
@@ -117,6 +127,40 @@ def accept_newer_subscription_params():
 
     resources.Subscription.__init__ = __init__
     resources.Subscription._update = _update
+
+
+def checked_method(pm):
+    if pm is None:
+        return None
+    if type(pm) is not str or not pm.startswith('pm_'):
+        raise UserError(400, 'Bad default_payment_method')
+    resources.PaymentMethod._api_retrieve(pm)  # 404 if unknown
+    return pm
+
+
+def charge_subscription_default_method():
+    """An invoice of a subscription with its own default method is charged to it."""
+    original = resources.Invoice._api_pay_invoice.__func__
+
+    def _api_pay_invoice(cls, id):
+        invoice = resources.Invoice._api_retrieve(id)
+        pm = None
+        if invoice.subscription:
+            sub = resources.Subscription._api_retrieve(invoice.subscription)
+            pm = getattr(sub, 'default_payment_method', None)
+        if pm is None:
+            return original(cls, id)
+        # localstripe reads the method from the customer only: lend it the subscription's
+        # for this one charge, and give the customer's own back.
+        cus = resources.Customer._api_retrieve(invoice.customer)
+        own = cus.invoice_settings.get('default_payment_method')
+        cus.invoice_settings['default_payment_method'] = pm
+        try:
+            return original(cls, id)
+        finally:
+            cus.invoice_settings['default_payment_method'] = own
+
+    resources.Invoice._api_pay_invoice = classmethod(_api_pay_invoice)
 
 
 def exit_when_stdin_closes():
@@ -137,6 +181,7 @@ def main():
     keep_state_in(sys.argv[1])
     accept_newer_payment_intent_params()
     accept_newer_subscription_params()
+    charge_subscription_default_method()
     exit_when_stdin_closes()
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -5,7 +5,7 @@
 //! Which calls are covered how:
 //! - **localstripe** (1.15.10, patched only to take today's parameter names; see
 //!   `tests/run_localstripe.py`): creating the price mirror (a plan with its product),
-//!   attaching the payment method and making it the customer's default, creating a
+//!   attaching the payment method and making it the subscription's default, creating a
 //!   subscription (paid first invoice, declined first invoice, trial), changing its price
 //!   and quantity with `proration_behavior`, cancelling at period end and now, and the events
 //!   it sends for them: `customer.subscription.created` / `deleted`, `invoice.created`,
@@ -41,7 +41,8 @@ both_dbs!(
     declined_first_invoices_trials_and_zero_decimal_prices_at_localstripe,
     stripe_subscription_events_in_any_order_are_applied_once,
     stripe_shaped_subscription_answers_and_their_keys,
-    stripe_events_from_before_the_hosts_clock_still_apply_after_an_api_change
+    stripe_events_from_before_the_hosts_clock_still_apply_after_an_api_change,
+    a_new_card_for_one_subscription_leaves_the_customers_others_alone
 );
 
 const SUBSCRIPTIONS: &str = "/api/v1/revenue/subscriptions";
@@ -104,9 +105,10 @@ async fn subscriptions_are_created_changed_and_cancelled_at_localstripe(db: Db) 
     assert!(gid.starts_with("sub_"), "{gid}");
 
     // What Stripe holds: the subscription, on a plan mirroring our price, charged to the
-    // method made the customer's default.
+    // method made its own default; the customer's default is left alone.
     let at_stripe = ls.get(&format!("/v1/subscriptions/{gid}")).await;
     assert_eq!(at_stripe["status"], "active");
+    assert_eq!(at_stripe["default_payment_method"], pm.as_str());
     assert_eq!(at_stripe["quantity"], 2);
     assert_eq!(
         at_stripe["metadata"]["hephaestus_subscription_id"],
@@ -128,7 +130,7 @@ async fn subscriptions_are_created_changed_and_cancelled_at_localstripe(db: Db) 
         .await;
     assert_eq!(
         mirror["invoice_settings"]["default_payment_method"],
-        pm.as_str()
+        Value::Null
     );
     assert_eq!(s.count("gateway_prices").await, 1);
 
@@ -221,7 +223,7 @@ async fn subscriptions_are_created_changed_and_cancelled_at_localstripe(db: Db) 
     );
     assert_eq!(s.count("gateway_prices").await, 2);
 
-    // A new card becomes the one Stripe charges the customer's invoices to.
+    // A new card becomes the one Stripe charges this subscription's invoices to.
     let new_card = ls.card(VISA).await;
     let r = s
         .post(
@@ -233,14 +235,8 @@ async fn subscriptions_are_created_changed_and_cancelled_at_localstripe(db: Db) 
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["payment_method"], new_card.as_str());
-    let mirror = ls
-        .get(&format!(
-            "/v1/customers/{}",
-            at_stripe["customer"].as_str().unwrap()
-        ))
-        .await;
     assert_eq!(
-        mirror["invoice_settings"]["default_payment_method"],
+        ls.get(&format!("/v1/subscriptions/{gid}")).await["default_payment_method"],
         new_card.as_str()
     );
 
@@ -336,6 +332,17 @@ async fn declined_first_invoices_trials_and_zero_decimal_prices_at_localstripe(d
             .iter()
             .all(|sub| sub["status"] == "canceled"),
         "{all}"
+    );
+    // The declined card became nobody's default.
+    let mirror = ls
+        .get(&format!(
+            "/v1/customers/{}",
+            all["data"][0]["customer"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        mirror["invoice_settings"]["default_payment_method"],
+        Value::Null
     );
 
     // A trial needs no payment method, and Stripe charges nothing until it ends.
@@ -654,7 +661,6 @@ async fn stripe_shaped_subscription_answers_and_their_keys(db: Db) {
             "/v1/payment_methods/pm_1StubCard/attach",
             attached.clone(),
         ),
-        ok("POST", "/v1/customers/cus_StubMirror01", stripe_customer()),
         ok(
             "POST",
             "/v1/plans",
@@ -672,9 +678,8 @@ async fn stripe_shaped_subscription_answers_and_their_keys(db: Db) {
                 json!({"decline_code": "insufficient_funds"}),
             ),
         },
-        // Another request: the mirrors are known, only the method is set again.
+        // Another request: the mirrors are known, only the method is attached again.
         ok("POST", "/v1/payment_methods/pm_1StubCard/attach", attached),
-        ok("POST", "/v1/customers/cus_StubMirror01", stripe_customer()),
         ok("POST", "/v1/subscriptions", answer("active", 1, false)),
         // A quantity change names the subscription's item.
         ok(
@@ -756,36 +761,38 @@ async fn stripe_shaped_subscription_answers_and_their_keys(db: Db) {
     let key = |i: usize| seen[i].idempotency_key.clone().unwrap_or_default();
     let form = |i: usize, k: &str| seen[i].form.get(k).cloned().unwrap_or_default();
     assert_eq!(form(1, "customer"), "cus_StubMirror01");
-    assert_eq!(
-        form(2, "invoice_settings[default_payment_method]"),
-        "pm_1StubCard"
+    // The method is the subscription's own default; the customer is never updated.
+    assert!(
+        seen.iter()
+            .all(|r| r.path != "/v1/customers/cus_StubMirror01"),
+        "the customer's invoice settings were changed"
     );
-    assert_eq!(key(3), format!("hephaestus-price-{price}"));
-    assert_eq!(form(3, "amount"), "2500");
-    assert_eq!(form(3, "metadata[hephaestus_price_id]"), price);
-    assert_eq!(form(4, "items[0][price]"), "plan_1Stub");
-    assert_eq!(form(4, "items[0][quantity]"), "1");
-    assert_eq!(form(4, "payment_behavior"), "error_if_incomplete");
-    assert_eq!(form(7, "metadata[hephaestus_customer_id]"), c);
-    assert_eq!(form(9, "items[0][id]"), "si_HandWritten1");
-    assert_eq!(form(9, "items[0][quantity]"), "4");
-    assert_eq!(form(9, "proration_behavior"), "create_prorations");
+    assert_eq!(key(2), format!("hephaestus-price-{price}"));
+    assert_eq!(form(2, "amount"), "2500");
+    assert_eq!(form(2, "metadata[hephaestus_price_id]"), price);
+    assert_eq!(form(3, "items[0][price]"), "plan_1Stub");
+    assert_eq!(form(3, "items[0][quantity]"), "1");
+    assert_eq!(form(3, "payment_behavior"), "error_if_incomplete");
+    assert_eq!(form(3, "default_payment_method"), "pm_1StubCard");
+    assert_eq!(form(5, "metadata[hephaestus_customer_id]"), c);
+    assert_eq!(form(5, "default_payment_method"), "pm_1StubCard");
+    assert_eq!(form(7, "items[0][id]"), "si_HandWritten1");
+    assert_eq!(form(7, "items[0][quantity]"), "4");
+    assert_eq!(form(7, "proration_behavior"), "create_prorations");
     // One key per step, each derived from the request's own: a retried request sends the
     // same ones and gets Stripe's first answers.
-    let declined = key(4).trim_end_matches(":create").to_string();
+    let declined = key(3).trim_end_matches(":create").to_string();
     assert!(declined.starts_with("hk-"), "{declined}");
     assert_eq!(key(1), format!("{declined}:attach"));
-    assert_eq!(key(2), format!("{declined}:default"));
-    let created = key(7).trim_end_matches(":create").to_string();
+    let created = key(5).trim_end_matches(":create").to_string();
     assert_ne!(created, declined);
-    assert_eq!(key(5), format!("{created}:attach"));
-    assert_eq!(key(6), format!("{created}:default"));
-    assert_eq!(seen[8].idempotency_key, None);
-    assert!(key(9).ends_with(":change"), "{}", key(9));
-    assert!(key(10).ends_with(":cancel"), "{}", key(10));
+    assert_eq!(key(4), format!("{created}:attach"));
+    assert_eq!(seen[6].idempotency_key, None);
+    assert!(key(7).ends_with(":change"), "{}", key(7));
+    assert!(key(8).ends_with(":cancel"), "{}", key(8));
     assert_ne!(
-        key(9).trim_end_matches(":change"),
-        key(10).trim_end_matches(":cancel")
+        key(7).trim_end_matches(":change"),
+        key(8).trim_end_matches(":cancel")
     );
 }
 
@@ -851,4 +858,57 @@ async fn stripe_events_from_before_the_hosts_clock_still_apply_after_an_api_chan
     settled(&s).await;
     assert_eq!(inbox_status(&s, "evt_behind_0").await, "ignored");
     assert_eq!(subscription(&s, &id).await["status"], "past_due");
+}
+
+async fn a_new_card_for_one_subscription_leaves_the_customers_others_alone(db: Db) {
+    let ls = LocalStripe::start().await;
+    let s = server(db, ls.gateway_args()).await;
+    let c = customer(&s, "two-subs@example.com").await;
+    let price = recurring_price(&s, json!("20.00"), "month", None).await;
+    let first_card = ls.card(VISA).await;
+    let mut gids = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = s
+            .post(
+                &s.admin,
+                SUBSCRIPTIONS,
+                &json!({"customer_id": c, "price_id": price, "payment_method": first_card}),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        ids.push(r.body["id"].as_str().unwrap().to_string());
+        gids.push(r.body["gateway_id"].as_str().unwrap().to_string());
+    }
+
+    let new_card = ls.card(VISA).await;
+    let r = s
+        .post(
+            &s.admin,
+            &format!("{SUBSCRIPTIONS}/{}", ids[0]),
+            &json!({"payment_method": new_card}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    let changed = ls.get(&format!("/v1/subscriptions/{}", gids[0])).await;
+    assert_eq!(changed["default_payment_method"], new_card.as_str());
+    let other = ls.get(&format!("/v1/subscriptions/{}", gids[1])).await;
+    assert_eq!(other["default_payment_method"], first_card.as_str());
+    let mirror = ls
+        .get(&format!(
+            "/v1/customers/{}",
+            other["customer"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        mirror["invoice_settings"]["default_payment_method"],
+        Value::Null
+    );
+    assert_eq!(
+        subscription(&s, &ids[1]).await["payment_method"],
+        first_card.as_str()
+    );
 }

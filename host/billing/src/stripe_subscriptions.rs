@@ -8,12 +8,15 @@
 //! ours.
 //!
 //! **Payment methods.** A method given with a subscription is attached to the customer's
-//! Stripe mirror and made its `invoice_settings.default_payment_method`, which Stripe
-//! charges every invoice of the customer's subscriptions to.
+//! Stripe mirror and made that subscription's own `default_payment_method`, which Stripe
+//! charges its invoices to ahead of the customer's default. The customer's
+//! `invoice_settings` are never touched: a card given for one subscription must not move
+//! the customer's others onto it, nor a card declined on a first invoice become anyone's
+//! default.
 //!
 //! **Calls and their keys.** Every call that changes something at Stripe carries an
 //! Idempotency-Key derived from the one the API derived for the request, one per step
-//! (`…:attach`, `…:default`, `…:create`, `…:change`, `…:cancel`), so a retried request
+//! (`…:attach`, `…:create`, `…:change`, `…:cancel`), so a retried request
 //! replays Stripe's first answers. Subscriptions are created with
 //! `payment_behavior=error_if_incomplete`: a first invoice that cannot be paid is a card
 //! error and no subscription, as on the sandbox. A server that answers an `incomplete`
@@ -41,7 +44,6 @@ use stripe_billing::subscription::{
     UpdateSubscriptionItems, UpdateSubscriptionProrationBehavior,
 };
 use stripe_client_core::{RequestBuilder, StripeMethod};
-use stripe_core::customer::{UpdateCustomer, UpdateCustomerInvoiceSettings};
 
 use crate::gateway::{
     GatewayError, GatewaySubscription, SubscriptionChange, SubscriptionGateway, SubscriptionRequest,
@@ -217,9 +219,9 @@ impl StripeGateway {
             .ok_or_else(|| GatewayError::Unavailable("the Stripe price was not recorded".into()))
     }
 
-    /// Attaches `payment_method` to the Stripe customer and makes it the one its invoices
-    /// are charged to.
-    async fn set_default_method(
+    /// Attaches `payment_method` to the Stripe customer, so a subscription of it can be
+    /// charged to it.
+    async fn attach_method(
         &self,
         customer: &str,
         payment_method: &str,
@@ -241,12 +243,6 @@ impl StripeGateway {
             }
             Err(e) => return Err(payment_method_error(stripe_error(e))),
         }
-        let mut settings = UpdateCustomerInvoiceSettings::new();
-        settings.default_payment_method = Some(payment_method.to_string());
-        let update = UpdateCustomer::new(customer).invoice_settings(settings);
-        self.send::<Object>(&update, Some(&format!("{key}:default")))
-            .await
-            .map_err(|e| payment_method_error(stripe_error(e)))?;
         Ok(())
     }
 
@@ -298,7 +294,7 @@ impl SubscriptionGateway for StripeGateway {
         Box::pin(async move {
             let customer = self.customer_for(&req.customer_id).await?;
             if let Some(pm) = &req.payment_method {
-                self.set_default_method(&customer, pm, &req.idempotency_key)
+                self.attach_method(&customer, pm, &req.idempotency_key)
                     .await?;
             }
             let plan = self.price_for(&req.price).await?;
@@ -316,6 +312,9 @@ impl SubscriptionGateway for StripeGateway {
                     ),
                     (CUSTOMER_METADATA_KEY.to_string(), req.customer_id.clone()),
                 ]));
+            if let Some(pm) = &req.payment_method {
+                params = params.default_payment_method(pm);
+            }
             if req.trial_days > 0 {
                 params = params.trial_period_days(
                     u32::try_from(req.trial_days)
@@ -358,7 +357,7 @@ impl SubscriptionGateway for StripeGateway {
         Box::pin(async move {
             if let Some(pm) = &req.payment_method {
                 let customer = self.customer_for(&req.customer_id).await?;
-                self.set_default_method(&customer, pm, &req.idempotency_key)
+                self.attach_method(&customer, pm, &req.idempotency_key)
                     .await?;
             }
             let mut params = UpdateSubscription::new(req.gateway_id.as_str());
@@ -387,6 +386,10 @@ impl SubscriptionGateway for StripeGateway {
             }
             if let Some(cancel) = req.cancel_at_period_end {
                 params = params.cancel_at_period_end(cancel);
+                changed = true;
+            }
+            if let Some(pm) = &req.payment_method {
+                params = params.default_payment_method(pm);
                 changed = true;
             }
             if !changed {
