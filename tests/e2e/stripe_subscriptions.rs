@@ -17,7 +17,8 @@
 //! - **hand-written payloads** shaped like Stripe's own (today's API version), signed by the
 //!   official `stripe` Python package: the events localstripe never sends —
 //!   `customer.subscription.updated`, `customer.subscription.trial_will_end`,
-//!   `invoice.finalized`, `invoice.paid`, `invoice.payment_failed` — and deliveries it cannot
+//!   `invoice.finalized`, `invoice.updated`, `invoice.paid`, `invoice.payment_failed`,
+//!   `invoice.voided`, `invoice.marked_uncollectible` — and deliveries it cannot
 //!   arrange: `updated` before `created`, the same change twice under new event ids, a
 //!   failed attempt arriving after the payment that settled it.
 
@@ -42,7 +43,8 @@ both_dbs!(
     stripe_subscription_events_in_any_order_are_applied_once,
     stripe_shaped_subscription_answers_and_their_keys,
     stripe_events_from_before_the_hosts_clock_still_apply_after_an_api_change,
-    a_new_card_for_one_subscription_leaves_the_customers_others_alone
+    a_new_card_for_one_subscription_leaves_the_customers_others_alone,
+    stripe_invoices_are_voided_and_marked_uncollectible
 );
 
 const SUBSCRIPTIONS: &str = "/api/v1/revenue/subscriptions";
@@ -911,4 +913,118 @@ async fn a_new_card_for_one_subscription_leaves_the_customers_others_alone(db: D
         subscription(&s, &ids[1]).await["payment_method"],
         first_card.as_str()
     );
+}
+
+async fn stripe_invoices_are_voided_and_marked_uncollectible(db: Db) {
+    let ls = LocalStripe::start().await;
+    // No webhooks from localstripe: every event here is hand-written.
+    let s = server(db, ls.gateway_args()).await;
+    let c = customer(&s, "void@example.com").await;
+    let price = recurring_price(&s, json!("20.00"), "month", None).await;
+    let r = s
+        .post(
+            &s.admin,
+            SUBSCRIPTIONS,
+            &json!({"customer_id": c, "price_id": price, "payment_method": ls.card(VISA).await}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
+    let plan = ls.get(&format!("/v1/subscriptions/{gid}")).await["plan"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = now_secs() + 1;
+    let second = |status: &str| {
+        let mut inv = stripe_invoice(&gid, &plan, status, 1, t);
+        inv["id"] = json!("in_HandWritten2");
+        inv["billing_reason"] = json!("manual");
+        inv
+    };
+    // Ours are told apart by Stripe's billing reason: the first is the renewal's.
+    let status_of = |list: &[Value], billing_reason: &str| {
+        list.iter()
+            .find(|i| i["billing_reason"] == billing_reason)
+            .map(|i| i["status"].clone())
+            .unwrap_or(Value::Null)
+    };
+
+    // One invoice is voided; a failed attempt reported after it does not reopen it.
+    post_signed(
+        &s,
+        &event(
+            "evt_void_finalized",
+            "invoice.finalized",
+            t,
+            stripe_invoice(&gid, &plan, "open", 0, t),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    post_signed(
+        &s,
+        &event(
+            "evt_voided",
+            "invoice.voided",
+            t + 1,
+            stripe_invoice(&gid, &plan, "void", 0, t),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(
+        status_of(&invoices(&s, &id).await, "subscription_cycle"),
+        "void"
+    );
+    post_signed(
+        &s,
+        &event(
+            "evt_void_failed_late",
+            "invoice.payment_failed",
+            t + 2,
+            stripe_invoice(&gid, &plan, "open", 1, t),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(
+        status_of(&invoices(&s, &id).await, "subscription_cycle"),
+        "void"
+    );
+
+    // Another is given up on, then paid out of band: `invoice.updated` carries that.
+    post_signed(
+        &s,
+        &event(
+            "evt_uncollectible",
+            "invoice.marked_uncollectible",
+            t + 3,
+            second("uncollectible"),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(
+        status_of(&invoices(&s, &id).await, "manual"),
+        "uncollectible"
+    );
+    post_signed(
+        &s,
+        &event("evt_updated_paid", "invoice.updated", t + 4, second("paid")),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(status_of(&invoices(&s, &id).await, "manual"), "paid");
+
+    let events = domain_events(&s, &c).await;
+    assert_eq!(count(&events, "invoice.voided"), 1, "{events:?}");
+    assert_eq!(
+        count(&events, "invoice.marked_uncollectible"),
+        1,
+        "{events:?}"
+    );
+    let seen = inbox(&s).await;
+    assert!(seen.iter().all(|(_, _, st)| st != "failed"), "{seen:?}");
 }

@@ -5,7 +5,11 @@
 //! Subscriptions and invoices follow the rules of [`crate::gateway_subscriptions`].
 //! Each event is applied in one transaction with its domain events and its inbox status.
 //! `invoice.payment_succeeded` (which older API versions and localstripe send) is read as
-//! `invoice.paid`: both report the same invoice paid, and the second changes nothing.
+//! `invoice.paid`: both report the same invoice paid, and the second changes nothing. Every
+//! invoice event (`finalized`, `updated`, `paid`, `voided`, `marked_uncollectible`,
+//! `payment_failed`) carries the whole invoice and is mirrored by its `status` under the same
+//! rule, whatever its type: so a late `payment_failed` never reopens a voided invoice, and an
+//! `invoice.updated` is news only when it is newer.
 
 use hephaestus_core::Timestamp;
 use hephaestus_core::event::{NewEvent, kind};
@@ -99,9 +103,12 @@ pub async fn apply(tx: &mut Tx, event: &InboxEvent) -> Result<Applied, StoreErro
             subscription(tx, event, object, event.kind.ends_with(".deleted")).await?
         }
         "customer.subscription.trial_will_end" => trial_will_end(tx, object).await?,
-        "invoice.finalized" | "invoice.paid" | "invoice.payment_succeeded" => {
-            invoice(tx, event, object, false).await?
-        }
+        "invoice.finalized"
+        | "invoice.updated"
+        | "invoice.paid"
+        | "invoice.payment_succeeded"
+        | "invoice.voided"
+        | "invoice.marked_uncollectible" => invoice(tx, event, object, false).await?,
         "invoice.payment_failed" => invoice(tx, event, object, true).await?,
         other => Applied::Ignored(format!("event type {other} is not handled")),
     };
