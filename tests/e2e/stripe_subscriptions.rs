@@ -44,7 +44,8 @@ both_dbs!(
     stripe_shaped_subscription_answers_and_their_keys,
     stripe_events_from_before_the_hosts_clock_still_apply_after_an_api_change,
     a_new_card_for_one_subscription_leaves_the_customers_others_alone,
-    stripe_invoices_are_voided_and_marked_uncollectible
+    stripe_invoices_are_voided_and_marked_uncollectible,
+    stripe_isk_invoice_lines_are_rounded_to_whole_kronur
 );
 
 const SUBSCRIPTIONS: &str = "/api/v1/revenue/subscriptions";
@@ -1027,4 +1028,95 @@ async fn stripe_invoices_are_voided_and_marked_uncollectible(db: Db) {
     );
     let seen = inbox(&s).await;
     assert!(seen.iter().all(|(_, _, st)| st != "failed"), "{seen:?}");
+}
+
+async fn stripe_isk_invoice_lines_are_rounded_to_whole_kronur(db: Db) {
+    let ls = LocalStripe::start().await;
+    // No webhooks from localstripe: the invoice event is hand-written.
+    let s = server(db, ls.gateway_args()).await;
+    let c = customer(&s, "krona@example.com").await;
+    let product = s
+        .post(
+            &s.admin,
+            "/api/v1/revenue/products",
+            &json!({"name": "Akureyri"}),
+            None,
+        )
+        .await;
+    let isk = s
+        .post(
+            &s.admin,
+            "/api/v1/revenue/prices",
+            &json!({"product_id": product.body["id"], "currency": "isk", "unit_amount": "1000",
+                    "recurring": {"interval": "month"}}),
+            None,
+        )
+        .await;
+    assert_eq!(isk.status, StatusCode::CREATED, "{}", isk.body);
+    let r = s
+        .post(
+            &s.admin,
+            SUBSCRIPTIONS,
+            &json!({"customer_id": c, "price_id": isk.body["id"], "trial_days": 7}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
+    let plan = ls.get(&format!("/v1/subscriptions/{gid}")).await["plan"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Stripe counts ISK in hundredths and prorates to the hundredth: 999.50 kr for the rest
+    // of the period on the new plan, less 499.50 kr unused on the old one; 500 kr in all.
+    let t = now_secs() + 1;
+    let line = |n: u32, amount: i64, proration: bool, description: &str| {
+        json!({
+            "id": format!("il_Krona{n}"), "object": "line_item", "amount": amount,
+            "currency": "isk", "description": description, "quantity": 1,
+            "period": {"start": t, "end": t + 30 * 86_400},
+            "parent": {"type": "subscription_item_details",
+                       "subscription_item_details": {"proration": proration,
+                           "subscription": gid, "subscription_item": "si_Krona"}},
+            "pricing": {"type": "price_details",
+                        "price_details": {"price": plan, "product": "prod_Krona"}},
+        })
+    };
+    let invoice = json!({
+        "id": "in_Krona1", "object": "invoice", "status": "paid",
+        "billing_reason": "subscription_update", "currency": "isk", "customer": "cus_Krona",
+        "subtotal": 50_000, "total": 50_000, "amount_due": 50_000, "amount_paid": 50_000,
+        "amount_remaining": 0, "attempt_count": 1, "attempted": true,
+        "next_payment_attempt": null, "period_start": t, "period_end": t, "created": t,
+        "livemode": false,
+        "parent": {"type": "subscription_details", "quote_details": null,
+                   "subscription_details": {"metadata": {}, "subscription": gid}},
+        "lines": {"object": "list", "has_more": false, "data": [
+            line(1, 99_950, true, "Remaining time on Akureyri"),
+            line(2, -49_950, true, "Unused time on Akureyri"),
+        ]},
+    });
+    post_signed(&s, &event("evt_krona_paid", "invoice.paid", t, invoice)).await;
+    settled(&s).await;
+    assert_eq!(inbox_status(&s, "evt_krona_paid").await, "processed");
+
+    let mirrored = invoices(&s, &id).await;
+    assert_eq!(mirrored.len(), 1, "{mirrored:?}");
+    let inv = &mirrored[0];
+    assert_eq!(inv["currency"], "ISK");
+    assert_eq!(inv["status"], "paid");
+    assert_eq!(inv["subtotal_minor"], 500);
+    assert_eq!(inv["amount_due_minor"], 500);
+    assert_eq!(inv["amount_paid_minor"], 500);
+    let mut amounts: Vec<i64> = inv["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["amount_minor"].as_i64().unwrap())
+        .collect();
+    amounts.sort();
+    assert_eq!(amounts, [-500, 1000], "{inv}");
+    assert_eq!(amounts.iter().sum::<i64>(), 500);
 }

@@ -453,12 +453,19 @@ pub fn to_stripe_amount(amount: Money) -> i64 {
     }
 }
 
-/// Minor units (ISO 4217) of an amount Stripe gives in `currency`.
+/// Minor units (ISO 4217) of an amount Stripe gives in `currency`, rounded half away from
+/// zero: Stripe's charges in ISK and UGX are whole units, but the lines of its invoices
+/// (prorations above all) are not, and truncating them would lose up to a unit on every
+/// line, always towards zero.
 pub fn from_stripe_amount(amount: i64, currency: Currency) -> i64 {
-    if hundredfold(currency) {
-        amount / 100
+    if !hundredfold(currency) {
+        return amount;
+    }
+    let (whole, rest) = (amount / 100, amount % 100);
+    if rest.abs() >= 50 {
+        whole + amount.signum()
     } else {
-        amount
+        whole
     }
 }
 
@@ -587,6 +594,11 @@ mod tests {
         assert_eq!(to_stripe_amount(money("KWD", 1234)), 1234);
         let isk = Currency::parse("isk", "currency").unwrap();
         assert_eq!(from_stripe_amount(150_000, isk), 1500);
+        assert_eq!(from_stripe_amount(99_950, isk), 1000);
+        assert_eq!(from_stripe_amount(99_949, isk), 999);
+        assert_eq!(from_stripe_amount(-49_950, isk), -500);
+        assert_eq!(from_stripe_amount(-49_949, isk), -499);
+        assert_eq!(from_stripe_amount(-10, isk), 0);
         let usd = Currency::parse("usd", "currency").unwrap();
         assert_eq!(from_stripe_amount(1999, usd), 1999);
     }
