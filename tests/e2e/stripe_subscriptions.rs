@@ -176,7 +176,21 @@ async fn subscriptions_are_created_changed_and_cancelled_at_localstripe(db: Db) 
     .await;
     assert_eq!(s.count("payments").await, 0);
 
-    // The host's own engine never bills it, however far its clock moves.
+    // The host's own engine never bills it, however far its clock moves: not even with work
+    // marked due on the row (which nothing here writes for a Stripe-billed subscription), so
+    // it is the engine's claim that leaves it to Stripe.
+    let mut row = hephaestus_store::subscriptions::get(&s.store, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.next_action_at, None);
+    row.next_action_at = Some(row.current_period_end);
+    s.store
+        .write(move |tx| {
+            Box::pin(async move { hephaestus_store::subscriptions::update(tx, &row).await })
+        })
+        .await
+        .unwrap();
     advance_clock(&s.store, Duration::from_secs(40 * 24 * 60 * 60))
         .await
         .unwrap();
@@ -185,7 +199,11 @@ async fn subscriptions_are_created_changed_and_cancelled_at_localstripe(db: Db) 
         .await
         .unwrap();
     assert_eq!(summary.subscriptions, 0, "{summary:?}");
+    assert_eq!(summary.invoices, 0, "{summary:?}");
     assert_eq!(invoices(&s, &id).await.len(), 1);
+    assert_eq!(s.count("invoices").await, 1);
+    assert_eq!(s.count("payments").await, 0);
+    assert_eq!(subscription(&s, &id).await["status"], "active");
 
     // A new price and quantity, without proration: both reach Stripe.
     let r = s
