@@ -10,6 +10,12 @@
 //! `payment_failed`) carries the whole invoice and is mirrored by its `status` under the same
 //! rule, whatever its type: so a late `payment_failed` never reopens a voided invoice, and an
 //! `invoice.updated` is news only when it is newer.
+//!
+//! **Not yet covered.** Refunds and disputes on the charges of Stripe-billed invoices are not
+//! recorded: those charges are no payments of ours, so `charge.refunded` and
+//! `charge.dispute.*` about them wait for a payment that never appears and are then ignored.
+//! Subscriptions (and their invoices) are not reconciled by the periodic job either: a
+//! Stripe event that never arrives leaves the mirror as it was until a later one does.
 
 use hephaestus_core::Timestamp;
 use hephaestus_core::event::{NewEvent, kind};
