@@ -24,8 +24,11 @@
 
 use std::time::Duration;
 
+use hephaestus_billing::gateway_subscriptions;
+use hephaestus_billing::stripe_subscriptions::subscription_state;
 use hephaestus_billing::subscriptions::{Dunning, advance_clock, run_due};
-use hephaestus_core::subscription::SubscriptionStatus;
+use hephaestus_core::Timestamp;
+use hephaestus_core::subscription::{Subscription, SubscriptionStatus};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -45,7 +48,8 @@ both_dbs!(
     stripe_events_from_before_the_hosts_clock_still_apply_after_an_api_change,
     a_new_card_for_one_subscription_leaves_the_customers_others_alone,
     stripe_invoices_are_voided_and_marked_uncollectible,
-    stripe_isk_invoice_lines_are_rounded_to_whole_kronur
+    stripe_isk_invoice_lines_are_rounded_to_whole_kronur,
+    an_answer_is_not_written_over_a_row_that_moved_on_while_it_was_in_flight
 );
 
 const SUBSCRIPTIONS: &str = "/api/v1/revenue/subscriptions";
@@ -1137,4 +1141,108 @@ async fn stripe_isk_invoice_lines_are_rounded_to_whole_kronur(db: Db) {
     amounts.sort();
     assert_eq!(amounts, [-500, 1000], "{inv}");
     assert_eq!(amounts.iter().sum::<i64>(), 500);
+}
+
+/// Applies `answer` as the answer to a change asked of the row as `asked` held it.
+async fn apply_late_answer(s: &TestServer, asked: &Subscription, answer: Value) -> Subscription {
+    let answer = subscription_state(&answer).unwrap();
+    let asked = asked.clone();
+    s.store
+        .write(move |tx| {
+            Box::pin(async move {
+                let current = hephaestus_store::subscriptions::get_for_update(tx, &asked.id)
+                    .await?
+                    .unwrap();
+                gateway_subscriptions::apply_answer(
+                    tx,
+                    &asked,
+                    current,
+                    &answer,
+                    |_| {},
+                    Timestamp::now(),
+                )
+                .await
+            })
+        })
+        .await
+        .unwrap()
+}
+
+async fn an_answer_is_not_written_over_a_row_that_moved_on_while_it_was_in_flight(db: Db) {
+    let ls = LocalStripe::start().await;
+    // No webhooks from localstripe: every event here is hand-written.
+    let s = server(db, ls.gateway_args()).await;
+    let c = customer(&s, "in-flight@example.com").await;
+    let price = recurring_price(&s, json!("20.00"), "month", None).await;
+    let r = s
+        .post(
+            &s.admin,
+            SUBSCRIPTIONS,
+            &json!({"customer_id": c, "price_id": price, "payment_method": ls.card(VISA).await}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
+    let plan = ls.get(&format!("/v1/subscriptions/{gid}")).await["plan"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = now_secs();
+    let row = || async {
+        hephaestus_store::subscriptions::get(&s.store, &id)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+
+    // Two changes at once, committed in the reverse of Stripe's order: the one Stripe made
+    // last (quantity 3) commits first, and the other's answer (quantity 2) comes too late.
+    let asked = row().await;
+    let r = s
+        .post(
+            &s.admin,
+            &format!("{SUBSCRIPTIONS}/{id}"),
+            &json!({"quantity": 3}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let late =
+        apply_late_answer(&s, &asked, stripe_subscription(&gid, &plan, "active", 2, t)).await;
+    assert_eq!(late.quantity, 3);
+    assert_eq!(subscription(&s, &id).await["quantity"], 3);
+
+    // Stripe ends it while a change is in flight: the change's answer does not revive it,
+    // whether the row was read before the deletion or after.
+    let asked = row().await;
+    let mut deleted = stripe_subscription(&gid, &plan, "canceled", 3, t);
+    deleted["ended_at"] = json!(t);
+    deleted["canceled_at"] = json!(t);
+    post_signed(
+        &s,
+        &event(
+            "evt_flight_deleted",
+            "customer.subscription.deleted",
+            t,
+            deleted,
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(subscription(&s, &id).await["status"], "canceled");
+    let late =
+        apply_late_answer(&s, &asked, stripe_subscription(&gid, &plan, "active", 4, t)).await;
+    assert_eq!(late.status, SubscriptionStatus::Canceled);
+    let ended = row().await;
+    let late = apply_late_answer(
+        &s,
+        &ended,
+        stripe_subscription(&gid, &plan, "past_due", 4, t),
+    )
+    .await;
+    assert_eq!(late.status, SubscriptionStatus::Canceled);
+    assert_eq!(late.quantity, 3);
+    assert_eq!(subscription(&s, &id).await["status"], "canceled");
 }
