@@ -19,5 +19,6 @@ mod plugins;
 mod reporting;
 mod segments;
 mod stripe;
+mod stripe_subscriptions;
 mod subscriptions;
 mod webhooks;

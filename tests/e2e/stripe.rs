@@ -37,25 +37,25 @@ both_dbs!(
     stripe_shaped_answers_map_to_our_api
 );
 
-const SECRET_KEY: &str = "sk_test_hephaestus_e2e";
-const WEBHOOK_SECRET: &str = "whsec_localstripe_e2e";
+pub(crate) const SECRET_KEY: &str = "sk_test_hephaestus_e2e";
+pub(crate) const WEBHOOK_SECRET: &str = "whsec_localstripe_e2e";
 const PAYMENTS: &str = "/api/v1/revenue/payments";
 
 /// Test cards localstripe knows.
-const VISA: &str = "4242424242424242";
-const DECLINED_ON_CHARGE: &str = "4000000000000341";
+pub(crate) const VISA: &str = "4242424242424242";
+pub(crate) const DECLINED_ON_CHARGE: &str = "4000000000000341";
 const THREE_D_SECURE: &str = "4000002500003155";
 
 /// A localstripe process of this test's own; killed when dropped.
-struct LocalStripe {
-    base: String,
+pub(crate) struct LocalStripe {
+    pub(crate) base: String,
     http: reqwest::Client,
     _child: tokio::process::Child,
     _dir: tempfile::TempDir,
 }
 
 impl LocalStripe {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let python = std::env::var("TEST_PYTHON").unwrap_or_else(|_| "python3".into());
         let launcher = concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -96,7 +96,7 @@ impl LocalStripe {
         }
     }
 
-    fn gateway_args(&self) -> GatewayArgs {
+    pub(crate) fn gateway_args(&self) -> GatewayArgs {
         GatewayArgs {
             stripe_secret_key: Some(Secret::new(SECRET_KEY)),
             stripe_api_base: Some(self.base.clone()),
@@ -111,7 +111,7 @@ impl LocalStripe {
         body
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         self.call(self.http.get(format!("{}{path}", self.base)))
             .await
     }
@@ -122,7 +122,7 @@ impl LocalStripe {
     }
 
     /// A card PaymentMethod made through localstripe's API, as a browser would.
-    async fn card(&self, number: &str) -> String {
+    pub(crate) async fn card(&self, number: &str) -> String {
         let pm = self
             .post(
                 "/v1/payment_methods",
@@ -156,7 +156,7 @@ impl LocalStripe {
     }
 
     /// Has localstripe sign and send its events to our webhook endpoint.
-    async fn send_webhooks_to(&self, s: &TestServer) {
+    pub(crate) async fn send_webhooks_to(&self, s: &TestServer) {
         let resp = self
             .http
             .post(format!("{}/_config/webhooks/hephaestus", self.base))
@@ -179,7 +179,7 @@ fn stripe_config() -> ApiConfig {
 }
 
 /// Our server with the Stripe gateway chosen the way `serve` chooses it.
-async fn server(db: Db, args: GatewayArgs) -> TestServer {
+pub(crate) async fn server(db: Db, args: GatewayArgs) -> TestServer {
     TestServer::start_with_gateway(db, stripe_config(), |store| {
         args.gateway(store).expect("the Stripe gateway")
     })
@@ -197,7 +197,7 @@ async fn pay(s: &TestServer, customer: &str, amount: &str, pm: &str, idem: Optio
     .await
 }
 
-async fn customer(s: &TestServer, email: &str) -> String {
+pub(crate) async fn customer(s: &TestServer, email: &str) -> String {
     s.create_customer(email).await["id"]
         .as_str()
         .unwrap()
@@ -211,7 +211,7 @@ async fn payment(s: &TestServer, id: &str) -> Value {
 }
 
 /// Polls `check` until it holds, failing with `what` after `secs`.
-async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -388,7 +388,7 @@ async fn a_declined_card_is_a_402_naming_the_stored_payment(db: Db) {
 }
 
 /// The events the webhook worker finished, as `(type, object id, status)`.
-async fn inbox(s: &TestServer) -> Vec<(String, String, String)> {
+pub(crate) async fn inbox(s: &TestServer) -> Vec<(String, String, String)> {
     let r = s
         .get(&s.admin, "/api/v1/revenue/webhooks/events?limit=100")
         .await;
@@ -623,31 +623,31 @@ async fn reconciliation_and_off_session_charges_through_localstripe(db: Db) {
 }
 
 /// One request the stub expects, and its answer.
-struct Expect {
-    method: &'static str,
-    path: &'static str,
-    status: u16,
-    body: Value,
+pub(crate) struct Expect {
+    pub(crate) method: &'static str,
+    pub(crate) path: &'static str,
+    pub(crate) status: u16,
+    pub(crate) body: Value,
 }
 
 /// A request the stub received.
 #[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    query: String,
-    idempotency_key: Option<String>,
-    form: HashMap<String, String>,
+pub(crate) struct Seen {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) query: String,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) form: HashMap<String, String>,
 }
 
 #[derive(Default)]
-struct Script {
-    expected: VecDeque<Expect>,
-    seen: Vec<Seen>,
-    mismatches: Vec<String>,
+pub(crate) struct Script {
+    pub(crate) expected: VecDeque<Expect>,
+    pub(crate) seen: Vec<Seen>,
+    pub(crate) mismatches: Vec<String>,
 }
 
-type Stub = Arc<Mutex<Script>>;
+pub(crate) type Stub = Arc<Mutex<Script>>;
 
 /// Answers each request with the next expected answer, in order, recording what came.
 async fn stub_handler(State(stub): State<Stub>, req: Request) -> axum::response::Response {
@@ -682,7 +682,7 @@ async fn stub_handler(State(stub): State<Stub>, req: Request) -> axum::response:
     (status, axum::Json(next.body)).into_response()
 }
 
-async fn start_stub(expected: Vec<Expect>) -> (String, Stub) {
+pub(crate) async fn start_stub(expected: Vec<Expect>) -> (String, Stub) {
     let stub: Stub = Arc::new(Mutex::new(Script {
         expected: expected.into(),
         ..Script::default()
@@ -721,7 +721,7 @@ fn stripe_intent(id: &str, status: &str, amount: i64, extra: Value) -> Value {
     pi
 }
 
-fn stripe_customer() -> Value {
+pub(crate) fn stripe_customer() -> Value {
     json!({
         "id": "cus_StubMirror01", "object": "customer", "address": null, "balance": 0,
         "created": 1_767_225_600, "currency": null, "default_source": null,
@@ -736,7 +736,7 @@ fn stripe_customer() -> Value {
     })
 }
 
-fn stripe_error(kind: &str, code: Option<&str>, message: &str, extra: Value) -> Value {
+pub(crate) fn stripe_error(kind: &str, code: Option<&str>, message: &str, extra: Value) -> Value {
     let mut error = json!({"type": kind, "message": message, "code": code,
         "doc_url": code.map(|c| format!("https://docs.stripe.com/error-codes/{c}")),
         "request_log_url": "https://dashboard.stripe.com/test/logs/req_StubLog01"});

@@ -29,12 +29,12 @@ const HOOK: &str = "/api/v1/revenue/webhooks/stripe";
 const SECRET: &str = "whsec_test_current";
 const OLD_SECRET: &str = "whsec_test_previous";
 
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     Timestamp::now().as_micros() / 1_000_000
 }
 
 /// `Stripe-Signature` as the official `stripe` Python package makes it.
-fn stripe_sign(payload: &str, secret: &str, timestamp: i64) -> String {
+pub(crate) fn stripe_sign(payload: &str, secret: &str, timestamp: i64) -> String {
     let python = std::env::var("TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = std::process::Command::new(&python)
         .args([
@@ -69,7 +69,7 @@ async fn server(db: Db) -> TestServer {
     TestServer::start_with(db, config).await
 }
 
-async fn deliver(s: &TestServer, payload: &str, signature: Option<&str>) -> Reply {
+pub(crate) async fn deliver(s: &TestServer, payload: &str, signature: Option<&str>) -> Reply {
     let mut req = s
         .client
         .post(s.url(HOOK))
@@ -89,7 +89,7 @@ async fn send(s: &TestServer, event: &Value) -> Reply {
     r
 }
 
-fn event(id: &str, kind: &str, created: i64, object: Value) -> Value {
+pub(crate) fn event(id: &str, kind: &str, created: i64, object: Value) -> Value {
     json!({
         "id": id,
         "object": "event",
@@ -103,7 +103,7 @@ fn event(id: &str, kind: &str, created: i64, object: Value) -> Value {
 }
 
 /// Waits until the worker has finished every stored event.
-async fn settled(s: &TestServer) {
+pub(crate) async fn settled(s: &TestServer) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while inbox::pending_count(&s.store).await.unwrap() > 0 {
         assert!(

@@ -262,6 +262,9 @@ pub fn gateway_error(e: GatewayError) -> AppError {
             message,
         },
         GatewayError::Unavailable(m) => AppError::Unavailable(m),
+        // Only subscription calls report a decline this way; they answer it themselves, so
+        // this is the fallback of a caller that did not.
+        GatewayError::Declined { message, .. } => AppError::invalid("payment_method", message),
     }
 }
 
@@ -560,6 +563,7 @@ pub async fn refund(
     let request = RefundRequest {
         charge_id,
         amount_minor,
+        currency: payment.amount.currency,
         idempotency_key: claimed.external_key("refund"),
     };
     claimed

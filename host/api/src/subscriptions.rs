@@ -6,7 +6,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hephaestus_billing::charges;
-use hephaestus_billing::gateway::ChargeRequest;
+use hephaestus_billing::gateway::{
+    ChargeRequest, GatewayError, GatewaySubscription, SubscriptionChange, SubscriptionGateway,
+    SubscriptionRequest,
+};
+use hephaestus_billing::gateway_subscriptions;
 use hephaestus_billing::subscriptions::{
     self as engine, NewSubscription, Update, UpdateError, business_now,
 };
@@ -153,6 +157,8 @@ pub struct SubscriptionView {
     pub payment_method: Option<String>,
     /// `sandbox` or `stripe`.
     pub gateway: String,
+    /// The gateway's id for it (`sub_…` at Stripe) when the gateway bills it.
+    pub gateway_id: Option<String>,
     #[schema(value_type = String, format = DateTime)]
     pub current_period_start: Timestamp,
     #[schema(value_type = String, format = DateTime)]
@@ -191,6 +197,7 @@ impl From<&Subscription> for SubscriptionView {
             status: s.status.as_str().to_string(),
             payment_method: s.payment_method.clone(),
             gateway: s.gateway.clone(),
+            gateway_id: s.gateway_id.clone(),
             current_period_start: s.current_period_start,
             current_period_end: s.current_period_end,
             trial_start: s.trial_start,
@@ -298,6 +305,9 @@ pub async fn create(
         Ok(c) => c,
         Err(answer) => return answer,
     };
+    if state.gateway.subscriptions().is_some() {
+        return create_at_gateway(&state, claimed, planned.subscription, price).await;
+    }
     let gateway = state.gateway.clone();
     let first = &planned.invoice;
     let request = (first.amount_due_minor > 0).then(|| ChargeRequest {
@@ -365,6 +375,100 @@ pub async fn create(
             }))
         })
         .await
+}
+
+/// Starts a subscription at a gateway that bills it (Stripe): it charges the first invoice
+/// (unless there is a trial) and its answer is stored as ours, with the gateway's id.
+async fn create_at_gateway(
+    state: &AppState,
+    claimed: write::Claimed,
+    planned: Subscription,
+    price: Price,
+) -> Response {
+    let gateway = state.gateway.clone();
+    let trial_days = planned
+        .trial_end
+        .map(|end| (end.as_micros() - planned.created_at.as_micros()) / (86_400 * 1_000_000))
+        .unwrap_or(0);
+    let request = SubscriptionRequest {
+        subscription_id: planned.id.clone(),
+        customer_id: planned.customer_id.clone(),
+        price: price.clone(),
+        quantity: planned.quantity,
+        trial_days,
+        payment_method: planned.payment_method.clone(),
+        idempotency_key: claimed.external_key("subscription"),
+    };
+    claimed
+        .then(async move {
+            let subs = gateway_subscriptions_of(&gateway)?;
+            let answer = match subs.create_subscription(request).await {
+                Ok(a) => Ok(a),
+                Err(GatewayError::Declined {
+                    decline_code,
+                    message,
+                }) => Err((decline_code, message)),
+                Err(e) => return Err(gateway_error(e)),
+            };
+            Ok(write::change(move |tx| {
+                Box::pin(async move {
+                    let answer = match answer {
+                        Ok(a) => a,
+                        // Nothing was started at the gateway, and nothing is stored here.
+                        Err((decline_code, message)) => {
+                            let body = serde_json::json!({"error": {
+                                "code": "card_declined",
+                                "message": message,
+                                "decline_code": decline_code,
+                                "field": "payment_method",
+                            }});
+                            return Ok(Written::json(StatusCode::PAYMENT_REQUIRED, &body, None));
+                        }
+                    };
+                    let sub = gateway_subscriptions::start(
+                        tx,
+                        planned,
+                        &price,
+                        &answer,
+                        Timestamp::now(),
+                    )
+                    .await?;
+                    let mut view = SubscriptionView::from(&sub);
+                    view.pending_invoice_lines = Some(Vec::new());
+                    Ok(write::created(&sub.id, &view))
+                })
+            }))
+        })
+        .await
+}
+
+fn gateway_subscriptions_of(
+    gateway: &std::sync::Arc<dyn hephaestus_billing::gateway::Gateway>,
+) -> ApiResult<&dyn SubscriptionGateway> {
+    gateway.subscriptions().ok_or_else(|| {
+        AppError::Unavailable(format!(
+            "this subscription is billed by a gateway other than the configured one ({})",
+            gateway.name()
+        ))
+    })
+}
+
+/// Stores the gateway's answer to a change asked through the API, and answers with it.
+async fn apply_answer(
+    tx: &mut hephaestus_store::Tx,
+    asked: &Subscription,
+    answer: &GatewaySubscription,
+    local: impl FnOnce(&mut Subscription),
+) -> ApiResult<Written> {
+    let current = locked(tx, &asked.id).await?;
+    let next =
+        gateway_subscriptions::apply_answer(tx, asked, current, answer, local, Timestamp::now())
+            .await?;
+    Ok(Written::json(
+        StatusCode::OK,
+        &SubscriptionView::from(&next),
+        Some(&next.id),
+    ))
 }
 
 /// A first charge that did not succeed: the documented 402 for a decline; a charge still
@@ -612,13 +716,20 @@ pub async fn update(
             metadata: req.metadata,
             prorate,
         };
-        Ok::<_, AppError>((sub.id, current, change, business_now(&state.store).await?))
+        Ok::<_, AppError>((sub, current, change, business_now(&state.store).await?))
     }
     .await;
-    let (id, current, change, now) = match prepared {
+    let (sub, current, change, now) = match prepared {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
+    if let Some(gateway_id) = sub.gateway_id.clone() {
+        return update_at_gateway(
+            &state, &auth, &meta, &body.raw, sub, gateway_id, &current, change,
+        )
+        .await;
+    }
+    let id = sub.id;
     write::run(
         &state,
         &auth.0,
@@ -642,6 +753,86 @@ pub async fn update(
         }),
     )
     .await
+}
+
+/// Sends a change of a subscription the gateway bills, and stores its answer.
+#[allow(clippy::too_many_arguments)]
+async fn update_at_gateway(
+    state: &AppState,
+    auth: &WriteKey,
+    meta: &RequestMeta,
+    raw: &[u8],
+    sub: Subscription,
+    gateway_id: String,
+    current: &Price,
+    change: Update,
+) -> Response {
+    if let Err(e) = check_gateway_change(&sub, current, &change) {
+        return e.into_response();
+    }
+    let claimed = match write::claim(state, &auth.0, meta, raw).await {
+        Ok(c) => c,
+        Err(answer) => return answer,
+    };
+    let gateway = state.gateway.clone();
+    let request = SubscriptionChange {
+        gateway_id,
+        customer_id: sub.customer_id.clone(),
+        price: change.price.clone(),
+        quantity: change.quantity,
+        prorate: change.prorate,
+        cancel_at_period_end: change.cancel_at_period_end,
+        payment_method: change.payment_method.clone(),
+        idempotency_key: claimed.external_key("subscription-change"),
+    };
+    let asked = sub;
+    claimed
+        .then(async move {
+            let subs = gateway_subscriptions_of(&gateway)?;
+            let answer = subs
+                .change_subscription(request)
+                .await
+                .map_err(gateway_error)?;
+            Ok(write::change(move |tx| {
+                Box::pin(async move {
+                    apply_answer(tx, &asked, &answer, |next| {
+                        if let Some(pm) = change.payment_method {
+                            next.payment_method = Some(pm);
+                        }
+                        if let Some(m) = change.metadata {
+                            next.metadata = m;
+                        }
+                    })
+                    .await
+                })
+            }))
+        })
+        .await
+}
+
+/// What the billing engine checks of a change, checked before a gateway is asked.
+fn check_gateway_change(sub: &Subscription, current: &Price, change: &Update) -> ApiResult<()> {
+    if !sub.status.is_live() {
+        return Err(update_error(UpdateError::Ended(sub.id.clone())));
+    }
+    if let Some(new) = &change.price {
+        if new.unit_amount.currency != sub.currency {
+            return Err(AppError::invalid(
+                "price_id",
+                format!(
+                    "must be a price in {}, the subscription's currency",
+                    sub.currency
+                ),
+            ));
+        }
+        if new.recurring != current.recurring {
+            return Err(AppError::invalid(
+                "price_id",
+                "must bill on the same interval as the current price; cancel and start a new subscription to change it",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The subscription's price changed between reading it and locking the row.
@@ -692,14 +883,27 @@ pub async fn cancel(
         let price = catalog::get_price(&state.store, &sub.price_id)
             .await?
             .ok_or_else(|| AppError::Internal(anyhow::anyhow!("price {} missing", sub.price_id)))?;
-        Ok::<_, AppError>((sub.id, price, business_now(&state.store).await?))
+        Ok::<_, AppError>((sub, price, business_now(&state.store).await?))
     }
     .await;
-    let (id, price, now) = match prepared {
+    let (sub, price, now) = match prepared {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
     let at_period_end = body.value.at_period_end.unwrap_or(false);
+    if let Some(gateway_id) = sub.gateway_id.clone() {
+        return cancel_at_gateway(
+            &state,
+            &auth,
+            &meta,
+            &body.raw,
+            sub,
+            gateway_id,
+            at_period_end,
+        )
+        .await;
+    }
+    let id = sub.id;
     write::run(
         &state,
         &auth.0,
@@ -730,6 +934,53 @@ pub async fn cancel(
         }),
     )
     .await
+}
+
+/// Cancels, now or at period end, a subscription the gateway bills, and stores its answer.
+async fn cancel_at_gateway(
+    state: &AppState,
+    auth: &WriteKey,
+    meta: &RequestMeta,
+    raw: &[u8],
+    sub: Subscription,
+    gateway_id: String,
+    at_period_end: bool,
+) -> Response {
+    if !sub.status.is_live() && sub.status != SubscriptionStatus::Unpaid {
+        return update_error(UpdateError::Ended(sub.id)).into_response();
+    }
+    let claimed = match write::claim(state, &auth.0, meta, raw).await {
+        Ok(c) => c,
+        Err(answer) => return answer,
+    };
+    let gateway = state.gateway.clone();
+    let key = claimed.external_key("subscription-cancel");
+    let customer_id = sub.customer_id.clone();
+    let asked = sub;
+    claimed
+        .then(async move {
+            let subs = gateway_subscriptions_of(&gateway)?;
+            let answer = if at_period_end {
+                subs.change_subscription(SubscriptionChange {
+                    gateway_id,
+                    customer_id,
+                    price: None,
+                    quantity: None,
+                    prorate: false,
+                    cancel_at_period_end: Some(true),
+                    payment_method: None,
+                    idempotency_key: key,
+                })
+                .await
+            } else {
+                subs.cancel_subscription(gateway_id, key).await
+            }
+            .map_err(gateway_error)?;
+            Ok(write::change(move |tx| {
+                Box::pin(async move { apply_answer(tx, &asked, &answer, |_| {}).await })
+            }))
+        })
+        .await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

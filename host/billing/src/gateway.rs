@@ -1,5 +1,8 @@
 use futures::future::BoxFuture;
+use hephaestus_core::Timestamp;
+use hephaestus_core::catalog::Price;
 use hephaestus_core::money::Money;
+use hephaestus_core::subscription::SubscriptionStatus;
 
 /// A request to charge a payment method.
 #[derive(Debug, Clone)]
@@ -46,6 +49,8 @@ pub struct Charge {
 pub struct RefundRequest {
     pub charge_id: String,
     pub amount_minor: i64,
+    /// The charge's currency, which says how a gateway counts the amount.
+    pub currency: hephaestus_core::money::Currency,
     pub idempotency_key: String,
 }
 
@@ -71,6 +76,94 @@ pub enum GatewayError {
     /// The gateway is unreachable or failed: retry later with the same idempotency key.
     #[error("gateway unavailable: {0}")]
     Unavailable(String),
+    /// A card was declined where the gateway keeps no charge of ours to record it on (the
+    /// first invoice of a subscription the gateway bills): nothing was created.
+    #[error("{message}")]
+    Declined {
+        decline_code: Option<String>,
+        message: String,
+    },
+}
+
+/// A subscription to start at a gateway that bills subscriptions itself.
+#[derive(Debug, Clone)]
+pub struct SubscriptionRequest {
+    /// Ours (`sub_…`), kept in the gateway's metadata.
+    pub subscription_id: String,
+    pub customer_id: String,
+    pub price: Price,
+    pub quantity: i64,
+    /// Days of free trial; 0 for none.
+    pub trial_days: i64,
+    /// Made the customer's default at the gateway, which charges every invoice to it.
+    pub payment_method: Option<String>,
+    pub idempotency_key: String,
+}
+
+/// A change to a subscription the gateway bills.
+#[derive(Debug, Clone)]
+pub struct SubscriptionChange {
+    /// The gateway's id for the subscription.
+    pub gateway_id: String,
+    pub customer_id: String,
+    pub price: Option<Price>,
+    pub quantity: Option<i64>,
+    /// Credit unused time and charge the new plan's remaining time on the next invoice
+    /// (`create_prorations`), or not (`none`).
+    pub prorate: bool,
+    pub cancel_at_period_end: Option<bool>,
+    pub payment_method: Option<String>,
+    /// One per operation: a change and the payment method set with it get keys of their own.
+    pub idempotency_key: String,
+}
+
+/// A subscription as the gateway reports it (in an answer or an event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySubscription {
+    pub id: String,
+    /// `None` for a state with no equivalent here (Stripe's `incomplete`, `paused`).
+    pub status: Option<SubscriptionStatus>,
+    /// The gateway's price (a Stripe plan or price id) and its item, when it has one item.
+    pub gateway_price_id: Option<String>,
+    pub item_id: Option<String>,
+    pub quantity: Option<i64>,
+    pub current_period_start: Option<Timestamp>,
+    pub current_period_end: Option<Timestamp>,
+    pub trial_start: Option<Timestamp>,
+    pub trial_end: Option<Timestamp>,
+    pub cancel_at_period_end: bool,
+    pub canceled_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+}
+
+/// Subscriptions billed by the gateway itself (Stripe Billing). A gateway without this
+/// capability (the sandbox) leaves subscriptions to the host's own billing engine.
+pub trait SubscriptionGateway: Send + Sync + std::fmt::Debug {
+    /// Starts a subscription; its first invoice is charged at once unless there is a trial,
+    /// and a decline creates nothing ([`GatewayError::Declined`]).
+    fn create_subscription(
+        &self,
+        req: SubscriptionRequest,
+    ) -> BoxFuture<'_, Result<GatewaySubscription, GatewayError>>;
+
+    /// Changes price, quantity, payment method or cancellation at period end.
+    fn change_subscription(
+        &self,
+        req: SubscriptionChange,
+    ) -> BoxFuture<'_, Result<GatewaySubscription, GatewayError>>;
+
+    /// Ends a subscription now.
+    fn cancel_subscription(
+        &self,
+        gateway_id: String,
+        idempotency_key: String,
+    ) -> BoxFuture<'_, Result<GatewaySubscription, GatewayError>>;
+
+    /// The subscription's current state, to reconcile after a missed or out-of-order event.
+    fn fetch_subscription(
+        &self,
+        gateway_id: String,
+    ) -> BoxFuture<'_, Result<Option<GatewaySubscription>, GatewayError>>;
 }
 
 /// What the host needs from a payment processor. Implementations: the sandbox (built in)
@@ -87,6 +180,12 @@ pub trait Gateway: Send + Sync + std::fmt::Debug {
 
     /// The charge's current state, to reconcile after a missed or out-of-order event.
     fn fetch(&self, charge_id: String) -> BoxFuture<'_, Result<Option<Charge>, GatewayError>>;
+
+    /// The gateway's own subscription billing, when it has one; `None` means the host bills
+    /// subscriptions itself, charging each invoice through [`Gateway::charge`].
+    fn subscriptions(&self) -> Option<&dyn SubscriptionGateway> {
+        None
+    }
 
     /// The sandbox, when this is it: it has test controls no real gateway has.
     fn as_sandbox(&self) -> Option<&crate::sandbox::SandboxGateway> {

@@ -6,18 +6,24 @@
 //! - [`sandbox`]: the built-in gateway that behaves like Stripe's test mode, with a ledger
 //!   of its own, so the product runs and is tested with no account.
 //! - [`stripe`]: the Stripe gateway (async-stripe), selected by `STRIPE_SECRET_KEY`.
+//! - [`stripe_subscriptions`]: subscriptions billed by Stripe itself, and its price mirror.
+//! - [`gateway_subscriptions`]: applying a gateway's view of a subscription or invoice to
+//!   ours, never going back to an older state, with its domain events.
 //! - [`reconcile`]: refetching unsettled payments from their gateway.
 //! - [`subscriptions`]: the billing engine that renews, invoices and dunns subscriptions on
 //!   the business clock for gateways that only move money (the sandbox).
 //! - [`webhook`]: `Stripe-Signature` verification.
-//! - [`stripe_events`]: applying verified gateway events from the inbox to payments.
+//! - [`stripe_events`]: applying verified gateway events from the inbox to payments,
+//!   subscriptions and invoices.
 
 pub mod charges;
 pub mod disputes;
 pub mod gateway;
+pub mod gateway_subscriptions;
 pub mod reconcile;
 pub mod sandbox;
 pub mod stripe;
 pub mod stripe_events;
+pub mod stripe_subscriptions;
 pub mod subscriptions;
 pub mod webhook;

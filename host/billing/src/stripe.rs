@@ -39,6 +39,12 @@
 //! `generic_decline`, and a failed 3-D Secure (`payment_intent_authentication_failure`) is
 //! `authentication_required`, as the sandbox names it ([`decline_reason`]).
 //!
+//! **Subscriptions** are billed by Stripe itself: see [`crate::stripe_subscriptions`].
+//!
+//! **Amounts** are sent in the currency's minor units, except ISK and UGX, which Stripe
+//! counts in hundredths although they have no decimals ([`to_stripe_amount`],
+//! [`from_stripe_amount`]).
+//!
 //! **Responses** are read into the few fields used here (ids, status, amounts, the last
 //! error), not into async-stripe's full resource types: those follow the API version the
 //! client pins, and a field that one Stripe-compatible server (or an older account version)
@@ -87,7 +93,7 @@ const GENERIC_DECLINE: &str = "generic_decline";
 #[derive(Clone)]
 pub struct StripeGateway {
     client: Client,
-    store: Store,
+    pub(crate) store: Store,
     /// Where the client sends requests, for logs (never the key).
     api_base: String,
 }
@@ -143,7 +149,7 @@ impl StripeGateway {
 
     /// Sends `request` (once, under `idempotency_key` when given) and reads the answer into
     /// `T`, which names only the fields used here.
-    async fn send<T: DeserializeOwned>(
+    pub(crate) async fn send<T: DeserializeOwned>(
         &self,
         request: &impl StripeRequest,
         idempotency_key: Option<&str>,
@@ -160,7 +166,7 @@ impl StripeGateway {
     }
 
     /// The Stripe customer mirroring ours, created on first use.
-    async fn customer_for(&self, customer_id: &str) -> Result<String, GatewayError> {
+    pub(crate) async fn customer_for(&self, customer_id: &str) -> Result<String, GatewayError> {
         if let Some(id) = known_customer(&self.store, customer_id).await? {
             return Ok(id);
         }
@@ -287,7 +293,7 @@ fn our_param(param: Option<&str>) -> Option<&'static str> {
 }
 
 /// Maps an error Stripe answered (other than a card error) to the trait's.
-fn stripe_error(e: StripeError) -> GatewayError {
+pub(crate) fn stripe_error(e: StripeError) -> GatewayError {
     match e {
         StripeError::Stripe(error, status) => {
             let message = error
@@ -327,14 +333,14 @@ fn stripe_error(e: StripeError) -> GatewayError {
 }
 
 /// Whether an error is a card's answer (a decline) rather than a failed request.
-fn is_card_error(error: &ApiErrors, status: u16) -> bool {
+pub(crate) fn is_card_error(error: &ApiErrors, status: u16) -> bool {
     status == 402 || matches!(error.type_, ApiErrorsType::CardError)
 }
 
 /// Any object: only its id is read.
 #[derive(Debug, Deserialize)]
-struct Object {
-    id: String,
+pub(crate) struct Object {
+    pub(crate) id: String,
 }
 
 /// A field that is an id, or the object when expanded.
@@ -381,7 +387,7 @@ impl Intent {
             GatewayError::Unavailable(format!("Stripe answered an unknown currency: {e}"))
         })?;
         let amount_refunded_minor = match &self.latest_charge {
-            Some(Expandable::Object(c)) => c.amount_refunded,
+            Some(Expandable::Object(c)) => from_stripe_amount(c.amount_refunded, currency),
             _ => 0,
         };
         let (status, decline_code, failure_message) = match self.status.as_str() {
@@ -410,7 +416,7 @@ impl Intent {
         Ok(Charge {
             id: self.id,
             amount: Money {
-                minor: self.amount,
+                minor: from_stripe_amount(self.amount, currency),
                 currency,
             },
             status,
@@ -430,7 +436,40 @@ struct RefundObject {
     status: Option<String>,
 }
 
-fn stripe_currency(amount: Money) -> stripe_types::Currency {
+/// Currencies without decimals in ISO 4217 that Stripe nevertheless counts in hundredths:
+/// their amounts are sent and answered ×100 (Stripe's "special cases" for ISK and UGX).
+const HUNDREDFOLD_CURRENCIES: [&str; 2] = ["ISK", "UGX"];
+
+fn hundredfold(currency: Currency) -> bool {
+    HUNDREDFOLD_CURRENCIES.contains(&currency.code())
+}
+
+/// An amount as Stripe counts it.
+pub fn to_stripe_amount(amount: Money) -> i64 {
+    if hundredfold(amount.currency) {
+        amount.minor.saturating_mul(100)
+    } else {
+        amount.minor
+    }
+}
+
+/// Minor units (ISO 4217) of an amount Stripe gives in `currency`, rounded half away from
+/// zero: Stripe's charges in ISK and UGX are whole units, but the lines of its invoices
+/// (prorations above all) are not, and truncating them would lose up to a unit on every
+/// line, always towards zero.
+pub fn from_stripe_amount(amount: i64, currency: Currency) -> i64 {
+    if !hundredfold(currency) {
+        return amount;
+    }
+    let (whole, rest) = (amount / 100, amount % 100);
+    if rest.abs() >= 50 {
+        whole + amount.signum()
+    } else {
+        whole
+    }
+}
+
+pub(crate) fn stripe_currency(amount: Money) -> stripe_types::Currency {
     amount
         .currency
         .code()
@@ -444,6 +483,10 @@ impl Gateway for StripeGateway {
         NAME
     }
 
+    fn subscriptions(&self) -> Option<&dyn crate::gateway::SubscriptionGateway> {
+        Some(self)
+    }
+
     fn charge(&self, req: ChargeRequest) -> BoxFuture<'_, Result<Charge, GatewayError>> {
         Box::pin(async move {
             let customer = self.customer_for(&req.customer_id).await?;
@@ -451,7 +494,7 @@ impl Gateway for StripeGateway {
             automatic.allow_redirects =
                 Some(CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects::Never);
             let mut params =
-                CreatePaymentIntent::new(req.amount.minor, stripe_currency(req.amount))
+                CreatePaymentIntent::new(to_stripe_amount(req.amount), stripe_currency(req.amount))
                     .customer(customer)
                     .payment_method(req.payment_method.clone())
                     .confirm(true)
@@ -483,7 +526,10 @@ impl Gateway for StripeGateway {
         Box::pin(async move {
             let params = CreateRefund::new()
                 .payment_intent(req.charge_id.clone())
-                .amount(req.amount_minor);
+                .amount(to_stripe_amount(Money {
+                    minor: req.amount_minor,
+                    currency: req.currency,
+                }));
             let refund: RefundObject = self
                 .send(&params, Some(&req.idempotency_key))
                 .await
@@ -491,7 +537,7 @@ impl Gateway for StripeGateway {
             Ok(GatewayRefund {
                 id: refund.id,
                 charge_id: req.charge_id,
-                amount_minor: refund.amount,
+                amount_minor: from_stripe_amount(refund.amount, req.currency),
                 status: refund.status.unwrap_or_else(|| "succeeded".to_string()),
             })
         })
@@ -533,6 +579,28 @@ mod tests {
             Some("authentication_required")
         );
         assert_eq!(decline_reason(None, None), None);
+    }
+
+    #[test]
+    fn isk_and_ugx_are_counted_in_hundredths_at_stripe() {
+        let money = |code: &str, minor| Money {
+            minor,
+            currency: Currency::parse(code, "currency").unwrap(),
+        };
+        assert_eq!(to_stripe_amount(money("ISK", 1500)), 150_000);
+        assert_eq!(to_stripe_amount(money("UGX", 7)), 700);
+        assert_eq!(to_stripe_amount(money("JPY", 1500)), 1500);
+        assert_eq!(to_stripe_amount(money("USD", 1999)), 1999);
+        assert_eq!(to_stripe_amount(money("KWD", 1234)), 1234);
+        let isk = Currency::parse("isk", "currency").unwrap();
+        assert_eq!(from_stripe_amount(150_000, isk), 1500);
+        assert_eq!(from_stripe_amount(99_950, isk), 1000);
+        assert_eq!(from_stripe_amount(99_949, isk), 999);
+        assert_eq!(from_stripe_amount(-49_950, isk), -500);
+        assert_eq!(from_stripe_amount(-49_949, isk), -499);
+        assert_eq!(from_stripe_amount(-10, isk), 0);
+        let usd = Currency::parse("usd", "currency").unwrap();
+        assert_eq!(from_stripe_amount(1999, usd), 1999);
     }
 
     #[test]

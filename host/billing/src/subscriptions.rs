@@ -146,7 +146,7 @@ pub fn subscription_event(
     )
 }
 
-fn invoice_event(kind: &'static str, inv: &Invoice, at: Timestamp) -> NewEvent {
+pub(crate) fn invoice_event(kind: &'static str, inv: &Invoice, at: Timestamp) -> NewEvent {
     NewEvent::new(
         kind,
         &inv.id,
@@ -509,7 +509,7 @@ pub async fn update(
     Ok(next)
 }
 
-fn subscription_mrr(sub: &Subscription, price: &Price) -> i64 {
+pub(crate) fn subscription_mrr(sub: &Subscription, price: &Price) -> i64 {
     if sub.status.is_live() && sub.status != SubscriptionStatus::Trialing {
         total_of(price, sub.quantity)
             .zip(price.recurring)

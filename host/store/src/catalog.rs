@@ -226,6 +226,16 @@ pub async fn get_price_with_product(store: &Store, id: &str) -> Result<Option<(P
     Ok(Some((Price::try_from(row.price)?, product)))
 }
 
+/// A price, read in `tx` (by code that has no store at hand, such as a webhook's handler).
+pub async fn get_price_in(tx: &mut Tx, id: &str) -> Result<Option<Price>> {
+    let sql = format!("SELECT {PRICE_COLUMNS} FROM prices WHERE id = $1");
+    let row: Option<PriceRow> = with_tx!(tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(c)
+        .await)?;
+    row.map(Price::try_from).transpose()
+}
+
 /// Retires `old` in favour of `new`: only an active price not yet replaced can be, so two
 /// concurrent replacements cannot both win. Returns whether it was replaced.
 pub async fn replace_price(tx: &mut Tx, old: &str, new: &str, now: Timestamp) -> Result<bool> {

@@ -197,6 +197,52 @@ pub async fn get_for_update(tx: &mut Tx, id: &str) -> Result<Option<Subscription
     row.map(Subscription::try_from).transpose()
 }
 
+/// The subscription mirroring the gateway's `gateway_id`, locked for the transaction, with
+/// the `created` time (seconds) of the newest gateway event applied to it.
+pub async fn find_by_gateway_id_for_update(
+    tx: &mut Tx,
+    gateway: &str,
+    gateway_id: &str,
+) -> Result<Option<(Subscription, Option<i64>)>> {
+    let sql = format!(
+        "SELECT {SUB_COLUMNS}, gateway_event_at FROM subscriptions
+          WHERE gateway = $1 AND gateway_id = $2{}",
+        row_lock(tx)
+    );
+    let row: Option<GatewaySubscriptionRow> =
+        with_tx!(tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(gateway)
+            .bind(gateway_id)
+            .fetch_optional(c)
+            .await)?;
+    row.map(|r| Ok((Subscription::try_from(r.sub)?, r.gateway_event_at)))
+        .transpose()
+}
+
+#[derive(sqlx::FromRow)]
+struct GatewaySubscriptionRow {
+    #[sqlx(flatten)]
+    sub: SubscriptionRow,
+    gateway_event_at: Option<i64>,
+}
+
+/// Records the `created` time (seconds) of a gateway event (or answer) applied to a
+/// subscription; the mark only moves forward.
+pub async fn set_gateway_event_at(tx: &mut Tx, id: &str, at: i64) -> Result<()> {
+    with_tx!(tx, |c| sqlx::query(
+        "UPDATE subscriptions SET gateway_event_at = CASE
+             WHEN gateway_event_at IS NULL OR gateway_event_at < $2 THEN $2
+             ELSE gateway_event_at END
+          WHERE id = $1"
+    )
+    .bind(id)
+    .bind(at)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
     pub limit: i64,
@@ -226,7 +272,8 @@ pub async fn list(store: &Store, q: &ListQuery) -> Result<Vec<Subscription>> {
 }
 
 /// Claims up to `limit` subscriptions with work due by `business_now`, for `lease_secs` of
-/// real time: another host skips them until the lease runs out or is released.
+/// real time: another host skips them until the lease runs out or is released. A
+/// subscription with a `gateway_id` is billed by its gateway, never here.
 pub async fn claim_due(
     store: &Store,
     business_now: Timestamp,
@@ -242,7 +289,7 @@ pub async fn claim_due(
                     "UPDATE subscriptions SET locked_until = $1
                       WHERE id IN (
                           SELECT id FROM subscriptions
-                           WHERE next_action_at <= $2
+                           WHERE next_action_at <= $2 AND gateway_id IS NULL
                              AND (locked_until IS NULL OR locked_until < $3)
                            ORDER BY next_action_at LIMIT $4 {})
                       RETURNING id",
@@ -269,7 +316,7 @@ pub async fn claim_due(
 /// How many subscriptions have work due by `business_now`, whoever holds them.
 pub async fn due_count(store: &Store, business_now: Timestamp) -> Result<i64> {
     Ok(with_read!(store, |e| sqlx::query_scalar(
-        "SELECT COUNT(*) FROM subscriptions WHERE next_action_at <= $1"
+        "SELECT COUNT(*) FROM subscriptions WHERE next_action_at <= $1 AND gateway_id IS NULL"
     )
     .bind(business_now.as_micros())
     .fetch_one(e)
@@ -593,6 +640,51 @@ pub async fn get_invoice(store: &Store, id: &str) -> Result<Option<Invoice>> {
     let Some(row) = row else { return Ok(None) };
     let lines = lines_of(LinesSource::Store(store), std::slice::from_ref(&row.id)).await?;
     Ok(with_lines(vec![row], lines)?.pop())
+}
+
+/// The invoice mirroring the gateway's `gateway_id`, locked for the transaction, with the
+/// `created` time (seconds) of the newest gateway event applied to it.
+pub async fn find_invoice_by_gateway_id_for_update(
+    tx: &mut Tx,
+    gateway_id: &str,
+) -> Result<Option<(Invoice, Option<i64>)>> {
+    let sql = format!(
+        "SELECT {INVOICE_COLUMNS}, gateway_event_at FROM invoices WHERE gateway_id = $1{}",
+        row_lock(tx)
+    );
+    let row: Option<GatewayInvoiceRow> =
+        with_tx!(tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(gateway_id)
+            .fetch_optional(c)
+            .await)?;
+    let Some(row) = row else { return Ok(None) };
+    let lines = lines_of(LinesSource::Tx(tx), std::slice::from_ref(&row.invoice.id)).await?;
+    let at = row.gateway_event_at;
+    Ok(with_lines(vec![row.invoice], lines)?.pop().map(|i| (i, at)))
+}
+
+#[derive(sqlx::FromRow)]
+struct GatewayInvoiceRow {
+    #[sqlx(flatten)]
+    invoice: InvoiceRow,
+    gateway_event_at: Option<i64>,
+}
+
+/// Records the `created` time (seconds) of a gateway event applied to an invoice; the mark
+/// only moves forward.
+pub async fn set_invoice_gateway_event_at(tx: &mut Tx, id: &str, at: i64) -> Result<()> {
+    with_tx!(tx, |c| sqlx::query(
+        "UPDATE invoices SET gateway_event_at = CASE
+             WHEN gateway_event_at IS NULL OR gateway_event_at < $2 THEN $2
+             ELSE gateway_event_at END
+          WHERE id = $1"
+    )
+    .bind(id)
+    .bind(at)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
 }
 
 /// The subscription's invoice still being collected, locked for the transaction.

@@ -1,0 +1,1248 @@
+//! Subscriptions billed by Stripe, end to end: created, changed and cancelled through our
+//! HTTP API with the real async-stripe client against localstripe, and Stripe's events
+//! received, signed, at our webhook endpoint.
+//!
+//! Which calls are covered how:
+//! - **localstripe** (1.15.10, patched only to take today's parameter names; see
+//!   `tests/run_localstripe.py`): creating the price mirror (a plan with its product),
+//!   attaching the payment method and making it the subscription's default, creating a
+//!   subscription (paid first invoice, declined first invoice, trial), changing its price
+//!   and quantity with `proration_behavior`, cancelling at period end and now, and the events
+//!   it sends for them: `customer.subscription.created` / `deleted`, `invoice.created`,
+//!   `invoice.payment_succeeded`.
+//! - **a stub answering Stripe-shaped payloads**, for the answers localstripe gives in an
+//!   older shape or not at all: a 402 card error from creating a subscription (localstripe
+//!   answers an `incomplete` one), today's subscription shape (periods and `price` on the
+//!   item), and the Idempotency-Key of every step, each derived from the request's key.
+//! - **hand-written payloads** shaped like Stripe's own (today's API version), signed by the
+//!   official `stripe` Python package: the events localstripe never sends —
+//!   `customer.subscription.updated`, `customer.subscription.trial_will_end`,
+//!   `invoice.finalized`, `invoice.updated`, `invoice.paid`, `invoice.payment_failed`,
+//!   `invoice.voided`, `invoice.marked_uncollectible` — and deliveries it cannot
+//!   arrange: `updated` before `created`, the same change twice under new event ids, a
+//!   failed attempt arriving after the payment that settled it.
+
+use std::time::Duration;
+
+use hephaestus_billing::gateway_subscriptions;
+use hephaestus_billing::stripe_subscriptions::subscription_state;
+use hephaestus_billing::subscriptions::{Dunning, advance_clock, run_due};
+use hephaestus_core::Timestamp;
+use hephaestus_core::subscription::{Subscription, SubscriptionStatus};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::both_dbs;
+use crate::common::{Db, TestServer, recurring_price};
+use crate::stripe::{
+    DECLINED_ON_CHARGE, Expect, LocalStripe, SECRET_KEY, VISA, WEBHOOK_SECRET, customer,
+    eventually, inbox, server, start_stub, stripe_customer, stripe_error,
+};
+use crate::webhooks::{deliver, event, now_secs, settled, stripe_sign};
+
+both_dbs!(
+    subscriptions_are_created_changed_and_cancelled_at_localstripe,
+    declined_first_invoices_trials_and_zero_decimal_prices_at_localstripe,
+    stripe_subscription_events_in_any_order_are_applied_once,
+    stripe_shaped_subscription_answers_and_their_keys,
+    stripe_events_from_before_the_hosts_clock_still_apply_after_an_api_change,
+    a_new_card_for_one_subscription_leaves_the_customers_others_alone,
+    stripe_invoices_are_voided_and_marked_uncollectible,
+    stripe_isk_invoice_lines_are_rounded_to_whole_kronur,
+    an_answer_is_not_written_over_a_row_that_moved_on_while_it_was_in_flight
+);
+
+const SUBSCRIPTIONS: &str = "/api/v1/revenue/subscriptions";
+
+/// The customer's domain events, as `(type, data)`.
+async fn domain_events(s: &TestServer, customer: &str) -> Vec<(String, Value)> {
+    let r = s
+        .get(
+            &s.admin,
+            &format!("/api/v1/revenue/customers/{customer}/export"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap().to_string(), e["data"].clone()))
+        .collect()
+}
+
+fn count(events: &[(String, Value)], kind: &str) -> usize {
+    events.iter().filter(|(k, _)| k == kind).count()
+}
+
+async fn invoices(s: &TestServer, sub: &str) -> Vec<Value> {
+    let r = s
+        .get(
+            &s.admin,
+            &format!("/api/v1/revenue/invoices?subscription_id={sub}"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.body["data"].as_array().unwrap().clone()
+}
+
+async fn subscription(s: &TestServer, id: &str) -> Value {
+    let r = s.get(&s.admin, &format!("{SUBSCRIPTIONS}/{id}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.body
+}
+
+async fn subscriptions_are_created_changed_and_cancelled_at_localstripe(db: Db) {
+    let ls = LocalStripe::start().await;
+    let s = server(db, ls.gateway_args()).await;
+    ls.send_webhooks_to(&s).await;
+    let c = customer(&s, "subscriber@example.com").await;
+    let basic = recurring_price(&s, json!("20.00"), "month", None).await;
+    let pro = recurring_price(&s, json!("30.00"), "month", None).await;
+    let pm = ls.card(VISA).await;
+
+    let body = json!({"customer_id": c, "price_id": basic, "quantity": 2, "payment_method": pm});
+    let r = s.post(&s.admin, SUBSCRIPTIONS, &body, Some("sub-1")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["gateway"], "stripe");
+    assert_eq!(r.body["status"], "active");
+    assert_eq!(r.body["quantity"], 2);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
+    assert!(gid.starts_with("sub_"), "{gid}");
+
+    // What Stripe holds: the subscription, on a plan mirroring our price, charged to the
+    // method made its own default; the customer's default is left alone.
+    let at_stripe = ls.get(&format!("/v1/subscriptions/{gid}")).await;
+    assert_eq!(at_stripe["status"], "active");
+    assert_eq!(at_stripe["default_payment_method"], pm.as_str());
+    assert_eq!(at_stripe["quantity"], 2);
+    assert_eq!(
+        at_stripe["metadata"]["hephaestus_subscription_id"],
+        id.as_str()
+    );
+    let plan = at_stripe["plan"]["id"].as_str().unwrap().to_string();
+    assert_eq!(at_stripe["plan"]["amount"], 2000);
+    assert_eq!(at_stripe["plan"]["currency"], "usd");
+    assert_eq!(at_stripe["plan"]["interval"], "month");
+    assert_eq!(
+        at_stripe["plan"]["metadata"]["hephaestus_price_id"],
+        basic.as_str()
+    );
+    let mirror = ls
+        .get(&format!(
+            "/v1/customers/{}",
+            at_stripe["customer"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        mirror["invoice_settings"]["default_payment_method"],
+        Value::Null
+    );
+    assert_eq!(s.count("gateway_prices").await, 1);
+
+    // The same request again is answered from our records: no second subscription.
+    let again = s.post(&s.admin, SUBSCRIPTIONS, &body, Some("sub-1")).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
+    assert_eq!(again.body["id"], id.as_str());
+    let all = ls.get("/v1/subscriptions?status=all").await;
+    assert_eq!(all["data"].as_array().unwrap().len(), 1, "{all}");
+
+    // Stripe's first invoice arrives by webhook, with its line on our price.
+    eventually(20, "Stripe's first invoice was never mirrored", || async {
+        invoices(&s, &id)
+            .await
+            .first()
+            .is_some_and(|i| i["status"] == "paid")
+    })
+    .await;
+    let first = invoices(&s, &id).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0]["amount_paid_minor"], 4000);
+    assert_eq!(first[0]["amount_due_minor"], 4000);
+    let lines = first[0]["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["price_id"], basic.as_str());
+    assert_eq!(lines[0]["amount_minor"], 4000);
+    assert_eq!(lines[0]["quantity"], 2);
+
+    // Stripe's charge for its invoice is not a payment of ours: ignored at once, by name.
+    eventually(
+        20,
+        "the invoice's PaymentIntent event was not ignored",
+        || async {
+            inbox(&s)
+                .await
+                .iter()
+                .any(|(k, _, st)| k == "payment_intent.succeeded" && st == "ignored")
+        },
+    )
+    .await;
+    assert_eq!(s.count("payments").await, 0);
+
+    // The host's own engine never bills it, however far its clock moves: not even with work
+    // marked due on the row (which nothing here writes for a Stripe-billed subscription), so
+    // it is the engine's claim that leaves it to Stripe.
+    let mut row = hephaestus_store::subscriptions::get(&s.store, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.next_action_at, None);
+    row.next_action_at = Some(row.current_period_end);
+    s.store
+        .write(move |tx| {
+            Box::pin(async move { hephaestus_store::subscriptions::update(tx, &row).await })
+        })
+        .await
+        .unwrap();
+    advance_clock(&s.store, Duration::from_secs(40 * 24 * 60 * 60))
+        .await
+        .unwrap();
+    let gateway = ls.gateway_args().gateway(&s.store).unwrap();
+    let summary = run_due(&s.store, gateway.as_ref(), &Dunning::default(), 100)
+        .await
+        .unwrap();
+    assert_eq!(summary.subscriptions, 0, "{summary:?}");
+    assert_eq!(summary.invoices, 0, "{summary:?}");
+    assert_eq!(invoices(&s, &id).await.len(), 1);
+    assert_eq!(s.count("invoices").await, 1);
+    assert_eq!(s.count("payments").await, 0);
+    assert_eq!(subscription(&s, &id).await["status"], "active");
+
+    // A new price and quantity, without proration: both reach Stripe.
+    let r = s
+        .post(
+            &s.admin,
+            &format!("{SUBSCRIPTIONS}/{id}"),
+            &json!({"price_id": pro, "quantity": 3, "proration_behavior": "none"}),
+            Some("change-1"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["price_id"], pro.as_str());
+    assert_eq!(r.body["quantity"], 3);
+    let at_stripe = ls.get(&format!("/v1/subscriptions/{gid}")).await;
+    assert_eq!(at_stripe["quantity"], 3);
+    assert_ne!(at_stripe["plan"]["id"], plan.as_str());
+    assert_eq!(
+        at_stripe["plan"]["metadata"]["hephaestus_price_id"],
+        pro.as_str()
+    );
+    // The quantity alone: the price stays.
+    let r = s
+        .post(
+            &s.admin,
+            &format!("{SUBSCRIPTIONS}/{id}"),
+            &json!({"quantity": 1}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        (r.body["price_id"].as_str(), r.body["quantity"].as_i64()),
+        (Some(pro.as_str()), Some(1))
+    );
+    assert_eq!(
+        ls.get(&format!("/v1/subscriptions/{gid}")).await["quantity"],
+        1
+    );
+    assert_eq!(s.count("gateway_prices").await, 2);
+
+    // A new card becomes the one Stripe charges this subscription's invoices to.
+    let new_card = ls.card(VISA).await;
+    let r = s
+        .post(
+            &s.admin,
+            &format!("{SUBSCRIPTIONS}/{id}"),
+            &json!({"payment_method": new_card}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["payment_method"], new_card.as_str());
+    assert_eq!(
+        ls.get(&format!("/v1/subscriptions/{gid}")).await["default_payment_method"],
+        new_card.as_str()
+    );
+
+    // Cancelled at period end, then now.
+    let cancel = format!("{SUBSCRIPTIONS}/{id}/cancel");
+    let r = s
+        .post(&s.admin, &cancel, &json!({"at_period_end": true}), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["status"], "active");
+    assert_eq!(r.body["cancel_at_period_end"], true);
+    assert_eq!(
+        ls.get(&format!("/v1/subscriptions/{gid}")).await["cancel_at_period_end"],
+        true
+    );
+    let r = s
+        .post(&s.admin, &cancel, &json!({}), Some("cancel-now"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["status"], "canceled");
+    assert!(r.body["ended_at"].is_string(), "{}", r.body);
+    assert_eq!(
+        ls.get(&format!("/v1/subscriptions/{gid}")).await["status"],
+        "canceled"
+    );
+    // Reconciliation's view of it, fetched from Stripe.
+    let at_gateway = gateway.subscriptions().expect("Stripe bills subscriptions");
+    let fetched = at_gateway
+        .fetch_subscription(gid.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fetched.status, Some(SubscriptionStatus::Canceled));
+    assert_eq!(fetched.quantity, Some(1));
+    assert!(fetched.ended_at.is_some());
+    assert!(
+        at_gateway
+            .fetch_subscription("sub_NotAtStripe".into())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // An ended subscription is not changed again, here or at Stripe.
+    let r = s.post(&s.admin, &cancel, &json!({}), None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+
+    eventually(20, "Stripe's deletion event was not applied", || async {
+        inbox(&s)
+            .await
+            .iter()
+            .any(|(k, o, st)| k == "customer.subscription.deleted" && o == &gid && st != "pending")
+    })
+    .await;
+    assert_eq!(subscription(&s, &id).await["status"], "canceled");
+    let events = domain_events(&s, &c).await;
+    assert_eq!(count(&events, "subscription.created"), 1, "{events:?}");
+    // Two plan changes, the new card, the cancellation at period end.
+    assert_eq!(count(&events, "subscription.updated"), 4, "{events:?}");
+    assert_eq!(count(&events, "subscription.canceled"), 1, "{events:?}");
+    assert_eq!(count(&events, "invoice.finalized"), 1, "{events:?}");
+    assert_eq!(count(&events, "invoice.paid"), 1, "{events:?}");
+    let seen = inbox(&s).await;
+    assert!(seen.iter().all(|(_, _, st)| st != "failed"), "{seen:?}");
+}
+
+async fn declined_first_invoices_trials_and_zero_decimal_prices_at_localstripe(db: Db) {
+    let ls = LocalStripe::start().await;
+    let s = server(db, ls.gateway_args()).await;
+    let c = customer(&s, "trial@example.com").await;
+    let price = recurring_price(&s, json!("12.00"), "month", None).await;
+
+    // The first invoice is declined: 402, and no subscription here or at Stripe.
+    let card = ls.card(DECLINED_ON_CHARGE).await;
+    let r = s
+        .post(
+            &s.admin,
+            SUBSCRIPTIONS,
+            &json!({"customer_id": c, "price_id": price, "payment_method": card}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYMENT_REQUIRED, "{}", r.body);
+    assert_eq!(r.code(), "card_declined");
+    assert_eq!(r.field(), Some("payment_method"));
+    assert_eq!(s.count("subscriptions").await, 0);
+    // localstripe answers the decline with an `incomplete` subscription (Stripe answers a
+    // 402): it was ended there, so nothing is left to bill.
+    let all = ls.get("/v1/subscriptions?status=all").await;
+    assert!(
+        all["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|sub| sub["status"] == "canceled"),
+        "{all}"
+    );
+    // The declined card became nobody's default.
+    let mirror = ls
+        .get(&format!(
+            "/v1/customers/{}",
+            all["data"][0]["customer"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        mirror["invoice_settings"]["default_payment_method"],
+        Value::Null
+    );
+
+    // A trial needs no payment method, and Stripe charges nothing until it ends.
+    let r = s
+        .post(
+            &s.admin,
+            SUBSCRIPTIONS,
+            &json!({"customer_id": c, "price_id": price, "trial_days": 14}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["status"], "trialing");
+    assert!(r.body["trial_end"].is_string(), "{}", r.body);
+    let gid = r.body["gateway_id"].as_str().unwrap();
+    let at_stripe = ls.get(&format!("/v1/subscriptions/{gid}")).await;
+    assert_eq!(at_stripe["status"], "trialing");
+    let days = (at_stripe["trial_end"].as_i64().unwrap()
+        - at_stripe["trial_start"].as_i64().unwrap())
+        / 86_400;
+    assert_eq!(days, 14);
+
+    // Stripe counts ISK in hundredths though it has no decimals: 1,500 ISK is 150000.
+    let product = s
+        .post(
+            &s.admin,
+            "/api/v1/revenue/products",
+            &json!({"name": "Reykjavik"}),
+            None,
+        )
+        .await;
+    let isk = s
+        .post(
+            &s.admin,
+            "/api/v1/revenue/prices",
+            &json!({"product_id": product.body["id"], "currency": "isk", "unit_amount": "1500",
+                    "recurring": {"interval": "month"}}),
+            None,
+        )
+        .await;
+    assert_eq!(isk.status, StatusCode::CREATED, "{}", isk.body);
+    let r = s
+        .post(
+            &s.admin,
+            SUBSCRIPTIONS,
+            &json!({"customer_id": c, "price_id": isk.body["id"], "trial_days": 7}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let at_stripe = ls
+        .get(&format!(
+            "/v1/subscriptions/{}",
+            r.body["gateway_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(at_stripe["plan"]["currency"], "isk");
+    assert_eq!(at_stripe["plan"]["amount"], 150_000);
+}
+
+/// A Stripe subscription in today's shape.
+fn stripe_subscription(gid: &str, plan: &str, status: &str, quantity: i64, now: i64) -> Value {
+    json!({
+        "id": gid, "object": "subscription", "status": status,
+        "cancel_at_period_end": false, "canceled_at": null, "ended_at": null,
+        "collection_method": "charge_automatically", "currency": "usd",
+        "customer": "cus_HandWritten", "livemode": false, "metadata": {},
+        "start_date": now, "created": now, "trial_start": null, "trial_end": null,
+        "items": {"object": "list", "has_more": false, "data": [{
+            "id": "si_HandWritten1", "object": "subscription_item", "quantity": quantity,
+            "current_period_start": now, "current_period_end": now + 30 * 86_400,
+            "price": {"id": plan, "object": "price", "currency": "usd",
+                      "unit_amount": 2000, "recurring": {"interval": "month", "interval_count": 1}},
+        }]},
+    })
+}
+
+/// A Stripe invoice of the subscription in today's shape.
+fn stripe_invoice(gid: &str, plan: &str, status: &str, attempts: i64, now: i64) -> Value {
+    let paid = if status == "paid" { 2000 } else { 0 };
+    json!({
+        "id": "in_HandWritten1", "object": "invoice", "status": status,
+        "billing_reason": "subscription_cycle", "currency": "usd", "customer": "cus_HandWritten",
+        "subtotal": 2000, "total": 2000, "amount_due": 2000, "amount_paid": paid,
+        "amount_remaining": 2000 - paid, "attempt_count": attempts, "attempted": attempts > 0,
+        "next_payment_attempt": if status == "open" { json!(now + 3 * 86_400) } else { Value::Null },
+        "period_start": now - 30 * 86_400, "period_end": now, "created": now, "livemode": false,
+        "parent": {"type": "subscription_details", "quote_details": null,
+                   "subscription_details": {"metadata": {}, "subscription": gid}},
+        "lines": {"object": "list", "has_more": false, "data": [{
+            "id": "il_HandWritten1", "object": "line_item", "amount": 2000, "currency": "usd",
+            "description": "1 × Pro (at $20.00 / month)", "quantity": 1,
+            "period": {"start": now, "end": now + 30 * 86_400},
+            "parent": {"type": "subscription_item_details",
+                       "subscription_item_details": {"proration": false,
+                           "subscription": gid, "subscription_item": "si_HandWritten1"}},
+            "pricing": {"type": "price_details",
+                        "price_details": {"price": plan, "product": "prod_HandWritten"}},
+        }]},
+    })
+}
+
+async fn post_signed(s: &TestServer, event: &Value) {
+    let payload = event.to_string();
+    let sig = stripe_sign(&payload, WEBHOOK_SECRET, now_secs());
+    let r = deliver(s, &payload, Some(&sig)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+async fn inbox_status(s: &TestServer, id: &str) -> String {
+    hephaestus_store::inbox::status(&s.store, "stripe", id)
+        .await
+        .unwrap()
+        .map(|(status, _, _)| status)
+        .unwrap_or_default()
+}
+
+async fn stripe_subscription_events_in_any_order_are_applied_once(db: Db) {
+    let ls = LocalStripe::start().await;
+    // No webhooks from localstripe: every event here is hand-written.
+    let s = server(db, ls.gateway_args()).await;
+    let c = customer(&s, "events@example.com").await;
+    let price = recurring_price(&s, json!("20.00"), "month", None).await;
+    let r = s
+        .post(
+            &s.admin,
+            SUBSCRIPTIONS,
+            &json!({"customer_id": c, "price_id": price, "payment_method": ls.card(VISA).await}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
+    let plan = ls.get(&format!("/v1/subscriptions/{gid}")).await["plan"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = now_secs() + 1;
+
+    // `updated` (past due) before `created` (active): the older one is ignored.
+    let updated = event(
+        "evt_sub_updated_1",
+        "customer.subscription.updated",
+        t + 2,
+        stripe_subscription(&gid, &plan, "past_due", 1, t),
+    );
+    post_signed(&s, &updated).await;
+    post_signed(&s, &updated).await;
+    settled(&s).await;
+    assert_eq!(subscription(&s, &id).await["status"], "past_due");
+    post_signed(
+        &s,
+        &event(
+            "evt_sub_created_1",
+            "customer.subscription.created",
+            t + 1,
+            stripe_subscription(&gid, &plan, "active", 1, t),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(inbox_status(&s, "evt_sub_created_1").await, "ignored");
+    assert_eq!(subscription(&s, &id).await["status"], "past_due");
+
+    // The failed renewal, reported twice under two event ids: one failed attempt.
+    for evt in ["evt_inv_failed_1", "evt_inv_failed_2"] {
+        post_signed(
+            &s,
+            &event(
+                evt,
+                "invoice.payment_failed",
+                t + 2,
+                stripe_invoice(&gid, &plan, "open", 1, t),
+            ),
+        )
+        .await;
+    }
+    // The trial notice, twice: one notice.
+    for evt in ["evt_trial_1", "evt_trial_2"] {
+        post_signed(
+            &s,
+            &event(
+                evt,
+                "customer.subscription.trial_will_end",
+                t + 2,
+                stripe_subscription(&gid, &plan, "past_due", 1, t),
+            ),
+        )
+        .await;
+    }
+    settled(&s).await;
+    let renewal = invoices(&s, &id).await;
+    assert_eq!(renewal.len(), 1, "{renewal:?}");
+    assert_eq!(renewal[0]["status"], "open");
+    assert_eq!(renewal[0]["attempt_count"], 1);
+    assert_eq!(renewal[0]["billing_reason"], "subscription_cycle");
+    assert_eq!(renewal[0]["lines"][0]["price_id"], price.as_str());
+    assert_eq!(renewal[0]["lines"][0]["amount_minor"], 2000);
+
+    // The retry succeeds: finalized (a repeat of what is known), paid, and active again; then
+    // the first failure arrives once more, late, under a new id, and changes nothing.
+    for (evt, kind, at, status, attempts) in [
+        ("evt_inv_finalized", "invoice.finalized", t + 1, "open", 0),
+        ("evt_inv_paid", "invoice.paid", t + 4, "paid", 2),
+    ] {
+        post_signed(
+            &s,
+            &event(
+                evt,
+                kind,
+                at,
+                stripe_invoice(&gid, &plan, status, attempts, t),
+            ),
+        )
+        .await;
+    }
+    post_signed(
+        &s,
+        &event(
+            "evt_sub_updated_2",
+            "customer.subscription.updated",
+            t + 4,
+            stripe_subscription(&gid, &plan, "active", 1, t),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    post_signed(
+        &s,
+        &event(
+            "evt_inv_failed_late",
+            "invoice.payment_failed",
+            t + 3,
+            stripe_invoice(&gid, &plan, "open", 1, t),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(inbox_status(&s, "evt_inv_failed_late").await, "ignored");
+
+    let sub = subscription(&s, &id).await;
+    assert_eq!(sub["status"], "active");
+    let renewal = invoices(&s, &id).await;
+    assert_eq!(renewal.len(), 1, "{renewal:?}");
+    assert_eq!(renewal[0]["status"], "paid");
+    assert_eq!(renewal[0]["attempt_count"], 2);
+    assert_eq!(renewal[0]["amount_paid_minor"], 2000);
+
+    let events = domain_events(&s, &c).await;
+    assert_eq!(count(&events, "subscription.created"), 1, "{events:?}");
+    // active → past_due → active.
+    assert_eq!(count(&events, "subscription.updated"), 2, "{events:?}");
+    assert_eq!(
+        count(&events, "subscription.trial_will_end"),
+        1,
+        "{events:?}"
+    );
+    assert_eq!(count(&events, "invoice.finalized"), 1, "{events:?}");
+    assert_eq!(count(&events, "invoice.payment_failed"), 1, "{events:?}");
+    assert_eq!(count(&events, "invoice.paid"), 1, "{events:?}");
+
+    // Events about a subscription that is not ours wait for it, then are ignored: never a
+    // failure.
+    post_signed(
+        &s,
+        &event(
+            "evt_sub_unknown",
+            "customer.subscription.updated",
+            t + 5,
+            stripe_subscription("sub_NotOurs", &plan, "active", 1, t),
+        ),
+    )
+    .await;
+    eventually(
+        10,
+        "the unknown subscription's event was never tried",
+        || async {
+            hephaestus_store::inbox::status(&s.store, "stripe", "evt_sub_unknown")
+                .await
+                .unwrap()
+                .is_some_and(|(st, attempts, note)| {
+                    attempts >= 1
+                        && st != "failed"
+                        && note.is_some_and(|n| n.contains("no subscription for sub_NotOurs"))
+                })
+        },
+    )
+    .await;
+}
+
+async fn stripe_shaped_subscription_answers_and_their_keys(db: Db) {
+    let t = now_secs();
+    let answer = |status: &str, quantity: i64, ended: bool| {
+        let mut sub = stripe_subscription("sub_1Stub", "plan_1Stub", status, quantity, t);
+        sub["customer"] = json!("cus_StubMirror01");
+        if ended {
+            sub["ended_at"] = json!(t + 60);
+            sub["canceled_at"] = json!(t + 60);
+        }
+        sub
+    };
+    let attached = json!({"id": "pm_1StubCard", "object": "payment_method", "type": "card",
+        "customer": "cus_StubMirror01", "livemode": false, "metadata": {}});
+    let ok = |method, path, body| Expect {
+        method,
+        path,
+        status: 200,
+        body,
+    };
+    let (base, stub) = start_stub(vec![
+        // First subscription of this customer and price: the mirrors, then a decline.
+        ok("POST", "/v1/customers", stripe_customer()),
+        ok(
+            "POST",
+            "/v1/payment_methods/pm_1StubCard/attach",
+            attached.clone(),
+        ),
+        ok(
+            "POST",
+            "/v1/plans",
+            json!({"id": "plan_1Stub", "object": "plan", "amount": 2500, "currency": "usd",
+                   "interval": "month", "interval_count": 1, "active": true}),
+        ),
+        Expect {
+            method: "POST",
+            path: "/v1/subscriptions",
+            status: 402,
+            body: stripe_error(
+                "card_error",
+                Some("card_declined"),
+                "Your card has insufficient funds.",
+                json!({"decline_code": "insufficient_funds"}),
+            ),
+        },
+        // Another request: the mirrors are known, only the method is attached again.
+        ok("POST", "/v1/payment_methods/pm_1StubCard/attach", attached),
+        ok("POST", "/v1/subscriptions", answer("active", 1, false)),
+        // A quantity change names the subscription's item.
+        ok(
+            "GET",
+            "/v1/subscriptions/sub_1Stub",
+            answer("active", 1, false),
+        ),
+        ok(
+            "POST",
+            "/v1/subscriptions/sub_1Stub",
+            answer("active", 4, false),
+        ),
+        ok(
+            "DELETE",
+            "/v1/subscriptions/sub_1Stub",
+            answer("canceled", 4, true),
+        ),
+    ])
+    .await;
+    let args = hephaestus::config::GatewayArgs {
+        stripe_secret_key: Some(hephaestus_core::secret::Secret::new(SECRET_KEY)),
+        stripe_api_base: Some(base),
+    };
+    let s = server(db, args).await;
+    let c = customer(&s, "stub@example.com").await;
+    let price = recurring_price(&s, json!("25.00"), "month", None).await;
+    let body = json!({"customer_id": c, "price_id": price, "payment_method": "pm_1StubCard"});
+
+    let r = s
+        .post(&s.admin, SUBSCRIPTIONS, &body, Some("stub-declined"))
+        .await;
+    assert_eq!(r.status, StatusCode::PAYMENT_REQUIRED, "{}", r.body);
+    assert_eq!(r.code(), "card_declined");
+    assert_eq!(r.body["error"]["decline_code"], "insufficient_funds");
+    assert_eq!(s.count("subscriptions").await, 0);
+    // The decline is the answer to that key from now on, without asking Stripe again.
+    let again = s
+        .post(&s.admin, SUBSCRIPTIONS, &body, Some("stub-declined"))
+        .await;
+    assert_eq!(again.status, StatusCode::PAYMENT_REQUIRED, "{}", again.body);
+
+    let r = s
+        .post(&s.admin, SUBSCRIPTIONS, &body, Some("stub-ok"))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["gateway_id"], "sub_1Stub");
+    assert_eq!(r.body["status"], "active");
+    // The period is Stripe's, read from the item as today's API puts it.
+    let start = hephaestus_core::Timestamp::from_micros(t * 1_000_000);
+    assert_eq!(r.body["current_period_start"], json!(start));
+    let id = r.body["id"].as_str().unwrap().to_string();
+
+    let r = s
+        .post(
+            &s.admin,
+            &format!("{SUBSCRIPTIONS}/{id}"),
+            &json!({"quantity": 4}),
+            Some("stub-change"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["quantity"], 4);
+    assert_eq!(r.body["price_id"], price.as_str());
+    let r = s
+        .post(
+            &s.admin,
+            &format!("{SUBSCRIPTIONS}/{id}/cancel"),
+            &json!({}),
+            Some("stub-cancel"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["status"], "canceled");
+
+    let script = stub.lock().unwrap();
+    assert!(script.mismatches.is_empty(), "{:?}", script.mismatches);
+    assert!(script.expected.is_empty(), "answers never asked for");
+    let seen = &script.seen;
+    let key = |i: usize| seen[i].idempotency_key.clone().unwrap_or_default();
+    let form = |i: usize, k: &str| seen[i].form.get(k).cloned().unwrap_or_default();
+    assert_eq!(form(1, "customer"), "cus_StubMirror01");
+    // The method is the subscription's own default; the customer is never updated.
+    assert!(
+        seen.iter()
+            .all(|r| r.path != "/v1/customers/cus_StubMirror01"),
+        "the customer's invoice settings were changed"
+    );
+    assert_eq!(key(2), format!("hephaestus-price-{price}"));
+    assert_eq!(form(2, "amount"), "2500");
+    assert_eq!(form(2, "metadata[hephaestus_price_id]"), price);
+    assert_eq!(form(3, "items[0][price]"), "plan_1Stub");
+    assert_eq!(form(3, "items[0][quantity]"), "1");
+    assert_eq!(form(3, "payment_behavior"), "error_if_incomplete");
+    assert_eq!(form(3, "default_payment_method"), "pm_1StubCard");
+    assert_eq!(form(5, "metadata[hephaestus_customer_id]"), c);
+    assert_eq!(form(5, "default_payment_method"), "pm_1StubCard");
+    assert_eq!(form(7, "items[0][id]"), "si_HandWritten1");
+    assert_eq!(form(7, "items[0][quantity]"), "4");
+    assert_eq!(form(7, "proration_behavior"), "create_prorations");
+    // One key per step, each derived from the request's own: a retried request sends the
+    // same ones and gets Stripe's first answers.
+    let declined = key(3).trim_end_matches(":create").to_string();
+    assert!(declined.starts_with("hk-"), "{declined}");
+    assert_eq!(key(1), format!("{declined}:attach"));
+    let created = key(5).trim_end_matches(":create").to_string();
+    assert_ne!(created, declined);
+    assert_eq!(key(4), format!("{created}:attach"));
+    assert_eq!(seen[6].idempotency_key, None);
+    assert!(key(7).ends_with(":change"), "{}", key(7));
+    assert!(key(8).ends_with(":cancel"), "{}", key(8));
+    assert_ne!(
+        key(7).trim_end_matches(":change"),
+        key(8).trim_end_matches(":cancel")
+    );
+}
+
+async fn stripe_events_from_before_the_hosts_clock_still_apply_after_an_api_change(db: Db) {
+    let ls = LocalStripe::start().await;
+    // No webhooks from localstripe: every event here is hand-written.
+    let s = server(db, ls.gateway_args()).await;
+    let c = customer(&s, "clocks@example.com").await;
+    let price = recurring_price(&s, json!("20.00"), "month", None).await;
+    let r = s
+        .post(
+            &s.admin,
+            SUBSCRIPTIONS,
+            &json!({"customer_id": c, "price_id": price, "payment_method": ls.card(VISA).await}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
+    let plan = ls.get(&format!("/v1/subscriptions/{gid}")).await["plan"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s
+        .post(
+            &s.admin,
+            &format!("{SUBSCRIPTIONS}/{id}"),
+            &json!({"quantity": 2}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["quantity"], 2);
+
+    // Stripe's clock runs behind ours: its event for a renewal that failed just after our
+    // change is stamped earlier than the host's time of the answer, and still is the news.
+    let t = now_secs() - 30;
+    post_signed(
+        &s,
+        &event(
+            "evt_behind_1",
+            "customer.subscription.updated",
+            t,
+            stripe_subscription(&gid, &plan, "past_due", 2, t),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(inbox_status(&s, "evt_behind_1").await, "processed");
+    assert_eq!(subscription(&s, &id).await["status"], "past_due");
+    // Stripe's own order still holds between its events.
+    post_signed(
+        &s,
+        &event(
+            "evt_behind_0",
+            "customer.subscription.updated",
+            t - 1,
+            stripe_subscription(&gid, &plan, "active", 2, t),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(inbox_status(&s, "evt_behind_0").await, "ignored");
+    assert_eq!(subscription(&s, &id).await["status"], "past_due");
+}
+
+async fn a_new_card_for_one_subscription_leaves_the_customers_others_alone(db: Db) {
+    let ls = LocalStripe::start().await;
+    let s = server(db, ls.gateway_args()).await;
+    let c = customer(&s, "two-subs@example.com").await;
+    let price = recurring_price(&s, json!("20.00"), "month", None).await;
+    let first_card = ls.card(VISA).await;
+    let mut gids = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = s
+            .post(
+                &s.admin,
+                SUBSCRIPTIONS,
+                &json!({"customer_id": c, "price_id": price, "payment_method": first_card}),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        ids.push(r.body["id"].as_str().unwrap().to_string());
+        gids.push(r.body["gateway_id"].as_str().unwrap().to_string());
+    }
+
+    let new_card = ls.card(VISA).await;
+    let r = s
+        .post(
+            &s.admin,
+            &format!("{SUBSCRIPTIONS}/{}", ids[0]),
+            &json!({"payment_method": new_card}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    let changed = ls.get(&format!("/v1/subscriptions/{}", gids[0])).await;
+    assert_eq!(changed["default_payment_method"], new_card.as_str());
+    let other = ls.get(&format!("/v1/subscriptions/{}", gids[1])).await;
+    assert_eq!(other["default_payment_method"], first_card.as_str());
+    let mirror = ls
+        .get(&format!(
+            "/v1/customers/{}",
+            other["customer"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        mirror["invoice_settings"]["default_payment_method"],
+        Value::Null
+    );
+    assert_eq!(
+        subscription(&s, &ids[1]).await["payment_method"],
+        first_card.as_str()
+    );
+}
+
+async fn stripe_invoices_are_voided_and_marked_uncollectible(db: Db) {
+    let ls = LocalStripe::start().await;
+    // No webhooks from localstripe: every event here is hand-written.
+    let s = server(db, ls.gateway_args()).await;
+    let c = customer(&s, "void@example.com").await;
+    let price = recurring_price(&s, json!("20.00"), "month", None).await;
+    let r = s
+        .post(
+            &s.admin,
+            SUBSCRIPTIONS,
+            &json!({"customer_id": c, "price_id": price, "payment_method": ls.card(VISA).await}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
+    let plan = ls.get(&format!("/v1/subscriptions/{gid}")).await["plan"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = now_secs() + 1;
+    let second = |status: &str| {
+        let mut inv = stripe_invoice(&gid, &plan, status, 1, t);
+        inv["id"] = json!("in_HandWritten2");
+        inv["billing_reason"] = json!("manual");
+        inv
+    };
+    // Ours are told apart by Stripe's billing reason: the first is the renewal's.
+    let status_of = |list: &[Value], billing_reason: &str| {
+        list.iter()
+            .find(|i| i["billing_reason"] == billing_reason)
+            .map(|i| i["status"].clone())
+            .unwrap_or(Value::Null)
+    };
+
+    // One invoice is voided; a failed attempt reported after it does not reopen it.
+    post_signed(
+        &s,
+        &event(
+            "evt_void_finalized",
+            "invoice.finalized",
+            t,
+            stripe_invoice(&gid, &plan, "open", 0, t),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    post_signed(
+        &s,
+        &event(
+            "evt_voided",
+            "invoice.voided",
+            t + 1,
+            stripe_invoice(&gid, &plan, "void", 0, t),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(
+        status_of(&invoices(&s, &id).await, "subscription_cycle"),
+        "void"
+    );
+    post_signed(
+        &s,
+        &event(
+            "evt_void_failed_late",
+            "invoice.payment_failed",
+            t + 2,
+            stripe_invoice(&gid, &plan, "open", 1, t),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(
+        status_of(&invoices(&s, &id).await, "subscription_cycle"),
+        "void"
+    );
+
+    // Another is given up on, then paid out of band: `invoice.updated` carries that.
+    post_signed(
+        &s,
+        &event(
+            "evt_uncollectible",
+            "invoice.marked_uncollectible",
+            t + 3,
+            second("uncollectible"),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(
+        status_of(&invoices(&s, &id).await, "manual"),
+        "uncollectible"
+    );
+    post_signed(
+        &s,
+        &event("evt_updated_paid", "invoice.updated", t + 4, second("paid")),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(status_of(&invoices(&s, &id).await, "manual"), "paid");
+
+    let events = domain_events(&s, &c).await;
+    assert_eq!(count(&events, "invoice.voided"), 1, "{events:?}");
+    assert_eq!(
+        count(&events, "invoice.marked_uncollectible"),
+        1,
+        "{events:?}"
+    );
+    let seen = inbox(&s).await;
+    assert!(seen.iter().all(|(_, _, st)| st != "failed"), "{seen:?}");
+}
+
+async fn stripe_isk_invoice_lines_are_rounded_to_whole_kronur(db: Db) {
+    let ls = LocalStripe::start().await;
+    // No webhooks from localstripe: the invoice event is hand-written.
+    let s = server(db, ls.gateway_args()).await;
+    let c = customer(&s, "krona@example.com").await;
+    let product = s
+        .post(
+            &s.admin,
+            "/api/v1/revenue/products",
+            &json!({"name": "Akureyri"}),
+            None,
+        )
+        .await;
+    let isk = s
+        .post(
+            &s.admin,
+            "/api/v1/revenue/prices",
+            &json!({"product_id": product.body["id"], "currency": "isk", "unit_amount": "1000",
+                    "recurring": {"interval": "month"}}),
+            None,
+        )
+        .await;
+    assert_eq!(isk.status, StatusCode::CREATED, "{}", isk.body);
+    let r = s
+        .post(
+            &s.admin,
+            SUBSCRIPTIONS,
+            &json!({"customer_id": c, "price_id": isk.body["id"], "trial_days": 7}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
+    let plan = ls.get(&format!("/v1/subscriptions/{gid}")).await["plan"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Stripe counts ISK in hundredths and prorates to the hundredth: 999.50 kr for the rest
+    // of the period on the new plan, less 499.50 kr unused on the old one; 500 kr in all.
+    let t = now_secs() + 1;
+    let line = |n: u32, amount: i64, proration: bool, description: &str| {
+        json!({
+            "id": format!("il_Krona{n}"), "object": "line_item", "amount": amount,
+            "currency": "isk", "description": description, "quantity": 1,
+            "period": {"start": t, "end": t + 30 * 86_400},
+            "parent": {"type": "subscription_item_details",
+                       "subscription_item_details": {"proration": proration,
+                           "subscription": gid, "subscription_item": "si_Krona"}},
+            "pricing": {"type": "price_details",
+                        "price_details": {"price": plan, "product": "prod_Krona"}},
+        })
+    };
+    let invoice = json!({
+        "id": "in_Krona1", "object": "invoice", "status": "paid",
+        "billing_reason": "subscription_update", "currency": "isk", "customer": "cus_Krona",
+        "subtotal": 50_000, "total": 50_000, "amount_due": 50_000, "amount_paid": 50_000,
+        "amount_remaining": 0, "attempt_count": 1, "attempted": true,
+        "next_payment_attempt": null, "period_start": t, "period_end": t, "created": t,
+        "livemode": false,
+        "parent": {"type": "subscription_details", "quote_details": null,
+                   "subscription_details": {"metadata": {}, "subscription": gid}},
+        "lines": {"object": "list", "has_more": false, "data": [
+            line(1, 99_950, true, "Remaining time on Akureyri"),
+            line(2, -49_950, true, "Unused time on Akureyri"),
+        ]},
+    });
+    post_signed(&s, &event("evt_krona_paid", "invoice.paid", t, invoice)).await;
+    settled(&s).await;
+    assert_eq!(inbox_status(&s, "evt_krona_paid").await, "processed");
+
+    let mirrored = invoices(&s, &id).await;
+    assert_eq!(mirrored.len(), 1, "{mirrored:?}");
+    let inv = &mirrored[0];
+    assert_eq!(inv["currency"], "ISK");
+    assert_eq!(inv["status"], "paid");
+    assert_eq!(inv["subtotal_minor"], 500);
+    assert_eq!(inv["amount_due_minor"], 500);
+    assert_eq!(inv["amount_paid_minor"], 500);
+    let mut amounts: Vec<i64> = inv["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["amount_minor"].as_i64().unwrap())
+        .collect();
+    amounts.sort();
+    assert_eq!(amounts, [-500, 1000], "{inv}");
+    assert_eq!(amounts.iter().sum::<i64>(), 500);
+}
+
+/// Applies `answer` as the answer to a change asked of the row as `asked` held it.
+async fn apply_late_answer(s: &TestServer, asked: &Subscription, answer: Value) -> Subscription {
+    let answer = subscription_state(&answer).unwrap();
+    let asked = asked.clone();
+    s.store
+        .write(move |tx| {
+            Box::pin(async move {
+                let current = hephaestus_store::subscriptions::get_for_update(tx, &asked.id)
+                    .await?
+                    .unwrap();
+                gateway_subscriptions::apply_answer(
+                    tx,
+                    &asked,
+                    current,
+                    &answer,
+                    |_| {},
+                    Timestamp::now(),
+                )
+                .await
+            })
+        })
+        .await
+        .unwrap()
+}
+
+async fn an_answer_is_not_written_over_a_row_that_moved_on_while_it_was_in_flight(db: Db) {
+    let ls = LocalStripe::start().await;
+    // No webhooks from localstripe: every event here is hand-written.
+    let s = server(db, ls.gateway_args()).await;
+    let c = customer(&s, "in-flight@example.com").await;
+    let price = recurring_price(&s, json!("20.00"), "month", None).await;
+    let r = s
+        .post(
+            &s.admin,
+            SUBSCRIPTIONS,
+            &json!({"customer_id": c, "price_id": price, "payment_method": ls.card(VISA).await}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
+    let plan = ls.get(&format!("/v1/subscriptions/{gid}")).await["plan"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = now_secs();
+    let row = || async {
+        hephaestus_store::subscriptions::get(&s.store, &id)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+
+    // Two changes at once, committed in the reverse of Stripe's order: the one Stripe made
+    // last (quantity 3) commits first, and the other's answer (quantity 2) comes too late.
+    let asked = row().await;
+    let r = s
+        .post(
+            &s.admin,
+            &format!("{SUBSCRIPTIONS}/{id}"),
+            &json!({"quantity": 3}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let late =
+        apply_late_answer(&s, &asked, stripe_subscription(&gid, &plan, "active", 2, t)).await;
+    assert_eq!(late.quantity, 3);
+    assert_eq!(subscription(&s, &id).await["quantity"], 3);
+
+    // Stripe ends it while a change is in flight: the change's answer does not revive it,
+    // whether the row was read before the deletion or after.
+    let asked = row().await;
+    let mut deleted = stripe_subscription(&gid, &plan, "canceled", 3, t);
+    deleted["ended_at"] = json!(t);
+    deleted["canceled_at"] = json!(t);
+    post_signed(
+        &s,
+        &event(
+            "evt_flight_deleted",
+            "customer.subscription.deleted",
+            t,
+            deleted,
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(subscription(&s, &id).await["status"], "canceled");
+    let late =
+        apply_late_answer(&s, &asked, stripe_subscription(&gid, &plan, "active", 4, t)).await;
+    assert_eq!(late.status, SubscriptionStatus::Canceled);
+    let ended = row().await;
+    let late = apply_late_answer(
+        &s,
+        &ended,
+        stripe_subscription(&gid, &plan, "past_due", 4, t),
+    )
+    .await;
+    assert_eq!(late.status, SubscriptionStatus::Canceled);
+    assert_eq!(late.quantity, 3);
+    assert_eq!(subscription(&s, &id).await["status"], "canceled");
+}
