@@ -173,8 +173,14 @@ pub async fn get(
     _auth: ReadKey,
     PathId(id): PathId,
 ) -> ApiResult<axum::Json<Value>> {
-    let customer = load(&state, id).await?;
-    Ok(axum::Json(view(&state, &customer).await?))
+    let (customer, segments) = load_by_id("customer", prefix::CUSTOMER, id, |id| async move {
+        customers::get_with_segments(&state.store, &id).await
+    })
+    .await?;
+    Ok(axum::Json(json!(CustomerView::new(
+        &customer,
+        segments.as_ref()
+    ))))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

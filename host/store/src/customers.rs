@@ -1,6 +1,7 @@
 use hephaestus_core::Timestamp;
 use hephaestus_core::customer::{Customer, NewCustomer};
 
+use crate::segments::Segments;
 use crate::{Result, Store, StoreError, Tx, metadata_json, metadata_of, with_read, with_tx};
 
 #[derive(sqlx::FromRow)]
@@ -31,6 +32,9 @@ impl TryFrom<CustomerRow> for Customer {
 }
 
 const COLUMNS: &str = "id, email, name, metadata, created_at, updated_at, erased_at";
+/// [`COLUMNS`] of a customer aliased `c`, for joins.
+const COLUMNS_OF_C: &str =
+    "c.id, c.email, c.name, c.metadata, c.created_at, c.updated_at, c.erased_at";
 
 /// Inserts a customer, or returns `Err(existing_id)` when the email is taken (compared
 /// case-insensitively). Never fails on a duplicate, so a PostgreSQL transaction stays usable.
@@ -81,6 +85,54 @@ pub async fn get(store: &Store, id: &str) -> Result<Option<Customer>> {
         .fetch_optional(e)
         .await)?;
     row.map(Customer::try_from).transpose()
+}
+
+/// A customer row with its stored segments' state and one of its tags (`None` for none).
+#[derive(sqlx::FromRow)]
+struct CustomerSegmentRow {
+    #[sqlx(flatten)]
+    customer: CustomerRow,
+    decided_by: Option<String>,
+    computed_at: Option<i64>,
+    segment: Option<String>,
+}
+
+/// The customer with its stored segments (`None` until computed), in one statement: the
+/// customer view is the busiest read, and each statement is a round trip.
+pub async fn get_with_segments(
+    store: &Store,
+    id: &str,
+) -> Result<Option<(Customer, Option<Segments>)>> {
+    let sql = format!(
+        "SELECT {COLUMNS_OF_C}, st.decided_by, st.computed_at, seg.segment
+           FROM customers c
+           LEFT JOIN customer_segment_state st ON st.customer_id = c.id
+           LEFT JOIN customer_segments seg ON seg.customer_id = st.customer_id
+          WHERE c.id = $1
+          ORDER BY seg.segment"
+    );
+    let rows: Vec<CustomerSegmentRow> =
+        with_read!(store, |e| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_all(e)
+            .await)?;
+    let mut rows = rows.into_iter();
+    let Some(first) = rows.next() else {
+        return Ok(None);
+    };
+    let segments = match (first.decided_by, first.computed_at) {
+        (Some(decided_by), Some(at)) => Some(Segments {
+            tags: first
+                .segment
+                .into_iter()
+                .chain(rows.filter_map(|r| r.segment))
+                .collect(),
+            decided_by,
+            computed_at: Timestamp::from_micros(at),
+        }),
+        _ => None,
+    };
+    Ok(Some((Customer::try_from(first.customer)?, segments)))
 }
 
 /// What a customer list asks for.
