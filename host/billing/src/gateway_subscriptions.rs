@@ -28,7 +28,8 @@ use hephaestus_core::money::{Currency, Money};
 use hephaestus_core::subscription::{
     Invoice, InvoiceLine, InvoiceStatus, Subscription, SubscriptionStatus,
 };
-use hephaestus_store::{StoreError, Tx, catalog, events, subscriptions, with_tx};
+use hephaestus_store::gateway_ids::{self, Mirror};
+use hephaestus_store::{StoreError, Tx, catalog, events, subscriptions};
 use serde_json::json;
 
 use crate::gateway::GatewaySubscription;
@@ -88,21 +89,6 @@ pub fn merge(
     next
 }
 
-/// Our price mirrored by the gateway's price id, if it is one of ours.
-pub async fn our_price(
-    tx: &mut Tx,
-    gateway: &str,
-    gateway_price_id: &str,
-) -> Result<Option<String>, StoreError> {
-    Ok(with_tx!(tx, |c| sqlx::query_scalar(
-        "SELECT price_id FROM gateway_prices WHERE gateway = $1 AND gateway_price_id = $2"
-    )
-    .bind(gateway)
-    .bind(gateway_price_id)
-    .fetch_optional(c)
-    .await)?)
-}
-
 /// Our subscription as the gateway's state has it, with our price for the gateway's.
 pub async fn merged(
     tx: &mut Tx,
@@ -110,7 +96,7 @@ pub async fn merged(
     state: &GatewaySubscription,
 ) -> Result<Subscription, StoreError> {
     let price_id = match &state.gateway_price_id {
-        Some(p) => our_price(tx, &sub.gateway, p).await?,
+        Some(p) => gateway_ids::ours_in(tx, &sub.gateway, Mirror::Price, p).await?,
         None => None,
     };
     Ok(merge(sub, state, price_id))

@@ -59,10 +59,10 @@ use ::stripe::{
     StripeRequest,
 };
 use futures::future::BoxFuture;
-use hephaestus_core::Timestamp;
 use hephaestus_core::money::{Currency, Money};
 use hephaestus_core::secret::Secret;
-use hephaestus_store::{Store, StoreError, customers, with_read, with_tx};
+use hephaestus_store::gateway_ids::{self, Mirror};
+use hephaestus_store::{Store, customers};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use stripe_core::charge::RetrieveCharge;
@@ -167,7 +167,9 @@ impl StripeGateway {
 
     /// The Stripe customer mirroring ours, created on first use.
     pub(crate) async fn customer_for(&self, customer_id: &str) -> Result<String, GatewayError> {
-        if let Some(id) = known_customer(&self.store, customer_id).await? {
+        if let Some(id) =
+            gateway_ids::find(&self.store, NAME, Mirror::Customer, customer_id).await?
+        {
             return Ok(id);
         }
         let customer = customers::get(&self.store, customer_id)
@@ -192,30 +194,15 @@ impl StripeGateway {
             .send(&params, Some(&format!("hephaestus-customer-{customer_id}")))
             .await
             .map_err(stripe_error)?;
-        let (ours, theirs) = (customer_id.to_string(), created.id);
-        self.store
-            .write(move |tx| {
-                Box::pin(async move {
-                    // Two first charges at once: the first row stays, and both use it.
-                    with_tx!(tx, |c| sqlx::query(
-                        "INSERT INTO gateway_customers (gateway, customer_id, gateway_customer_id, created_at)
-                         VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (gateway, customer_id) DO NOTHING"
-                    )
-                    .bind(NAME)
-                    .bind(&ours)
-                    .bind(&theirs)
-                    .bind(Timestamp::now().as_micros())
-                    .execute(c)
-                    .await
-                    .map(|r| r.rows_affected()))?;
-                    Ok::<_, StoreError>(())
-                })
-            })
-            .await?;
-        known_customer(&self.store, customer_id)
-            .await?
-            .ok_or_else(|| GatewayError::Unavailable("the Stripe customer was not recorded".into()))
+        gateway_ids::remember(
+            &self.store,
+            NAME,
+            Mirror::Customer,
+            customer_id,
+            &created.id,
+        )
+        .await?
+        .ok_or_else(|| GatewayError::Unavailable("the Stripe customer was not recorded".into()))
     }
 
     /// Turns a card error into the declined charge it describes.
@@ -270,16 +257,6 @@ pub fn decline_reason(decline_code: Option<&str>, code: Option<&str>) -> Option<
         _ => return None,
     };
     Some(reason.to_string())
-}
-
-async fn known_customer(store: &Store, customer_id: &str) -> Result<Option<String>, StoreError> {
-    Ok(with_read!(store, |e| sqlx::query_scalar(
-        "SELECT gateway_customer_id FROM gateway_customers WHERE gateway = $1 AND customer_id = $2"
-    )
-    .bind(NAME)
-    .bind(customer_id)
-    .fetch_optional(e)
-    .await)?)
 }
 
 /// Our field for a Stripe request parameter, where they are the same thing.

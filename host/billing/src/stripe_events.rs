@@ -23,6 +23,7 @@ use hephaestus_core::ids::{self, prefix};
 use hephaestus_core::money::{Currency, Money};
 use hephaestus_core::payment::{Payment, PaymentStatus, Refund};
 use hephaestus_core::subscription::SubscriptionStatus;
+use hephaestus_store::gateway_ids::{self, Mirror};
 use hephaestus_store::inbox::{self, InboxEvent};
 
 use crate::disputes::{self, Change, DisputeState};
@@ -464,7 +465,7 @@ async fn invoice(
     let mut lines = Vec::new();
     for line in object["lines"]["data"].as_array().into_iter().flatten() {
         let price_id = match line_price(line) {
-            Some(p) => gateway_subscriptions::our_price(tx, GATEWAY, p).await?,
+            Some(p) => gateway_ids::ours_in(tx, GATEWAY, Mirror::Price, p).await?,
             None => None,
         };
         lines.push(GatewayInvoiceLine {

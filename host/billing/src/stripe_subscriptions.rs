@@ -34,7 +34,8 @@ use futures::future::BoxFuture;
 use hephaestus_core::Timestamp;
 use hephaestus_core::catalog::{Interval, Price};
 use hephaestus_core::subscription::SubscriptionStatus;
-use hephaestus_store::{StoreError, catalog, with_read, with_tx};
+use hephaestus_store::catalog;
+use hephaestus_store::gateway_ids::{self, Mirror};
 use serde::Serialize;
 use serde_json::Value;
 use stripe_billing::plan::{CreatePlan, CreatePlanInlineProductParams, CreatePlanProduct};
@@ -143,24 +144,10 @@ fn read_subscription(v: Value) -> Result<GatewaySubscription, GatewayError> {
     })
 }
 
-/// The Stripe price (plan) mirroring our `price_id`, if one was made.
-pub async fn known_price(
-    store: &hephaestus_store::Store,
-    price_id: &str,
-) -> Result<Option<String>, StoreError> {
-    Ok(with_read!(store, |e| sqlx::query_scalar(
-        "SELECT gateway_price_id FROM gateway_prices WHERE gateway = $1 AND price_id = $2"
-    )
-    .bind(NAME)
-    .bind(price_id)
-    .fetch_optional(e)
-    .await)?)
-}
-
 impl StripeGateway {
     /// The Stripe plan mirroring our price, created on first use.
     async fn price_for(&self, price: &Price) -> Result<String, GatewayError> {
-        if let Some(id) = known_price(&self.store, &price.id).await? {
+        if let Some(id) = gateway_ids::find(&self.store, NAME, Mirror::Price, &price.id).await? {
             return Ok(id);
         }
         let every = price
@@ -193,28 +180,7 @@ impl StripeGateway {
             .send(&params, Some(&format!("hephaestus-price-{}", price.id)))
             .await
             .map_err(stripe_error)?;
-        let (ours, theirs) = (price.id.clone(), created.id);
-        self.store
-            .write(move |tx| {
-                Box::pin(async move {
-                    // Two first subscriptions at once: the first row stays, and both use it.
-                    with_tx!(tx, |c| sqlx::query(
-                        "INSERT INTO gateway_prices (gateway, price_id, gateway_price_id, created_at)
-                         VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (gateway, price_id) DO NOTHING"
-                    )
-                    .bind(NAME)
-                    .bind(&ours)
-                    .bind(&theirs)
-                    .bind(Timestamp::now().as_micros())
-                    .execute(c)
-                    .await
-                    .map(|r| r.rows_affected()))?;
-                    Ok::<_, StoreError>(())
-                })
-            })
-            .await?;
-        known_price(&self.store, &price.id)
+        gateway_ids::remember(&self.store, NAME, Mirror::Price, &price.id, &created.id)
             .await?
             .ok_or_else(|| GatewayError::Unavailable("the Stripe price was not recorded".into()))
     }

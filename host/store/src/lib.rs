@@ -8,6 +8,7 @@
 //! - [`disputes`]: chargebacks as gateways report them.
 //! - [`events`]: the append-only domain event log.
 //! - [`exchange_rates`]: rates for reporting in one currency, and per-currency totals.
+//! - [`gateway_ids`]: which gateway object (a Stripe customer, a Stripe plan) mirrors ours.
 //! - [`inbox`]: verified gateway webhooks waiting to be applied.
 //! - [`catalog`]: products and prices.
 //! - [`consumers`]: positions of the event log's consumers, leased to one host at a time.
@@ -33,6 +34,7 @@ pub mod customers;
 pub mod disputes;
 pub mod events;
 pub mod exchange_rates;
+pub mod gateway_ids;
 pub mod idempotency;
 pub mod inbox;
 pub mod keys;
