@@ -229,17 +229,28 @@ struct GatewaySubscriptionRow {
 /// Records the `created` time (seconds) of a gateway event (or answer) applied to a
 /// subscription; the mark only moves forward.
 pub async fn set_gateway_event_at(tx: &mut Tx, id: &str, at: i64) -> Result<()> {
-    with_tx!(tx, |c| sqlx::query(
-        "UPDATE subscriptions SET gateway_event_at = CASE
+    advance_gateway_event_at(tx, "subscriptions", id, at).await
+}
+
+/// Moves `table`'s row `id` to gateway event time `at`, never backwards.
+async fn advance_gateway_event_at(
+    tx: &mut Tx,
+    table: &'static str,
+    id: &str,
+    at: i64,
+) -> Result<()> {
+    let sql = format!(
+        "UPDATE {table} SET gateway_event_at = CASE
              WHEN gateway_event_at IS NULL OR gateway_event_at < $2 THEN $2
              ELSE gateway_event_at END
           WHERE id = $1"
-    )
-    .bind(id)
-    .bind(at)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
+    );
+    with_tx!(tx, |c| sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(at)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -673,18 +684,7 @@ struct GatewayInvoiceRow {
 /// Records the `created` time (seconds) of a gateway event applied to an invoice; the mark
 /// only moves forward.
 pub async fn set_invoice_gateway_event_at(tx: &mut Tx, id: &str, at: i64) -> Result<()> {
-    with_tx!(tx, |c| sqlx::query(
-        "UPDATE invoices SET gateway_event_at = CASE
-             WHEN gateway_event_at IS NULL OR gateway_event_at < $2 THEN $2
-             ELSE gateway_event_at END
-          WHERE id = $1"
-    )
-    .bind(id)
-    .bind(at)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
-    Ok(())
+    advance_gateway_event_at(tx, "invoices", id, at).await
 }
 
 /// The subscription's invoice still being collected, locked for the transaction.
