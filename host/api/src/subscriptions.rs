@@ -12,7 +12,7 @@ use hephaestus_billing::gateway::{
 };
 use hephaestus_billing::gateway_subscriptions;
 use hephaestus_billing::subscriptions::{
-    self as engine, NewSubscription, Update, UpdateError, business_now,
+    self as engine, NewSubscription, Update, UpdateError, business_now, check_change,
 };
 use hephaestus_core::Timestamp;
 use hephaestus_core::catalog::{MAX_TRIAL_DAYS, Price};
@@ -767,7 +767,7 @@ async fn update_at_gateway(
     current: &Price,
     change: Update,
 ) -> Response {
-    if let Err(e) = check_gateway_change(&sub, current, &change) {
+    if let Err(e) = check_change(&sub, current, &change).map_err(update_error) {
         return e.into_response();
     }
     let claimed = match write::claim(state, &auth.0, meta, raw).await {
@@ -808,31 +808,6 @@ async fn update_at_gateway(
             }))
         })
         .await
-}
-
-/// What the billing engine checks of a change, checked before a gateway is asked.
-fn check_gateway_change(sub: &Subscription, current: &Price, change: &Update) -> ApiResult<()> {
-    if !sub.status.is_live() {
-        return Err(update_error(UpdateError::Ended(sub.id.clone())));
-    }
-    if let Some(new) = &change.price {
-        if new.unit_amount.currency != sub.currency {
-            return Err(AppError::invalid(
-                "price_id",
-                format!(
-                    "must be a price in {}, the subscription's currency",
-                    sub.currency
-                ),
-            ));
-        }
-        if new.recurring != current.recurring {
-            return Err(AppError::invalid(
-                "price_id",
-                "must bill on the same interval as the current price; cancel and start a new subscription to change it",
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The subscription's price changed between reading it and locking the row.

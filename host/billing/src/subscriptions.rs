@@ -394,18 +394,17 @@ pub enum UpdateError {
     Store(#[from] StoreError),
 }
 
-/// Applies a change at business time `now`, with prorations as pending invoice lines.
-pub async fn update(
-    tx: &mut Tx,
-    sub: Subscription,
+/// Whether `change` can be made to `sub` at all: it must be live, and a new price must be
+/// in its currency and bill on the same interval. Checked here for the changes this engine
+/// bills, and before asking a gateway for the ones it bills.
+pub fn check_change(
+    sub: &Subscription,
     current_price: &Price,
-    change: Update,
-    now: Timestamp,
-) -> Result<Subscription, UpdateError> {
+    change: &Update,
+) -> Result<(), UpdateError> {
     if !sub.status.is_live() {
-        return Err(UpdateError::Ended(sub.id));
+        return Err(UpdateError::Ended(sub.id.clone()));
     }
-    let mut next = sub.clone();
     let new_price = change.price.as_ref().unwrap_or(current_price);
     if new_price.unit_amount.currency != sub.currency {
         return Err(UpdateError::Invalid(
@@ -422,6 +421,20 @@ pub async fn update(
             "must bill on the same interval as the current price; cancel and start a new subscription to change it".into(),
         ));
     }
+    Ok(())
+}
+
+/// Applies a change at business time `now`, with prorations as pending invoice lines.
+pub async fn update(
+    tx: &mut Tx,
+    sub: Subscription,
+    current_price: &Price,
+    change: Update,
+    now: Timestamp,
+) -> Result<Subscription, UpdateError> {
+    check_change(&sub, current_price, &change)?;
+    let mut next = sub.clone();
+    let new_price = change.price.as_ref().unwrap_or(current_price);
     next.price_id = new_price.id.clone();
     next.quantity = change.quantity.unwrap_or(sub.quantity);
     let new_total = total_of(new_price, next.quantity).ok_or_else(|| {
