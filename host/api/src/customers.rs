@@ -70,12 +70,6 @@ impl From<&Customer> for CustomerView {
     }
 }
 
-/// The customer as the API shows it, with its stored segments.
-async fn view(state: &AppState, c: &Customer) -> ApiResult<Value> {
-    let mut stored = segments::of_many(&state.store, std::slice::from_ref(&c.id)).await?;
-    Ok(json!(CustomerView::new(c, stored.remove(&c.id).as_ref())))
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCustomer {
@@ -155,9 +149,10 @@ fn customer_erased(id: &str) -> AppError {
     }
 }
 
-async fn load(state: &AppState, id: String) -> ApiResult<Customer> {
+/// The customer with its stored segments (`None` until computed).
+async fn load(state: &AppState, id: String) -> ApiResult<(Customer, Option<Segments>)> {
     load_by_id("customer", prefix::CUSTOMER, id, |id| async move {
-        customers::get(&state.store, &id).await
+        customers::get_with_segments(&state.store, &id).await
     })
     .await
 }
@@ -173,10 +168,7 @@ pub async fn get(
     _auth: ReadKey,
     PathId(id): PathId,
 ) -> ApiResult<axum::Json<Value>> {
-    let (customer, segments) = load_by_id("customer", prefix::CUSTOMER, id, |id| async move {
-        customers::get_with_segments(&state.store, &id).await
-    })
-    .await?;
+    let (customer, segments) = load(&state, id).await?;
     Ok(axum::Json(json!(CustomerView::new(
         &customer,
         segments.as_ref()
@@ -390,7 +382,7 @@ pub async fn export(
     _auth: ReadKey,
     PathId(id): PathId,
 ) -> ApiResult<axum::Json<Value>> {
-    let customer = load(&state, id).await?;
+    let (customer, segments) = load(&state, id).await?;
     let events: Vec<Value> = events::for_customer(&state.store, &customer.id)
         .await?
         .into_iter()
@@ -406,7 +398,7 @@ pub async fn export(
         .collect();
     Ok(axum::Json(json!({
         "object": "customer_export",
-        "customer": view(&state, &customer).await?,
+        "customer": CustomerView::new(&customer, segments.as_ref()),
         "events": events,
         "exported_at": Timestamp::now(),
     })))
