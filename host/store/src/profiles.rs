@@ -158,14 +158,6 @@ pub async fn snapshot(
     }))
 }
 
-/// The customer's activity as of `now` (business time); nothing for an unknown customer.
-pub async fn facts(store: &Store, customer_id: &str, now: Timestamp) -> Result<Facts> {
-    Ok(snapshot(store, customer_id, now)
-        .await?
-        .map(|s| s.facts)
-        .unwrap_or_default())
-}
-
 /// Sales at one price: paid and failed subscription invoices that billed it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PriceEvidence {
