@@ -278,6 +278,18 @@ impl TestServer {
         .await
     }
 
+    /// The domain events about `customer`, oldest first, as its export lists them.
+    pub async fn customer_events(&self, customer: &str) -> Vec<serde_json::Value> {
+        let r = self
+            .get(
+                &self.admin,
+                &format!("/api/v1/revenue/customers/{customer}/export"),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.body["events"].as_array().unwrap().clone()
+    }
+
     /// The status of an unauthenticated GET.
     pub async fn status_of(&self, path: &str) -> StatusCode {
         self.client

@@ -67,13 +67,8 @@ async fn listed(s: &TestServer, segment: &str) -> Vec<String> {
 
 /// The `customer.segments_changed` events about `id`, oldest first.
 async fn changes(s: &TestServer, id: &str) -> Vec<Value> {
-    let r = s
-        .get(&s.admin, &format!("/api/v1/revenue/customers/{id}/export"))
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    r.body["events"]
-        .as_array()
-        .unwrap()
+    s.customer_events(id)
+        .await
         .iter()
         .filter(|e| e["type"] == "customer.segments_changed")
         .map(|e| e["data"].clone())

@@ -408,16 +408,8 @@ pub(crate) async fn inbox(s: &TestServer) -> Vec<(String, String, String)> {
 }
 
 async fn domain_events(s: &TestServer, customer: &str) -> Vec<(String, String)> {
-    let r = s
-        .get(
-            &s.admin,
-            &format!("/api/v1/revenue/customers/{customer}/export"),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    r.body["events"]
-        .as_array()
-        .unwrap()
+    s.customer_events(customer)
+        .await
         .iter()
         .map(|e| {
             (

@@ -56,16 +56,8 @@ const SUBSCRIPTIONS: &str = "/api/v1/revenue/subscriptions";
 
 /// The customer's domain events, as `(type, data)`.
 async fn domain_events(s: &TestServer, customer: &str) -> Vec<(String, Value)> {
-    let r = s
-        .get(
-            &s.admin,
-            &format!("/api/v1/revenue/customers/{customer}/export"),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    r.body["events"]
-        .as_array()
-        .unwrap()
+    s.customer_events(customer)
+        .await
         .iter()
         .map(|e| (e["type"].as_str().unwrap().to_string(), e["data"].clone()))
         .collect()

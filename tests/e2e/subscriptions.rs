@@ -64,16 +64,8 @@ async fn invoices(s: &TestServer, sub_id: &str) -> Vec<Value> {
 
 /// Kinds of the domain events about `subject`, oldest first.
 async fn event_kinds(s: &TestServer, customer: &str) -> Vec<String> {
-    let r = s
-        .get(
-            &s.admin,
-            &format!("/api/v1/revenue/customers/{customer}/export"),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    r.body["events"]
-        .as_array()
-        .unwrap()
+    s.customer_events(customer)
+        .await
         .iter()
         .map(|e| e["type"].as_str().unwrap().to_string())
         .collect()
