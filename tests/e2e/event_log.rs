@@ -7,7 +7,10 @@ use sqlx::Connection;
 use crate::both_dbs;
 use crate::common::{Db, TestServer};
 
-both_dbs!(consumers_read_in_order);
+both_dbs!(
+    consumers_read_in_order,
+    appends_commit_together_or_not_at_all
+);
 
 async fn consumers_read_in_order(db: Db) {
     let s = TestServer::start(db).await;
@@ -76,4 +79,83 @@ async fn a_later_commit_with_a_lower_seq_is_not_skipped_on_postgres() {
         .filter(|k| *k != "customer.segments_changed")
         .collect();
     assert_eq!(kinds, ["test.slow", "customer.created"]);
+}
+
+/// A transaction of appends only (a payment's record: the payment, its event, its audit
+/// entry) is sent at commit, on PostgreSQL as one statement with no `BEGIN`: all of it lands,
+/// or, when one row is refused, none of it.
+async fn appends_commit_together_or_not_at_all(db: Db) {
+    use hephaestus_core::Timestamp;
+    use hephaestus_core::event::NewEvent;
+    use hephaestus_core::ids::{self, prefix};
+    use hephaestus_core::money::{Currency, Money};
+    use hephaestus_core::payment::{Payment, PaymentStatus};
+    use hephaestus_store::audit::{self, AuditEntry};
+    use hephaestus_store::{StoreError, payments};
+
+    let s = TestServer::start(db).await;
+    let customer = s.create_customer("appends@example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let record = |customer_id: &str| {
+        let now = Timestamp::now();
+        let payment = Payment {
+            id: ids::new_id(prefix::PAYMENT),
+            customer_id: customer_id.to_string(),
+            amount: Money {
+                minor: 9700,
+                currency: Currency::parse("USD", "currency").unwrap(),
+            },
+            amount_refunded_minor: 0,
+            status: PaymentStatus::Succeeded,
+            payment_method: "pm_card_visa".into(),
+            description: None,
+            gateway: "sandbox".into(),
+            gateway_id: Some(ids::new_id("ch_sbx")),
+            decline_code: None,
+            failure_message: None,
+            metadata: Default::default(),
+            created_at: now,
+            updated_at: now,
+            gateway_event_at: None,
+            invoice_id: None,
+        };
+        let store = s.store.clone();
+        async move {
+            store
+                .write(move |tx| {
+                    Box::pin(async move {
+                        payments::insert_at_commit(tx, &payment)?;
+                        events::append(
+                            tx,
+                            NewEvent::new(
+                                "payment.succeeded",
+                                &payment.id,
+                                Some(payment.customer_id.clone()),
+                                serde_json::json!({}),
+                                now,
+                            ),
+                        );
+                        audit::record(tx, AuditEntry::new(None, "POST", "/appends", 201, None));
+                        Ok::<_, StoreError>(())
+                    })
+                })
+                .await
+        }
+    };
+    let counts = || async {
+        (
+            s.count("payments").await,
+            s.count("events WHERE type = 'payment.succeeded'").await,
+            s.count("audit_log WHERE path = '/appends'").await,
+        )
+    };
+
+    record(&customer).await.unwrap();
+    assert_eq!(counts().await, (1, 1, 1));
+    // The payment names no customer: the foreign key refuses it, and the event and the
+    // audit entry sent with it are refused too.
+    assert!(record("cus_nobody").await.is_err());
+    assert_eq!(counts().await, (1, 1, 1));
 }

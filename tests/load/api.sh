@@ -3,7 +3,8 @@
 # PostgreSQL. Results go to stdout; record them in BENCHMARKS.md with the machine and date.
 #
 #   tests/load/api.sh [seconds per run, default 15] [connections, default 32]
-#   BENCH_ROUTES=webhooks tests/load/api.sh …   # only the webhook intake
+#   BENCH_ROUTES="payments webhooks" tests/load/api.sh …   # only these (of: customers get payments webhooks)
+#   BENCH_ONLY=postgres tests/load/api.sh …                # only PostgreSQL
 #
 # Needs wrk (Debian: apt-get install wrk), sqlite3, psql, bc, python3, and a PostgreSQL at BENCH_DATABASE_URL's server
 # (default: postgres://postgres@127.0.0.1:5432, database hephaestus_bench, recreated).
@@ -13,8 +14,9 @@ secs="${1:-15}"
 conns="${2:-32}"
 pg_server="${BENCH_PG_SERVER:-postgres://postgres@127.0.0.1:5432}"
 port=18080
-cargo build --release -p hephaestus >/dev/null
-bin=target/release/hephaestus
+# BENCH_BIN runs another build (an older one, to compare on the same machine the same hour).
+bin="${BENCH_BIN:-target/release/hephaestus}"
+[ -n "${BENCH_BIN:-}" ] || cargo build --release -p hephaestus >/dev/null
 
 run_db() {
   # shellcheck disable=SC2317
@@ -34,25 +36,29 @@ run_db() {
   key=$(sed -n 's/^admin API key: //p' "$dir/stdout")
   export HEPHAESTUS_KEY="$key"
 
-  if [ "${BENCH_ROUTES:-all}" = all ]; then
+  if wanted customers; then
   echo "### $label: POST /api/v1/revenue/customers (${secs}s, $conns connections)"
   wrk -t1 -c"$conns" -d"${secs}s" --latency -s tests/load/create_customer.lua "http://127.0.0.1:$port"
   grep VmHWM /proc/$pid/status
+  fi
 
   CUSTOMER_ID=$(curl -sf -X POST "http://127.0.0.1:$port/api/v1/revenue/customers" \
     -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
     -d "{\"email\": \"bench-get-$(date +%s%N)@example.com\"}" | sed -n 's/.*"id":"\(cus_[A-Za-z0-9]*\)".*/\1/p')
   export CUSTOMER_ID
+  if wanted get; then
   echo "### $label: GET /api/v1/revenue/customers/{id} (${secs}s, $conns connections)"
   wrk -t1 -c"$conns" -d"${secs}s" --latency -s tests/load/get_customer.lua "http://127.0.0.1:$port"
   grep -E 'VmHWM|VmRSS' /proc/$pid/status
+  fi
 
+  if wanted payments; then
   echo "### $label: POST /api/v1/revenue/payments, sandbox gateway (${secs}s, $conns connections)"
   wrk -t1 -c"$conns" -d"${secs}s" --latency -s tests/load/create_payment.lua "http://127.0.0.1:$port"
   grep -E 'VmHWM|VmRSS' /proc/$pid/status
-
   fi
 
+  wanted webhooks || { stop_server "$pid" "$dir"; return; }
   # More events than the run can send, so every delivery is a new event.
   python3 tests/load/webhooks.py $((secs * 12000)) whsec_load > "$dir/events.tsv"
   echo "### $label: POST /api/v1/revenue/webhooks/stripe, verified new events (${secs}s, $conns connections)"
@@ -68,12 +74,18 @@ run_db() {
   done
   echo "webhook backlog drained $(echo "$(date +%s.%N) - $start" | bc) s after the load ended (pending: $pending)"
 
-  [ -s "$dir/stderr" ] && { echo "server log:"; cat "$dir/stderr"; }
-  kill -TERM "$pid"
-  wait "$pid" || true
-  rm -rf "$dir"
+  stop_server "$pid" "$dir"
+}
+
+wanted() { [[ " ${BENCH_ROUTES:-customers get payments webhooks} " == *" $1 "* ]]; }
+
+stop_server() {
+  [ -s "$2/stderr" ] && { echo "server log:"; cat "$2/stderr"; }
+  kill -TERM "$1"
+  wait "$1" || true
+  rm -rf "$2"
 }
 
 [ "${BENCH_ONLY:-}" = postgres ] || run_db sqlite ""
 psql "$pg_server/postgres" -qc 'DROP DATABASE IF EXISTS hephaestus_bench' -c 'CREATE DATABASE hephaestus_bench'
-run_db postgres "$pg_server/hephaestus_bench"
+run_db postgres "$pg_server/hephaestus_bench${BENCH_PG_QUERY:-}"

@@ -61,7 +61,13 @@ pub async fn record(
         gateway_event_at: None,
         invoice_id: attempt.invoice_id,
     };
-    payments::insert(tx, &payment).await?;
+    if payment.invoice_id.is_none() && charge.dispute.is_none() {
+        // A one-time payment without a dispute is pointed at by nothing else in this
+        // transaction: its row can go with the event and audit rows at commit.
+        payments::insert_at_commit(tx, &payment)?;
+    } else {
+        payments::insert(tx, &payment).await?;
+    }
     if let Some(kind) = status.event_kind() {
         events::append(
             tx,

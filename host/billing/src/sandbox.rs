@@ -187,9 +187,11 @@ impl Gateway for SandboxGateway {
                     ),
                 });
             };
+            // One statement, which commits on its own: on PostgreSQL no BEGIN and COMMIT
+            // around it (the host records the payment in its own transaction next).
             let row = self
                 .store
-                .write(move |tx| {
+                .write_statement(move |tx| {
                     Box::pin(async move {
                         let (status, decline) = match behaviour {
                             Behaviour::Succeed | Behaviour::SucceedThenDispute => ("succeeded", None),

@@ -57,21 +57,33 @@ pub(crate) async fn insert_all(tx: &mut Tx, entries: &[AuditEntry]) -> Result<()
         return Ok(());
     }
     with_tx!(tx, |c| {
-        let mut q = sqlx::QueryBuilder::new(
-            "INSERT INTO audit_log (id, api_key_id, method, path, status, request_id, created_at) ",
-        );
-        q.push_values(entries, |mut row, e| {
-            row.push_bind(e.id.clone())
-                .push_bind(e.api_key_id.clone())
-                .push_bind(e.method.clone())
-                .push_bind(e.path.clone())
-                .push_bind(i64::from(e.status))
-                .push_bind(e.request_id.clone())
-                .push_bind(e.created_at.as_micros());
-        });
+        let mut q = sqlx::QueryBuilder::new("");
+        push_insert(&mut q, entries);
         q.build().execute(c).await.map(|r| r.rows_affected())
     })?;
     Ok(())
+}
+
+/// Appends the `INSERT` of `entries` to `q` (alone, or after the event log's in one
+/// statement).
+pub(crate) fn push_insert<DB: sqlx::Database>(
+    q: &mut sqlx::QueryBuilder<DB>,
+    entries: &[AuditEntry],
+) where
+    String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    Option<String>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    i64: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    q.push("INSERT INTO audit_log (id, api_key_id, method, path, status, request_id, created_at) ");
+    q.push_values(entries, |mut row, e| {
+        row.push_bind(e.id.clone())
+            .push_bind(e.api_key_id.clone())
+            .push_bind(e.method.clone())
+            .push_bind(e.path.clone())
+            .push_bind(i64::from(e.status))
+            .push_bind(e.request_id.clone())
+            .push_bind(e.created_at.as_micros());
+    });
 }
 
 /// Records an entry in a transaction of its own, for requests that changed nothing.

@@ -15,20 +15,31 @@ pub(crate) async fn insert_all(tx: &mut Tx, events: &[NewEvent]) -> Result<()> {
         return Ok(());
     }
     with_tx!(tx, |c| {
-        let mut q = sqlx::QueryBuilder::new(
-            "INSERT INTO events (id, type, customer_id, subject_id, data, occurred_at) ",
-        );
-        q.push_values(events, |mut row, e| {
-            row.push_bind(e.id.clone())
-                .push_bind(e.kind)
-                .push_bind(e.customer_id.clone())
-                .push_bind(e.subject_id.clone())
-                .push_bind(e.data.to_string())
-                .push_bind(e.occurred_at.as_micros());
-        });
+        let mut q = sqlx::QueryBuilder::new("");
+        push_insert(&mut q, events);
         q.build().execute(c).await.map(|r| r.rows_affected())
     })?;
     Ok(())
+}
+
+/// Appends the `INSERT` of `events` to `q` (alone, or inside a statement that also writes
+/// the audit log).
+pub(crate) fn push_insert<DB: sqlx::Database>(q: &mut sqlx::QueryBuilder<DB>, events: &[NewEvent])
+where
+    String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    Option<String>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    &'static str: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    i64: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    q.push("INSERT INTO events (id, type, customer_id, subject_id, data, occurred_at) ");
+    q.push_values(events, |mut row, e| {
+        row.push_bind(e.id.clone())
+            .push_bind(e.kind)
+            .push_bind(e.customer_id.clone())
+            .push_bind(e.subject_id.clone())
+            .push_bind(e.data.to_string())
+            .push_bind(e.occurred_at.as_micros());
+    });
 }
 
 #[derive(sqlx::FromRow)]

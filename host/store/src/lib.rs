@@ -134,16 +134,23 @@ macro_rules! with_read {
     };
 }
 
-/// Runs `$body` with `$c` bound to the transaction's connection.
+/// Runs `$body` with `$c` bound to the transaction's connection (on PostgreSQL, sending the
+/// `BEGIN` the transaction put off, if this is its first statement). `$body` is a
+/// `Result<_, sqlx::Error>`.
 #[macro_export]
 macro_rules! with_tx {
     ($tx:expr, |$c:ident| $body:expr) => {
-        match $tx.inner() {
-            $crate::TxInner::Sqlite(t) => {
+        match $tx.open().await {
+            Err(e) => Err(e),
+            Ok($crate::TxInner::Sqlite(t)) => {
                 let $c: &mut sqlx::SqliteConnection = &mut *t;
                 $body
             }
-            $crate::TxInner::Postgres(t) => {
+            Ok($crate::TxInner::Postgres(t)) => {
+                let $c: &mut sqlx::PgConnection = &mut *t;
+                $body
+            }
+            Ok($crate::TxInner::PgAutocommit(t)) => {
                 let $c: &mut sqlx::PgConnection = &mut *t;
                 $body
             }
@@ -153,13 +160,22 @@ macro_rules! with_tx {
 
 /// An open transaction on either database. Dropped without [`Tx::commit`], it rolls back.
 ///
-/// Event-log and audit rows are append-only and nothing reads them back inside the
-/// transaction, so they are held here and written at commit, inside the transaction, as
-/// one multi-row insert per table: with group commit, one statement per batch instead of
-/// one per request.
+/// Rows that are only appended and that nothing reads back or points at inside the
+/// transaction (event-log and audit rows; a payment that [`payments::insert_at_commit`]
+/// was given) are held here and written at commit, inside the transaction, as one multi-row
+/// insert per table: with group commit, one statement per batch instead of one per request.
+///
+/// On PostgreSQL, [`Store::write`] puts off `BEGIN` until the first statement. A transaction
+/// that had nothing but appends to write sends them at commit as one statement (a
+/// data-modifying `WITH`, atomic on its own) with no `BEGIN` or `COMMIT`: one round trip
+/// instead of four for a payment's record.
 #[derive(Debug)]
 pub struct Tx {
-    inner: TxInner,
+    /// `None` while PostgreSQL's `BEGIN` is put off.
+    inner: Option<TxInner>,
+    /// Where the put-off transaction will run.
+    pool: Option<PgPool>,
+    payments: Vec<payments::NewPayment>,
     events: Vec<hephaestus_core::event::NewEvent>,
     audit: Vec<audit::AuditEntry>,
 }
@@ -167,6 +183,7 @@ pub struct Tx {
 /// How much a transaction had buffered at some point, to undo a failed job's share.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Mark {
+    payments: usize,
     events: usize,
     audit: usize,
 }
@@ -175,23 +192,53 @@ pub(crate) struct Mark {
 pub enum TxInner {
     Sqlite(sqlx::Transaction<'static, Sqlite>),
     Postgres(sqlx::Transaction<'static, Postgres>),
+    /// A PostgreSQL connection with no transaction open: each statement commits on its own.
+    /// Only [`Store::write_statement`] makes one.
+    PgAutocommit(sqlx::pool::PoolConnection<Postgres>),
 }
 
 impl Tx {
     pub(crate) fn new(inner: TxInner) -> Self {
         Tx {
-            inner,
+            inner: Some(inner),
+            pool: None,
+            payments: Vec::new(),
             events: Vec::new(),
             audit: Vec::new(),
         }
     }
 
-    pub fn inner(&mut self) -> &mut TxInner {
-        &mut self.inner
+    /// A PostgreSQL transaction that sends `BEGIN` with its first statement, if it has one.
+    fn deferred(pool: PgPool) -> Self {
+        Tx {
+            inner: None,
+            pool: Some(pool),
+            payments: Vec::new(),
+            events: Vec::new(),
+            audit: Vec::new(),
+        }
+    }
+
+    /// The transaction's connection, begun if it was put off.
+    pub async fn open(&mut self) -> std::result::Result<&mut TxInner, sqlx::Error> {
+        let inner = match self.inner.take() {
+            Some(inner) => inner,
+            None => {
+                let pool = self.pool.as_ref().ok_or(sqlx::Error::PoolClosed)?;
+                TxInner::Postgres(pool.begin().await?)
+            }
+        };
+        Ok(self.inner.insert(inner))
+    }
+
+    /// Whether this runs on PostgreSQL (whose row locks the SQL must ask for).
+    pub fn is_postgres(&self) -> bool {
+        !matches!(self.inner, Some(TxInner::Sqlite(_)))
     }
 
     pub(crate) fn mark(&self) -> Mark {
         Mark {
+            payments: self.payments.len(),
             events: self.events.len(),
             audit: self.audit.len(),
         }
@@ -199,29 +246,110 @@ impl Tx {
 
     /// Forgets what was buffered after `mark` (the job that buffered it was rolled back).
     pub(crate) fn discard_since(&mut self, mark: Mark) {
+        self.payments.truncate(mark.payments);
         self.events.truncate(mark.events);
         self.audit.truncate(mark.audit);
     }
 
     /// Writes the buffered rows and commits.
     pub async fn commit(mut self) -> Result<()> {
-        let events = std::mem::take(&mut self.events);
-        events::insert_all(&mut self, &events).await?;
-        let entries = std::mem::take(&mut self.audit);
-        audit::insert_all(&mut self, &entries).await?;
-        match self.inner {
-            TxInner::Sqlite(t) => t.commit().await?,
-            TxInner::Postgres(t) => t.commit().await?,
+        let Some(pool) = self.pool.clone().filter(|_| self.inner.is_none()) else {
+            self.write_appends().await?;
+            match self.inner {
+                Some(TxInner::Sqlite(t)) => t.commit().await?,
+                Some(TxInner::Postgres(t)) => t.commit().await?,
+                Some(TxInner::PgAutocommit(_)) | None => {}
+            }
+            return Ok(());
+        };
+        // Nothing was sent: the appends, if any, are the whole transaction, and one
+        // statement is atomic without BEGIN and COMMIT.
+        if let Some(mut q) = self.pg_appends() {
+            let mut conn = pool.acquire().await?;
+            q.build().execute(&mut *conn).await?;
         }
         Ok(())
     }
 
     pub async fn rollback(self) -> Result<()> {
         match self.inner {
-            TxInner::Sqlite(t) => t.rollback().await?,
-            TxInner::Postgres(t) => t.rollback().await?,
+            Some(TxInner::Sqlite(t)) => t.rollback().await?,
+            Some(TxInner::Postgres(t)) => t.rollback().await?,
+            // Each statement already stood on its own, or none was sent.
+            Some(TxInner::PgAutocommit(_)) | None => {}
         }
         Ok(())
+    }
+
+    /// The buffered appends as one PostgreSQL statement, `None` when there are none.
+    fn pg_appends(&mut self) -> Option<sqlx::QueryBuilder<Postgres>> {
+        let payments = std::mem::take(&mut self.payments);
+        let events = std::mem::take(&mut self.events);
+        let entries = std::mem::take(&mut self.audit);
+        let total = [payments.len(), events.len(), entries.len()]
+            .iter()
+            .filter(|n| **n > 0)
+            .count();
+        if total == 0 {
+            return None;
+        }
+        // PostgreSQL runs every data-modifying WITH exactly once, whether or not the outer
+        // statement reads it, and in one snapshot: the rows land together or not at all.
+        let mut q = sqlx::QueryBuilder::<Postgres>::new("");
+        let mut done = 0;
+        let mut part = |q: &mut sqlx::QueryBuilder<Postgres>,
+                        push: &dyn Fn(&mut sqlx::QueryBuilder<Postgres>)| {
+            let inner = done + 1 < total;
+            if inner {
+                q.push(if done == 0 { "WITH " } else { ", " });
+                q.push(format!("a{done} AS ("));
+            }
+            push(q);
+            if inner {
+                q.push(") ");
+            }
+            done += 1;
+        };
+        if !payments.is_empty() {
+            part(&mut q, &|q| payments::push_insert(q, &payments));
+        }
+        if !events.is_empty() {
+            part(&mut q, &|q| events::push_insert(q, &events));
+        }
+        if !entries.is_empty() {
+            part(&mut q, &|q| audit::push_insert(q, &entries));
+        }
+        Some(q)
+    }
+
+    /// Writes the buffered appends inside the open transaction.
+    async fn write_appends(&mut self) -> Result<()> {
+        let appends = self.payments.len() + self.events.len() + self.audit.len();
+        match &mut self.inner {
+            Some(TxInner::PgAutocommit(_)) if appends > 0 => {
+                // Outside a transaction they could outlive a change that failed, or be lost
+                // with one that stood.
+                Err(StoreError::Corrupt(
+                    "a single-statement write tried to buffer rows for its commit".into(),
+                ))
+            }
+            Some(TxInner::Postgres(_)) => {
+                if let Some(mut q) = self.pg_appends()
+                    && let Some(TxInner::Postgres(t)) = &mut self.inner
+                {
+                    q.build().execute(&mut **t).await?;
+                }
+                Ok(())
+            }
+            _ => {
+                let new_payments = std::mem::take(&mut self.payments);
+                payments::insert_all(self, &new_payments).await?;
+                let events = std::mem::take(&mut self.events);
+                events::insert_all(self, &events).await?;
+                let entries = std::mem::take(&mut self.audit);
+                audit::insert_all(self, &entries).await
+            }
+        }
     }
 }
 
@@ -284,15 +412,48 @@ impl Store {
             None => {
                 // Run to completion even if the caller goes away (a client hanging up must
                 // not cut a write off between its statements and its commit).
-                let store = self.clone();
+                let Backend::Postgres(pool) = &self.backend else {
+                    return Err(E::from(StoreError::WriterGone));
+                };
+                let pool = pool.clone();
                 let task = tokio::spawn(async move {
-                    let mut tx = store.begin().await?;
+                    let mut tx = Tx::deferred(pool);
                     let value = job(&mut tx).await?;
                     tx.commit().await?;
                     Ok(value)
                 });
                 task.await.map_err(|_| E::from(StoreError::WriterGone))?
             }
+        }
+    }
+
+    /// Runs a job whose statements each stand on their own (one `INSERT … ON CONFLICT`, a
+    /// lookup after it): on PostgreSQL they run on a pooled connection without `BEGIN` and
+    /// `COMMIT`, a third of the round trips of [`Store::write`] for a one-statement write;
+    /// on SQLite the job joins the writer's next group commit as usual. The job must not
+    /// buffer events or audit entries (that fails): what it records is not atomic.
+    pub async fn write_statement<T, E, F>(&self, job: F) -> std::result::Result<T, E>
+    where
+        F: for<'t> FnOnce(&'t mut Tx) -> futures::future::BoxFuture<'t, std::result::Result<T, E>>
+            + Send
+            + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        match &self.backend {
+            Backend::Postgres(pool) => {
+                let pool = pool.clone();
+                // As in `write`: a statement sent runs to its end even if the caller goes.
+                let task = tokio::spawn(async move {
+                    let conn = pool.acquire().await.map_err(StoreError::from)?;
+                    let mut tx = Tx::new(TxInner::PgAutocommit(conn));
+                    let value = job(&mut tx).await?;
+                    tx.commit().await?;
+                    Ok(value)
+                });
+                task.await.map_err(|_| E::from(StoreError::WriterGone))?
+            }
+            Backend::Sqlite(_) => self.write(job).await,
         }
     }
 

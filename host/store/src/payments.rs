@@ -61,33 +61,111 @@ const COLUMNS: &str = "id, customer_id, amount_minor, currency, amount_refunded_
      created_at, updated_at, gateway_event_at, invoice_id";
 
 pub async fn insert(tx: &mut Tx, p: &Payment) -> Result<()> {
-    let metadata = metadata_json(&p.metadata)?;
-    with_tx!(tx, |c| sqlx::query(
-        "INSERT INTO payments (id, customer_id, amount_minor, currency, amount_refunded_minor,
-             status, payment_method, description, gateway, gateway_id, decline_code,
-             failure_message, metadata, created_at, updated_at, invoice_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-    )
-    .bind(&p.id)
-    .bind(&p.customer_id)
-    .bind(p.amount.minor)
-    .bind(p.amount.currency.code())
-    .bind(p.amount_refunded_minor)
-    .bind(p.status.as_str())
-    .bind(&p.payment_method)
-    .bind(&p.description)
-    .bind(&p.gateway)
-    .bind(&p.gateway_id)
-    .bind(&p.decline_code)
-    .bind(&p.failure_message)
-    .bind(&metadata)
-    .bind(p.created_at.as_micros())
-    .bind(p.updated_at.as_micros())
-    .bind(&p.invoice_id)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
+    let row = NewPayment::of(p)?;
+    with_tx!(tx, |c| {
+        let mut q = sqlx::QueryBuilder::new("");
+        push_insert(&mut q, std::slice::from_ref(&row));
+        q.build().execute(c).await.map(|r| r.rows_affected())
+    })?;
     Ok(())
+}
+
+/// Inserts the payment when the transaction commits, with its event and audit rows (on
+/// PostgreSQL a transaction of nothing else is then one statement). Only for a payment that
+/// nothing later in the transaction reads, changes or points at (an invoice, a dispute).
+pub fn insert_at_commit(tx: &mut Tx, p: &Payment) -> Result<()> {
+    tx.payments.push(NewPayment::of(p)?);
+    Ok(())
+}
+
+/// A payment row as inserted.
+#[derive(Debug)]
+pub(crate) struct NewPayment {
+    id: String,
+    customer_id: String,
+    amount_minor: i64,
+    currency: &'static str,
+    amount_refunded_minor: i64,
+    status: &'static str,
+    payment_method: String,
+    description: Option<String>,
+    gateway: String,
+    gateway_id: Option<String>,
+    decline_code: Option<String>,
+    failure_message: Option<String>,
+    metadata: String,
+    created_at: i64,
+    updated_at: i64,
+    invoice_id: Option<String>,
+}
+
+impl NewPayment {
+    fn of(p: &Payment) -> Result<Self> {
+        Ok(NewPayment {
+            id: p.id.clone(),
+            customer_id: p.customer_id.clone(),
+            amount_minor: p.amount.minor,
+            currency: p.amount.currency.code(),
+            amount_refunded_minor: p.amount_refunded_minor,
+            status: p.status.as_str(),
+            payment_method: p.payment_method.clone(),
+            description: p.description.clone(),
+            gateway: p.gateway.clone(),
+            gateway_id: p.gateway_id.clone(),
+            decline_code: p.decline_code.clone(),
+            failure_message: p.failure_message.clone(),
+            metadata: metadata_json(&p.metadata)?,
+            created_at: p.created_at.as_micros(),
+            updated_at: p.updated_at.as_micros(),
+            invoice_id: p.invoice_id.clone(),
+        })
+    }
+}
+
+/// Writes payments buffered by [`insert_at_commit`] as one statement.
+pub(crate) async fn insert_all(tx: &mut Tx, rows: &[NewPayment]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    with_tx!(tx, |c| {
+        let mut q = sqlx::QueryBuilder::new("");
+        push_insert(&mut q, rows);
+        q.build().execute(c).await.map(|r| r.rows_affected())
+    })?;
+    Ok(())
+}
+
+/// Appends the `INSERT` of `rows` to `q`.
+pub(crate) fn push_insert<DB: sqlx::Database>(q: &mut sqlx::QueryBuilder<DB>, rows: &[NewPayment])
+where
+    String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    Option<String>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    &'static str: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    i64: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    q.push(
+        "INSERT INTO payments (id, customer_id, amount_minor, currency, amount_refunded_minor, \
+         status, payment_method, description, gateway, gateway_id, decline_code, \
+         failure_message, metadata, created_at, updated_at, invoice_id) ",
+    );
+    q.push_values(rows, |mut row, p| {
+        row.push_bind(p.id.clone())
+            .push_bind(p.customer_id.clone())
+            .push_bind(p.amount_minor)
+            .push_bind(p.currency)
+            .push_bind(p.amount_refunded_minor)
+            .push_bind(p.status)
+            .push_bind(p.payment_method.clone())
+            .push_bind(p.description.clone())
+            .push_bind(p.gateway.clone())
+            .push_bind(p.gateway_id.clone())
+            .push_bind(p.decline_code.clone())
+            .push_bind(p.failure_message.clone())
+            .push_bind(p.metadata.clone())
+            .push_bind(p.created_at)
+            .push_bind(p.updated_at)
+            .push_bind(p.invoice_id.clone());
+    });
 }
 
 pub async fn get(store: &Store, id: &str) -> Result<Option<Payment>> {
@@ -223,10 +301,7 @@ fn refund_of(r: RefundRow) -> Result<Refund> {
 /// on several hosts may apply events about one payment at once, and each must see what the
 /// other applied. SQLite's single writer serialises them already.
 pub(crate) fn row_lock(tx: &mut Tx) -> &'static str {
-    match tx.inner() {
-        crate::TxInner::Postgres(_) => " FOR UPDATE",
-        crate::TxInner::Sqlite(_) => "",
-    }
+    if tx.is_postgres() { " FOR UPDATE" } else { "" }
 }
 
 /// A payment, locked for the rest of the transaction.
