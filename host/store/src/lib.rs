@@ -409,21 +409,10 @@ impl Store {
     {
         match &self.writer {
             Some(writer) => writer.submit(job).await,
-            None => {
-                // Run to completion even if the caller goes away (a client hanging up must
-                // not cut a write off between its statements and its commit).
-                let Backend::Postgres(pool) = &self.backend else {
-                    return Err(E::from(StoreError::WriterGone));
-                };
-                let pool = pool.clone();
-                let task = tokio::spawn(async move {
-                    let mut tx = Tx::deferred(pool);
-                    let value = job(&mut tx).await?;
-                    tx.commit().await?;
-                    Ok(value)
-                });
-                task.await.map_err(|_| E::from(StoreError::WriterGone))?
-            }
+            None => match &self.backend {
+                Backend::Postgres(pool) => run_to_end(pool.clone(), false, job).await,
+                Backend::Sqlite(_) => Err(E::from(StoreError::WriterGone)),
+            },
         }
     }
 
@@ -441,18 +430,7 @@ impl Store {
         E: From<StoreError> + Send + 'static,
     {
         match &self.backend {
-            Backend::Postgres(pool) => {
-                let pool = pool.clone();
-                // As in `write`: a statement sent runs to its end even if the caller goes.
-                let task = tokio::spawn(async move {
-                    let conn = pool.acquire().await.map_err(StoreError::from)?;
-                    let mut tx = Tx::new(TxInner::PgAutocommit(conn));
-                    let value = job(&mut tx).await?;
-                    tx.commit().await?;
-                    Ok(value)
-                });
-                task.await.map_err(|_| E::from(StoreError::WriterGone))?
-            }
+            Backend::Postgres(pool) => run_to_end(pool.clone(), true, job).await,
             Backend::Sqlite(_) => self.write(job).await,
         }
     }
@@ -505,6 +483,31 @@ impl Store {
             Backend::Postgres(pool) => pool.close().await,
         }
     }
+}
+
+/// Runs a PostgreSQL write in a task of its own, so that it runs to its end even if the
+/// caller goes away (a client hanging up must not cut a write off between its statements and
+/// its commit). `autocommit`: each statement stands alone (see [`Store::write_statement`]).
+async fn run_to_end<T, E, F>(pool: PgPool, autocommit: bool, job: F) -> std::result::Result<T, E>
+where
+    F: for<'t> FnOnce(&'t mut Tx) -> futures::future::BoxFuture<'t, std::result::Result<T, E>>
+        + Send
+        + 'static,
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    let task = tokio::spawn(async move {
+        let mut tx = if autocommit {
+            let conn = pool.acquire().await.map_err(StoreError::from)?;
+            Tx::new(TxInner::PgAutocommit(conn))
+        } else {
+            Tx::deferred(pool)
+        };
+        let value = job(&mut tx).await?;
+        tx.commit().await?;
+        Ok(value)
+    });
+    task.await.map_err(|_| E::from(StoreError::WriterGone))?
 }
 
 /// A database URL fit for logs and error messages: the password is replaced.

@@ -61,13 +61,7 @@ const COLUMNS: &str = "id, customer_id, amount_minor, currency, amount_refunded_
      created_at, updated_at, gateway_event_at, invoice_id";
 
 pub async fn insert(tx: &mut Tx, p: &Payment) -> Result<()> {
-    let row = NewPayment::of(p)?;
-    with_tx!(tx, |c| {
-        let mut q = sqlx::QueryBuilder::new("");
-        push_insert(&mut q, std::slice::from_ref(&row));
-        q.build().execute(c).await.map(|r| r.rows_affected())
-    })?;
-    Ok(())
+    insert_all(tx, &[NewPayment::of(p)?]).await
 }
 
 /// Inserts the payment when the transaction commits, with its event and audit rows (on
@@ -122,7 +116,7 @@ impl NewPayment {
     }
 }
 
-/// Writes payments buffered by [`insert_at_commit`] as one statement.
+/// Writes payments (those buffered by [`insert_at_commit`], say) as one statement.
 pub(crate) async fn insert_all(tx: &mut Tx, rows: &[NewPayment]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
