@@ -97,10 +97,7 @@ impl LocalStripe {
     }
 
     pub(crate) fn gateway_args(&self) -> GatewayArgs {
-        GatewayArgs {
-            stripe_secret_key: Some(Secret::new(SECRET_KEY)),
-            stripe_api_base: Some(self.base.clone()),
-        }
+        stripe_at(self.base.clone())
     }
 
     async fn call(&self, req: reqwest::RequestBuilder) -> Value {
@@ -614,12 +611,36 @@ async fn reconciliation_and_off_session_charges_through_localstripe(db: Db) {
     assert_eq!(intent["amount"], 1500);
 }
 
+/// Settings that point the Stripe gateway at the Stripe-compatible server at `base`.
+pub(crate) fn stripe_at(base: String) -> GatewayArgs {
+    GatewayArgs {
+        stripe_secret_key: Some(Secret::new(SECRET_KEY)),
+        stripe_api_base: Some(base),
+    }
+}
+
+/// Checks that no event the webhook worker took failed.
+pub(crate) async fn no_event_failed(s: &TestServer) {
+    let seen = inbox(s).await;
+    assert!(seen.iter().all(|(_, _, st)| st != "failed"), "{seen:?}");
+}
+
 /// One request the stub expects, and its answer.
 pub(crate) struct Expect {
     pub(crate) method: &'static str,
     pub(crate) path: &'static str,
     pub(crate) status: u16,
     pub(crate) body: Value,
+}
+
+/// A request the stub answers with a 200 and `body`.
+pub(crate) fn ok(method: &'static str, path: &'static str, body: Value) -> Expect {
+    Expect {
+        method,
+        path,
+        status: 200,
+        body,
+    }
 }
 
 /// A request the stub received.
@@ -728,6 +749,11 @@ pub(crate) fn stripe_customer() -> Value {
     })
 }
 
+/// What Stripe answers when it fails on its side (with a 500).
+pub(crate) fn stripe_failure() -> Value {
+    stripe_error("api_error", None, "An unknown error occurred", json!({}))
+}
+
 pub(crate) fn stripe_error(kind: &str, code: Option<&str>, message: &str, extra: Value) -> Value {
     let mut error = json!({"type": kind, "message": message, "code": code,
         "doc_url": code.map(|c| format!("https://docs.stripe.com/error-codes/{c}")),
@@ -772,7 +798,7 @@ async fn stripe_shaped_answers_map_to_our_api(db: Db) {
             method: "POST",
             path: "/v1/payment_intents",
             status: 500,
-            body: stripe_error("api_error", None, "An unknown error occurred", json!({})),
+            body: stripe_failure(),
         },
         Expect {
             method: "POST",
@@ -847,10 +873,7 @@ async fn stripe_shaped_answers_map_to_our_api(db: Db) {
         },
     ])
     .await;
-    let args = GatewayArgs {
-        stripe_secret_key: Some(Secret::new(SECRET_KEY)),
-        stripe_api_base: Some(base),
-    };
+    let args = stripe_at(base);
     let s = server(db, args.clone()).await;
     let c = customer(&s, "stub@example.com").await;
 

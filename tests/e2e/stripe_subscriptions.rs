@@ -35,8 +35,8 @@ use serde_json::{Value, json};
 use crate::both_dbs;
 use crate::common::{Db, TestServer, recurring_price};
 use crate::stripe::{
-    DECLINED_ON_CHARGE, Expect, LocalStripe, SECRET_KEY, VISA, WEBHOOK_SECRET, customer,
-    eventually, inbox, server, start_stub, stripe_customer, stripe_error,
+    DECLINED_ON_CHARGE, Expect, LocalStripe, VISA, WEBHOOK_SECRET, customer, eventually, inbox,
+    no_event_failed, ok, server, start_stub, stripe_at, stripe_customer, stripe_error,
 };
 use crate::webhooks::{deliver, event, now_secs, settled, stripe_sign};
 
@@ -76,6 +76,37 @@ async fn invoices(s: &TestServer, sub: &str) -> Vec<Value> {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     r.body["data"].as_array().unwrap().clone()
+}
+
+/// A subscription started through our API at localstripe, charged to a new card: our id,
+/// Stripe's, and the Stripe plan that mirrors `price`.
+async fn start_at_localstripe(
+    s: &TestServer,
+    ls: &LocalStripe,
+    customer: &str,
+    price: &str,
+) -> (String, String, String) {
+    let card = ls.card(VISA).await;
+    let body = json!({"customer_id": customer, "price_id": price, "payment_method": card});
+    start_at_localstripe_with(s, ls, &body).await
+}
+
+/// A subscription started through our API at localstripe as `body` asks: our id, Stripe's,
+/// and the Stripe plan that mirrors its price.
+async fn start_at_localstripe_with(
+    s: &TestServer,
+    ls: &LocalStripe,
+    body: &Value,
+) -> (String, String, String) {
+    let r = s.post(&s.admin, SUBSCRIPTIONS, body, None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
+    let plan = ls.get(&format!("/v1/subscriptions/{gid}")).await["plan"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (id, gid, plan)
 }
 
 async fn subscription(s: &TestServer, id: &str) -> Value {
@@ -315,8 +346,7 @@ async fn subscriptions_are_created_changed_and_cancelled_at_localstripe(db: Db) 
     assert_eq!(count(&events, "subscription.canceled"), 1, "{events:?}");
     assert_eq!(count(&events, "invoice.finalized"), 1, "{events:?}");
     assert_eq!(count(&events, "invoice.paid"), 1, "{events:?}");
-    let seen = inbox(&s).await;
-    assert!(seen.iter().all(|(_, _, st)| st != "failed"), "{seen:?}");
+    no_event_failed(&s).await;
 }
 
 async fn declined_first_invoices_trials_and_zero_decimal_prices_at_localstripe(db: Db) {
@@ -420,6 +450,12 @@ async fn declined_first_invoices_trials_and_zero_decimal_prices_at_localstripe(d
     assert_eq!(at_stripe["plan"]["amount"], 150_000);
 }
 
+/// The stub's card, as Stripe answers its attachment to the customer's mirror.
+fn attached_card() -> Value {
+    json!({"id": "pm_1StubCard", "object": "payment_method", "type": "card",
+        "customer": "cus_StubMirror01", "livemode": false, "metadata": {}})
+}
+
 /// A Stripe subscription in today's shape.
 fn stripe_subscription(gid: &str, plan: &str, status: &str, quantity: i64, now: i64) -> Value {
     json!({
@@ -483,21 +519,7 @@ async fn stripe_subscription_events_in_any_order_are_applied_once(db: Db) {
     let s = server(db, ls.gateway_args()).await;
     let c = customer(&s, "events@example.com").await;
     let price = recurring_price(&s, json!("20.00"), "month", None).await;
-    let r = s
-        .post(
-            &s.admin,
-            SUBSCRIPTIONS,
-            &json!({"customer_id": c, "price_id": price, "payment_method": ls.card(VISA).await}),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let id = r.body["id"].as_str().unwrap().to_string();
-    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
-    let plan = ls.get(&format!("/v1/subscriptions/{gid}")).await["plan"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (id, gid, plan) = start_at_localstripe(&s, &ls, &c, &price).await;
     let t = now_secs() + 1;
 
     // `updated` (past due) before `created` (active): the older one is ignored.
@@ -662,14 +684,7 @@ async fn stripe_shaped_subscription_answers_and_their_keys(db: Db) {
         }
         sub
     };
-    let attached = json!({"id": "pm_1StubCard", "object": "payment_method", "type": "card",
-        "customer": "cus_StubMirror01", "livemode": false, "metadata": {}});
-    let ok = |method, path, body| Expect {
-        method,
-        path,
-        status: 200,
-        body,
-    };
+    let attached = attached_card();
     let (base, stub) = start_stub(vec![
         // First subscription of this customer and price: the mirrors, then a decline.
         ok("POST", "/v1/customers", stripe_customer()),
@@ -716,10 +731,7 @@ async fn stripe_shaped_subscription_answers_and_their_keys(db: Db) {
         ),
     ])
     .await;
-    let args = hephaestus::config::GatewayArgs {
-        stripe_secret_key: Some(hephaestus_core::secret::Secret::new(SECRET_KEY)),
-        stripe_api_base: Some(base),
-    };
+    let args = stripe_at(base);
     let s = server(db, args).await;
     let c = customer(&s, "stub@example.com").await;
     let price = recurring_price(&s, json!("25.00"), "month", None).await;
@@ -819,21 +831,7 @@ async fn stripe_events_from_before_the_hosts_clock_still_apply_after_an_api_chan
     let s = server(db, ls.gateway_args()).await;
     let c = customer(&s, "clocks@example.com").await;
     let price = recurring_price(&s, json!("20.00"), "month", None).await;
-    let r = s
-        .post(
-            &s.admin,
-            SUBSCRIPTIONS,
-            &json!({"customer_id": c, "price_id": price, "payment_method": ls.card(VISA).await}),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let id = r.body["id"].as_str().unwrap().to_string();
-    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
-    let plan = ls.get(&format!("/v1/subscriptions/{gid}")).await["plan"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (id, gid, plan) = start_at_localstripe(&s, &ls, &c, &price).await;
     let r = s
         .post(
             &s.admin,
@@ -936,21 +934,7 @@ async fn stripe_invoices_are_voided_and_marked_uncollectible(db: Db) {
     let s = server(db, ls.gateway_args()).await;
     let c = customer(&s, "void@example.com").await;
     let price = recurring_price(&s, json!("20.00"), "month", None).await;
-    let r = s
-        .post(
-            &s.admin,
-            SUBSCRIPTIONS,
-            &json!({"customer_id": c, "price_id": price, "payment_method": ls.card(VISA).await}),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let id = r.body["id"].as_str().unwrap().to_string();
-    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
-    let plan = ls.get(&format!("/v1/subscriptions/{gid}")).await["plan"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (id, gid, plan) = start_at_localstripe(&s, &ls, &c, &price).await;
     let t = now_secs() + 1;
     let second = |status: &str| {
         let mut inv = stripe_invoice(&gid, &plan, status, 1, t);
@@ -1040,8 +1024,7 @@ async fn stripe_invoices_are_voided_and_marked_uncollectible(db: Db) {
         1,
         "{events:?}"
     );
-    let seen = inbox(&s).await;
-    assert!(seen.iter().all(|(_, _, st)| st != "failed"), "{seen:?}");
+    no_event_failed(&s).await;
 }
 
 async fn stripe_isk_invoice_lines_are_rounded_to_whole_kronur(db: Db) {
@@ -1067,21 +1050,8 @@ async fn stripe_isk_invoice_lines_are_rounded_to_whole_kronur(db: Db) {
         )
         .await;
     assert_eq!(isk.status, StatusCode::CREATED, "{}", isk.body);
-    let r = s
-        .post(
-            &s.admin,
-            SUBSCRIPTIONS,
-            &json!({"customer_id": c, "price_id": isk.body["id"], "trial_days": 7}),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let id = r.body["id"].as_str().unwrap().to_string();
-    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
-    let plan = ls.get(&format!("/v1/subscriptions/{gid}")).await["plan"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let trial = json!({"customer_id": c, "price_id": isk.body["id"], "trial_days": 7});
+    let (id, gid, plan) = start_at_localstripe_with(&s, &ls, &trial).await;
 
     // Stripe counts ISK in hundredths and prorates to the hundredth: 999.50 kr for the rest
     // of the period on the new plan, less 499.50 kr unused on the old one; 500 kr in all.
@@ -1166,21 +1136,7 @@ async fn an_answer_is_not_written_over_a_row_that_moved_on_while_it_was_in_fligh
     let s = server(db, ls.gateway_args()).await;
     let c = customer(&s, "in-flight@example.com").await;
     let price = recurring_price(&s, json!("20.00"), "month", None).await;
-    let r = s
-        .post(
-            &s.admin,
-            SUBSCRIPTIONS,
-            &json!({"customer_id": c, "price_id": price, "payment_method": ls.card(VISA).await}),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let id = r.body["id"].as_str().unwrap().to_string();
-    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
-    let plan = ls.get(&format!("/v1/subscriptions/{gid}")).await["plan"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (id, gid, plan) = start_at_localstripe(&s, &ls, &c, &price).await;
     let t = now_secs();
     let row = || async {
         hephaestus_store::subscriptions::get(&s.store, &id)
