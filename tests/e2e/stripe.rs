@@ -201,7 +201,7 @@ pub(crate) async fn customer(s: &TestServer, email: &str) -> String {
         .to_string()
 }
 
-async fn payment(s: &TestServer, id: &str) -> Value {
+pub(crate) async fn payment(s: &TestServer, id: &str) -> Value {
     let r = s.get(&s.admin, &format!("{PAYMENTS}/{id}")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     r.body

@@ -36,9 +36,9 @@ use crate::both_dbs;
 use crate::common::{Db, TestServer, recurring_price};
 use crate::stripe::{
     DECLINED_ON_CHARGE, Expect, LocalStripe, VISA, WEBHOOK_SECRET, customer, eventually, inbox,
-    no_event_failed, ok, server, start_stub, stripe_at, stripe_customer, stripe_error,
+    no_event_failed, ok, payment, server, start_stub, stripe_at, stripe_customer, stripe_error,
 };
-use crate::webhooks::{deliver, event, now_secs, settled, stripe_sign};
+use crate::webhooks::{deliver, dispute_object, event, now_secs, settled, stripe_sign};
 
 both_dbs!(
     subscriptions_are_created_changed_and_cancelled_at_localstripe,
@@ -49,7 +49,8 @@ both_dbs!(
     a_new_card_for_one_subscription_leaves_the_customers_others_alone,
     stripe_invoices_are_voided_and_marked_uncollectible,
     stripe_isk_invoice_lines_are_rounded_to_whole_kronur,
-    an_answer_is_not_written_over_a_row_that_moved_on_while_it_was_in_flight
+    an_answer_is_not_written_over_a_row_that_moved_on_while_it_was_in_flight,
+    refunds_and_disputes_of_stripe_invoice_charges_find_their_payment
 );
 
 const SUBSCRIPTIONS: &str = "/api/v1/revenue/subscriptions";
@@ -65,6 +66,13 @@ async fn domain_events(s: &TestServer, customer: &str) -> Vec<(String, Value)> {
 
 fn count(events: &[(String, Value)], kind: &str) -> usize {
     events.iter().filter(|(k, _)| k == kind).count()
+}
+
+/// Checks how many events of each kind there are.
+fn assert_counts(events: &[(String, Value)], expected: &[(&str, usize)]) {
+    for (kind, n) in expected {
+        assert_eq!(count(events, kind), *n, "{kind}: {events:?}");
+    }
 }
 
 async fn invoices(s: &TestServer, sub: &str) -> Vec<Value> {
@@ -189,19 +197,35 @@ async fn subscriptions_are_created_changed_and_cancelled_at_localstripe(db: Db) 
     assert_eq!(lines[0]["amount_minor"], 4000);
     assert_eq!(lines[0]["quantity"], 2);
 
-    // Stripe's charge for its invoice is not a payment of ours: ignored at once, by name.
+    // Stripe's charge for its invoice is a payment of ours, for the invoice, recorded once
+    // whichever of the invoice's and the PaymentIntent's events comes first.
+    let stripe_invoice =
+        ls.get(&format!("/v1/invoices?subscription={gid}")).await["data"][0].clone();
+    let intent = stripe_invoice["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_string();
     eventually(
         20,
-        "the invoice's PaymentIntent event was not ignored",
+        "the invoice's PaymentIntent event never came",
         || async {
-            inbox(&s)
-                .await
-                .iter()
-                .any(|(k, _, st)| k == "payment_intent.succeeded" && st == "ignored")
+            inbox(&s).await.iter().any(|(k, o, st)| {
+                k == "payment_intent.succeeded" && o == &intent && st != "pending"
+            })
         },
     )
     .await;
-    assert_eq!(s.count("payments").await, 0);
+    let paid = invoice_payment_of(&s, stripe_invoice["id"].as_str().unwrap()).await;
+    assert_eq!(paid.gateway_id.as_deref(), Some(intent.as_str()));
+    assert_eq!(
+        (paid.amount.minor, paid.amount.currency.code()),
+        (4000, "USD")
+    );
+    assert_eq!(
+        paid.status,
+        hephaestus_core::payment::PaymentStatus::Succeeded
+    );
+    assert_eq!(s.count("payments").await, 1);
 
     // The host's own engine never bills it, however far its clock moves: not even with work
     // marked due on the row (which nothing here writes for a Stripe-billed subscription), so
@@ -229,7 +253,7 @@ async fn subscriptions_are_created_changed_and_cancelled_at_localstripe(db: Db) 
     assert_eq!(summary.invoices, 0, "{summary:?}");
     assert_eq!(invoices(&s, &id).await.len(), 1);
     assert_eq!(s.count("invoices").await, 1);
-    assert_eq!(s.count("payments").await, 0);
+    assert_eq!(s.count("payments").await, 1);
     assert_eq!(subscription(&s, &id).await["status"], "active");
 
     // A new price and quantity, without proration: both reach Stripe.
@@ -346,6 +370,7 @@ async fn subscriptions_are_created_changed_and_cancelled_at_localstripe(db: Db) 
     assert_eq!(count(&events, "subscription.canceled"), 1, "{events:?}");
     assert_eq!(count(&events, "invoice.finalized"), 1, "{events:?}");
     assert_eq!(count(&events, "invoice.paid"), 1, "{events:?}");
+    assert_eq!(count(&events, "payment.succeeded"), 1, "{events:?}");
     no_event_failed(&s).await;
 }
 
@@ -1072,6 +1097,7 @@ async fn stripe_isk_invoice_lines_are_rounded_to_whole_kronur(db: Db) {
         "id": "in_Krona1", "object": "invoice", "status": "paid",
         "billing_reason": "subscription_update", "currency": "isk", "customer": "cus_Krona",
         "subtotal": 50_000, "total": 50_000, "amount_due": 50_000, "amount_paid": 50_000,
+        "payment_intent": "pi_Krona1",
         "amount_remaining": 0, "attempt_count": 1, "attempted": true,
         "next_payment_attempt": null, "period_start": t, "period_end": t, "created": t,
         "livemode": false,
@@ -1103,6 +1129,12 @@ async fn stripe_isk_invoice_lines_are_rounded_to_whole_kronur(db: Db) {
     amounts.sort();
     assert_eq!(amounts, [-500, 1000], "{inv}");
     assert_eq!(amounts.iter().sum::<i64>(), 500);
+    // Its payment is counted in whole krónur too.
+    let paid = invoice_payment_of(&s, "in_Krona1").await;
+    assert_eq!(
+        (paid.amount.minor, paid.amount.currency.code()),
+        (500, "ISK")
+    );
 }
 
 /// Applies `answer` as the answer to a change asked of the row as `asked` held it.
@@ -1193,4 +1225,249 @@ async fn an_answer_is_not_written_over_a_row_that_moved_on_while_it_was_in_fligh
     assert_eq!(late.status, SubscriptionStatus::Canceled);
     assert_eq!(late.quantity, 3);
     assert_eq!(subscription(&s, &id).await["status"], "canceled");
+}
+
+/// The charge of a 20.00 USD Stripe invoice paid by `intent`, as `charge.refunded` carries
+/// it, with `refunds` (id, amount) made of it so far.
+fn invoice_charge(intent: &str, refunds: &[(&str, i64)]) -> Value {
+    let refunded: i64 = refunds.iter().map(|(_, amount)| amount).sum();
+    json!({
+        "id": intent.replace("pi_", "ch_"), "object": "charge", "payment_intent": intent,
+        "amount": 2000, "amount_refunded": refunded, "currency": "usd",
+        "refunded": refunded == 2000, "status": "succeeded",
+        "refunds": {"object": "list", "has_more": false, "data": refunds.iter().map(|(id, amount)| json!({
+            "id": id, "object": "refund", "amount": amount, "currency": "usd",
+            "payment_intent": intent, "status": "succeeded", "reason": "requested_by_customer",
+        })).collect::<Vec<_>>()},
+    })
+}
+
+/// A dispute of the 20.00 USD charge paid by `intent`.
+fn invoice_dispute(intent: &str, status: &str, moves: &[i64]) -> Value {
+    let mut d = dispute_object(status, moves);
+    d["id"] = json!(intent.replace("pi_", "dp_"));
+    d["charge"] = json!(intent.replace("pi_", "ch_"));
+    d["payment_intent"] = json!(intent);
+    d["amount"] = json!(2000);
+    d
+}
+
+/// The payment recorded for our invoice `gateway_invoice` mirrors, read from the store: the
+/// API's payment view does not show the invoice it pays.
+async fn invoice_payment_of(
+    s: &TestServer,
+    gateway_invoice: &str,
+) -> hephaestus_core::payment::Payment {
+    let invoice = hephaestus_store::subscriptions::list_invoices(
+        &s.store,
+        &hephaestus_store::subscriptions::InvoiceQuery {
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .find(|i| i.gateway_id.as_deref() == Some(gateway_invoice))
+    .unwrap_or_else(|| panic!("{gateway_invoice} is not mirrored"));
+    let id = invoice
+        .payment_id
+        .unwrap_or_else(|| panic!("{gateway_invoice} has no payment"));
+    let p = hephaestus_store::payments::get(&s.store, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.invoice_id.as_deref(), Some(invoice.id.as_str()));
+    p
+}
+
+async fn refunds_and_disputes_of_stripe_invoice_charges_find_their_payment(db: Db) {
+    let ls = LocalStripe::start().await;
+    // No webhooks from localstripe: every event here is hand-written.
+    let s = server(db, ls.gateway_args()).await;
+    let c = customer(&s, "invoice-charges@example.com").await;
+    let price = recurring_price(&s, json!("20.00"), "month", None).await;
+    let (_, gid, plan) = start_at_localstripe(&s, &ls, &c, &price).await;
+    let t = now_secs() + 1;
+    let invoice = |id: &str, intent: Option<&str>| {
+        let mut inv = stripe_invoice(&gid, &plan, "paid", 1, t);
+        inv["id"] = json!(id);
+        if let Some(intent) = intent {
+            inv["payment_intent"] = json!(intent);
+        }
+        inv
+    };
+
+    // A paid invoice in the shape that names its PaymentIntent, reported paid three times
+    // under both names: one payment of ours, for the invoice.
+    let a = invoice("in_ChargesA", Some("pi_ChargesA"));
+    for (evt, kind) in [
+        ("evt_a_paid", "invoice.paid"),
+        ("evt_a_succeeded", "invoice.payment_succeeded"),
+        ("evt_a_paid_again", "invoice.paid"),
+    ] {
+        post_signed(&s, &event(evt, kind, t, a.clone())).await;
+    }
+    settled(&s).await;
+    let paid_a = invoice_payment_of(&s, "in_ChargesA").await;
+    assert_eq!(paid_a.gateway, "stripe");
+    assert_eq!(paid_a.gateway_id.as_deref(), Some("pi_ChargesA"));
+    assert_eq!(paid_a.customer_id, c);
+    assert_eq!(
+        (paid_a.amount.minor, paid_a.amount.currency.code()),
+        (2000, "USD")
+    );
+    assert_eq!(s.count("payments").await, 1);
+
+    // Its charge is partly refunded, then disputed and the dispute won: the payment follows.
+    post_signed(
+        &s,
+        &event(
+            "evt_a_refunded",
+            "charge.refunded",
+            t + 1,
+            invoice_charge("pi_ChargesA", &[("re_ChargesA1", 500)]),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    let p = payment(&s, &paid_a.id).await;
+    assert_eq!(p["status"], "partially_refunded");
+    assert_eq!(p["amount_refunded_minor"], 500);
+    assert_eq!(p["refunds"][0]["amount_minor"], 500);
+    assert_eq!(p["refunds"][0]["reason"], "requested_by_customer");
+    post_signed(
+        &s,
+        &event(
+            "evt_a_disputed",
+            "charge.dispute.created",
+            t + 2,
+            invoice_dispute("pi_ChargesA", "needs_response", &[]),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(payment(&s, &paid_a.id).await["status"], "disputed");
+    post_signed(
+        &s,
+        &event(
+            "evt_a_won",
+            "charge.dispute.closed",
+            t + 3,
+            invoice_dispute("pi_ChargesA", "won", &[-2000, 2000]),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    let p = payment(&s, &paid_a.id).await;
+    assert_eq!(p["status"], "partially_refunded");
+    assert_eq!(p["disputes"][0]["status"], "won");
+
+    // The refund arrives before the invoice it pays: it waits for the payment, which the
+    // invoice's event records, and then finds it.
+    post_signed(
+        &s,
+        &event(
+            "evt_b_refunded",
+            "charge.refunded",
+            t + 5,
+            invoice_charge("pi_ChargesB", &[("re_ChargesB1", 2000)]),
+        ),
+    )
+    .await;
+    eventually(10, "the early refund was never tried", || async {
+        hephaestus_store::inbox::status(&s.store, "stripe", "evt_b_refunded")
+            .await
+            .unwrap()
+            .is_some_and(|(st, attempts, note)| {
+                st == "pending"
+                    && attempts >= 1
+                    && note.is_some_and(|n| n.contains("no payment for pi_ChargesB"))
+            })
+    })
+    .await;
+    post_signed(
+        &s,
+        &event(
+            "evt_b_paid",
+            "invoice.paid",
+            t + 4,
+            invoice("in_ChargesB", Some("pi_ChargesB")),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(inbox_status(&s, "evt_b_refunded").await, "processed");
+    let paid_b = invoice_payment_of(&s, "in_ChargesB").await;
+    let p = payment(&s, &paid_b.id).await;
+    assert_eq!(p["status"], "refunded");
+    assert_eq!(p["amount_refunded_minor"], 2000);
+
+    // Today's shape: the invoice names no PaymentIntent, `invoice_payment.paid` does, and
+    // may come first; reported twice, it is one payment, whose dispute then finds it.
+    let inpay = json!({
+        "id": "inpay_ChargesC", "object": "invoice_payment", "amount_paid": 2000,
+        "amount_requested": 2000, "currency": "usd", "invoice": "in_ChargesC",
+        "is_default": true, "livemode": false, "created": t + 6,
+        "payment": {"type": "payment_intent", "payment_intent": "pi_ChargesC"},
+        "status": "paid", "status_transitions": {"canceled_at": null, "paid_at": t + 6},
+    });
+    post_signed(
+        &s,
+        &event("evt_c_inpay", "invoice_payment.paid", t + 6, inpay.clone()),
+    )
+    .await;
+    post_signed(
+        &s,
+        &event(
+            "evt_c_paid",
+            "invoice.paid",
+            t + 6,
+            invoice("in_ChargesC", None),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    post_signed(
+        &s,
+        &event("evt_c_inpay_again", "invoice_payment.paid", t + 6, inpay),
+    )
+    .await;
+    post_signed(
+        &s,
+        &event(
+            "evt_c_disputed",
+            "charge.dispute.created",
+            t + 7,
+            invoice_dispute("pi_ChargesC", "needs_response", &[-2000]),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(inbox_status(&s, "evt_c_inpay").await, "processed");
+    assert_eq!(inbox_status(&s, "evt_c_inpay_again").await, "ignored");
+    let paid_c = invoice_payment_of(&s, "in_ChargesC").await;
+    assert_eq!(paid_c.gateway_id.as_deref(), Some("pi_ChargesC"));
+    assert_eq!(payment(&s, &paid_c.id).await["status"], "disputed");
+    assert_eq!(s.count("payments").await, 3);
+
+    let events = domain_events(&s, &c).await;
+    assert_counts(&events, &[("payment.succeeded", 3)]);
+    for p in [&paid_a, &paid_b, &paid_c] {
+        let once = events
+            .iter()
+            .filter(|(k, d)| k == "payment.succeeded" && d["payment_id"] == p.id.as_str())
+            .count();
+        assert_eq!(once, 1, "{events:?}");
+    }
+    assert_counts(
+        &events,
+        &[
+            ("invoice.paid", 3),
+            ("refund.created", 2),
+            ("dispute.created", 2),
+            ("dispute.closed", 1),
+        ],
+    );
+    no_event_failed(&s).await;
 }

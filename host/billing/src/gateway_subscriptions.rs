@@ -15,7 +15,10 @@
 //! - an invoice's status only moves forward (open → uncollectible → paid or void), or
 //!   sideways with a newer event; a failed payment attempt is counted once, when the
 //!   invoice's `attempt_count` grows;
-//! - a trial notice is recorded once per subscription.
+//! - a trial notice is recorded once per subscription;
+//! - a payment the gateway took for a paid invoice is recorded once as a payment of ours,
+//!   linked to the invoice, whichever event names it and however often
+//!   ([`record_payments`]): so refunds and disputes of its charge find it.
 //!
 //! Two changes to one subscription at Stripe within the same second are applied in the
 //! order their events arrive: a known limit of ordering by Stripe's one-second `created`.
@@ -32,7 +35,8 @@ use hephaestus_store::gateway_ids::{self, Mirror};
 use hephaestus_store::{StoreError, Tx, catalog, events, subscriptions};
 use serde_json::json;
 
-use crate::gateway::GatewaySubscription;
+use crate::charges::{self, Attempt};
+use crate::gateway::{Charge, ChargeStatus, GatewaySubscription};
 use crate::subscriptions::{invoice_event, subscription_event, subscription_mrr};
 
 /// Whole seconds since the epoch: the unit of Stripe's `created` and of `gateway_event_at`.
@@ -255,6 +259,16 @@ pub struct GatewayInvoiceLine {
     pub period_end: Option<Timestamp>,
 }
 
+/// A payment the gateway took for one of its invoices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayInvoicePayment {
+    /// The gateway's id for the charge (a Stripe PaymentIntent): the id its refunds and
+    /// disputes name.
+    pub gateway_id: String,
+    /// What it paid of the invoice, in our minor units of the invoice's currency.
+    pub amount_minor: i64,
+}
+
 /// An invoice as the gateway reports it, amounts in our minor units.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayInvoice {
@@ -271,6 +285,9 @@ pub struct GatewayInvoice {
     pub period_start: Option<Timestamp>,
     pub period_end: Option<Timestamp>,
     pub lines: Vec<GatewayInvoiceLine>,
+    /// The payments the report names, when it names any: recorded once it says the invoice
+    /// is paid.
+    pub payments: Vec<GatewayInvoicePayment>,
 }
 
 fn rank(s: InvoiceStatus) -> u8 {
@@ -316,7 +333,7 @@ pub async fn mirror_invoice(
     else {
         let period_start = inv.period_start.unwrap_or(sub.current_period_start);
         let period_end = inv.period_end.unwrap_or(sub.current_period_end);
-        let invoice = Invoice {
+        let mut invoice = Invoice {
             id: ids::new_id(prefix::INVOICE),
             customer_id: sub.customer_id.clone(),
             subscription_id: Some(sub.id.clone()),
@@ -363,6 +380,11 @@ pub async fn mirror_invoice(
                 invoice_event(kind::INVOICE_PAYMENT_FAILED, &invoice, now),
             );
         }
+        if status == InvoiceStatus::Paid
+            && record_payments(tx, sub, &mut invoice, &inv.payments, now).await?
+        {
+            subscriptions::update_invoice(tx, &invoice).await?;
+        }
         if let Some(k) = status_event(status) {
             events::append(tx, invoice_event(k, &invoice, now));
         }
@@ -371,11 +393,16 @@ pub async fn mirror_invoice(
     let newer = rank(status) > rank(ours.status)
         || (rank(status) == rank(ours.status) && created >= last.unwrap_or(i64::MIN));
     let failed_attempt = payment_failed && inv.attempt_count > ours.attempt_count;
-    if !newer && !failed_attempt {
+    // A paid invoice's payments are recorded whatever the report's age: the one that names
+    // them need not be the one that marked the invoice paid.
+    let names_payments = status == InvoiceStatus::Paid && !inv.payments.is_empty();
+    if !newer && !failed_attempt && !names_payments {
         return Ok(Mirrored::Unchanged);
     }
     let before = ours.clone();
-    ours.attempt_count = ours.attempt_count.max(inv.attempt_count);
+    if newer || failed_attempt {
+        ours.attempt_count = ours.attempt_count.max(inv.attempt_count);
+    }
     if newer {
         ours.status = status;
         ours.amount_paid_minor = inv.amount_paid_minor;
@@ -383,13 +410,17 @@ pub async fn mirror_invoice(
             .next_attempt_at
             .filter(|_| status == InvoiceStatus::Open);
     }
-    if ours == before {
-        subscriptions::set_invoice_gateway_event_at(tx, &ours.id, created).await?;
-        return Ok(Mirrored::Unchanged);
+    let recorded = names_payments
+        && ours.status == InvoiceStatus::Paid
+        && record_payments(tx, sub, &mut ours, &inv.payments, now).await?;
+    let changed = ours != before;
+    if changed {
+        ours.updated_at = now;
+        subscriptions::update_invoice(tx, &ours).await?;
     }
-    ours.updated_at = now;
-    subscriptions::update_invoice(tx, &ours).await?;
-    subscriptions::set_invoice_gateway_event_at(tx, &ours.id, created).await?;
+    if newer || failed_attempt {
+        subscriptions::set_invoice_gateway_event_at(tx, &ours.id, created).await?;
+    }
     if failed_attempt {
         events::append(tx, invoice_event(kind::INVOICE_PAYMENT_FAILED, &ours, now));
     }
@@ -398,7 +429,49 @@ pub async fn mirror_invoice(
     {
         events::append(tx, invoice_event(k, &ours, now));
     }
-    Ok(Mirrored::Applied)
+    Ok(if changed || recorded {
+        Mirrored::Applied
+    } else {
+        Mirrored::Unchanged
+    })
+}
+
+/// Records the payments the gateway took for `invoice` (of `sub`) that are not payments of
+/// ours yet, each with its `payment.succeeded` event, down the path of the host's own
+/// invoice payments ([`charges::record_once`]); the first becomes the invoice's payment.
+/// Whichever event about the invoice names a payment first records it, and the others find
+/// it: a gateway id is one payment. Returns whether anything was recorded or linked.
+pub async fn record_payments(
+    tx: &mut Tx,
+    sub: &Subscription,
+    invoice: &mut Invoice,
+    paid: &[GatewayInvoicePayment],
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let mut changed = false;
+    for p in paid.iter().filter(|p| p.amount_minor > 0) {
+        let amount = Money {
+            minor: p.amount_minor,
+            currency: invoice.currency,
+        };
+        let charge = Charge {
+            id: p.gateway_id.clone(),
+            amount,
+            status: ChargeStatus::Succeeded,
+            decline_code: None,
+            failure_message: None,
+            amount_refunded_minor: 0,
+            dispute: None,
+        };
+        let attempt = Attempt::for_invoice(sub, invoice, amount);
+        let (payment, new) = charges::record_once(tx, &sub.gateway, attempt, &charge, now).await?;
+        changed |= new;
+        if invoice.payment_id.is_none() {
+            invoice.payment_id = Some(payment.id);
+            changed = true;
+        }
+    }
+    Ok(changed)
 }
 
 #[cfg(test)]

@@ -186,10 +186,19 @@ pub async fn get(store: &Store, id: &str) -> Result<Option<Subscription>> {
 
 /// A subscription, locked for the rest of the transaction.
 pub async fn get_for_update(tx: &mut Tx, id: &str) -> Result<Option<Subscription>> {
-    let sql = format!(
-        "SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = $1{}",
-        row_lock(tx)
-    );
+    let lock = row_lock(tx);
+    read_in(tx, id, lock).await
+}
+
+/// A subscription read inside a transaction without locking it: for a caller that already
+/// holds a lock taken after the subscription's elsewhere (its invoice's), and so must not
+/// wait for the subscription's.
+pub async fn get_in(tx: &mut Tx, id: &str) -> Result<Option<Subscription>> {
+    read_in(tx, id, "").await
+}
+
+async fn read_in(tx: &mut Tx, id: &str, lock: &str) -> Result<Option<Subscription>> {
+    let sql = format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = $1{lock}");
     let row: Option<SubscriptionRow> = with_tx!(tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .fetch_optional(c)
