@@ -127,6 +127,12 @@ impl LocalStripe {
             .status()
     }
 
+    /// Deletes `path` at localstripe directly, as someone using Stripe's dashboard would.
+    pub(crate) async fn delete(&self, path: &str) -> Value {
+        self.call(self.http.delete(format!("{}{path}", self.base)))
+            .await
+    }
+
     async fn post(&self, path: &str, form: &[(&str, &str)]) -> Value {
         self.call(self.http.post(format!("{}{path}", self.base)).form(form))
             .await

@@ -24,9 +24,9 @@
 
 use std::time::Duration;
 
-use hephaestus_billing::gateway_subscriptions;
 use hephaestus_billing::stripe_subscriptions::subscription_state;
 use hephaestus_billing::subscriptions::{Dunning, advance_clock, run_due};
+use hephaestus_billing::{gateway_subscriptions, reconcile};
 use hephaestus_core::Timestamp;
 use hephaestus_core::subscription::{Subscription, SubscriptionStatus};
 use reqwest::StatusCode;
@@ -37,6 +37,7 @@ use crate::common::{Db, TestServer, recurring_price};
 use crate::stripe::{
     DECLINED_ON_CHARGE, Expect, LocalStripe, VISA, WEBHOOK_SECRET, customer, eventually, inbox,
     no_event_failed, ok, payment, server, start_stub, stripe_at, stripe_customer, stripe_error,
+    stripe_failure,
 };
 use crate::webhooks::{deliver, dispute_object, event, now_secs, settled, stripe_sign};
 
@@ -50,7 +51,9 @@ both_dbs!(
     stripe_invoices_are_voided_and_marked_uncollectible,
     stripe_isk_invoice_lines_are_rounded_to_whole_kronur,
     an_answer_is_not_written_over_a_row_that_moved_on_while_it_was_in_flight,
-    refunds_and_disputes_of_stripe_invoice_charges_find_their_payment
+    refunds_and_disputes_of_stripe_invoice_charges_find_their_payment,
+    reconciliation_refetches_unsettled_stripe_subscriptions_from_localstripe,
+    reconciliation_renews_a_stripe_subscription_whose_renewal_never_came
 );
 
 const SUBSCRIPTIONS: &str = "/api/v1/revenue/subscriptions";
@@ -1470,4 +1473,183 @@ async fn refunds_and_disputes_of_stripe_invoice_charges_find_their_payment(db: D
         ],
     );
     no_event_failed(&s).await;
+}
+
+async fn reconciliation_refetches_unsettled_stripe_subscriptions_from_localstripe(db: Db) {
+    let ls = LocalStripe::start().await;
+    // No webhooks from localstripe: what changes there is learnt by reconciliation, or from
+    // the hand-written events here.
+    let s = server(db, ls.gateway_args()).await;
+    let gateway = ls.gateway_args().gateway(&s.store).unwrap();
+    let reconcile = |deadline: i64, limit: i64| {
+        reconcile::reconcile_subscriptions(&s.store, gateway.as_ref(), deadline, limit)
+    };
+    let c = customer(&s, "reconciled@example.com").await;
+    let price = recurring_price(&s, json!("20.00"), "month", None).await;
+    let t0 = now_secs();
+    let (one, one_gid, plan) = start_at_localstripe(&s, &ls, &c, &price).await;
+    let (two, two_gid, _) = start_at_localstripe(&s, &ls, &c, &price).await;
+
+    // Live and within their period: nothing to ask Stripe.
+    assert_eq!(
+        reconcile(0, 10).await.unwrap(),
+        reconcile::Report::default()
+    );
+
+    // Stripe reported failed renewals, and never the retries that settled them.
+    let failed_at = t0 - 100;
+    for (evt, gid) in [("evt_rec_one", &one_gid), ("evt_rec_two", &two_gid)] {
+        let sub = stripe_subscription(gid, &plan, "past_due", 1, failed_at);
+        post_signed(
+            &s,
+            &event(evt, "customer.subscription.updated", failed_at, sub),
+        )
+        .await;
+    }
+    settled(&s).await;
+    assert_eq!(subscription(&s, &one).await["status"], "past_due");
+    // Not for long yet.
+    assert_eq!(reconcile(3600, 10).await.unwrap().checked, 0);
+
+    // One per pass when bounded so; the next pass takes the other, then none is left.
+    let first = reconcile(0, 1).await.unwrap();
+    assert_eq!((first.checked, first.updated, first.failed), (1, 1, 0));
+    let second = reconcile(0, 10).await.unwrap();
+    assert_eq!((second.checked, second.updated, second.failed), (1, 1, 0));
+    assert_eq!(reconcile(0, 10).await.unwrap().checked, 0);
+    for id in [&one, &two] {
+        let sub = subscription(&s, id).await;
+        assert_eq!(sub["status"], "active");
+        assert_eq!(sub["gateway"], "stripe");
+    }
+
+    // A late event from before the state Stripe answered (it started after the failure) is
+    // older than that state: ignored. A newer one applies.
+    let late = stripe_subscription(&one_gid, &plan, "past_due", 1, failed_at);
+    post_signed(
+        &s,
+        &event(
+            "evt_rec_late",
+            "customer.subscription.updated",
+            failed_at + 50,
+            late,
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(inbox_status(&s, "evt_rec_late").await, "ignored");
+    assert_eq!(subscription(&s, &one).await["status"], "active");
+    let newer = now_secs() + 1;
+    let two_fails = stripe_subscription(&two_gid, &plan, "past_due", 1, newer);
+    post_signed(
+        &s,
+        &event(
+            "evt_rec_newer",
+            "customer.subscription.updated",
+            newer,
+            two_fails,
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(subscription(&s, &two).await["status"], "past_due");
+
+    // Ended at Stripe directly, and no event came: reconciliation ends it here, once.
+    ls.delete(&format!("/v1/subscriptions/{two_gid}")).await;
+    let ended = reconcile(0, 10).await.unwrap();
+    assert_eq!((ended.checked, ended.updated), (1, 1));
+    let sub = subscription(&s, &two).await;
+    assert_eq!(sub["status"], "canceled");
+    assert!(sub["ended_at"].is_string(), "{sub}");
+    assert_eq!(reconcile(0, 10).await.unwrap().checked, 0);
+
+    // Past due and active again for each, past due again for the second.
+    let events = domain_events(&s, &c).await;
+    assert_counts(
+        &events,
+        &[("subscription.updated", 5), ("subscription.canceled", 1)],
+    );
+}
+
+async fn reconciliation_renews_a_stripe_subscription_whose_renewal_never_came(db: Db) {
+    let t = now_secs();
+    let month = 30 * 86_400;
+    // Today's shape, with the period on the item: one that ended an hour ago, then renewed.
+    let answer = |start: i64| {
+        let mut sub = stripe_subscription("sub_1StubRenew", "plan_1Stub", "active", 1, start);
+        sub["customer"] = json!("cus_StubMirror01");
+        sub
+    };
+    let (base, stub) = start_stub(vec![
+        ok("POST", "/v1/customers", stripe_customer()),
+        ok(
+            "POST",
+            "/v1/payment_methods/pm_1StubCard/attach",
+            attached_card(),
+        ),
+        ok(
+            "POST",
+            "/v1/plans",
+            json!({"id": "plan_1Stub", "object": "plan", "amount": 2000, "currency": "usd",
+                   "interval": "month", "interval_count": 1, "active": true}),
+        ),
+        ok("POST", "/v1/subscriptions", answer(t - month - 3600)),
+        // Reconciliation asks; Stripe fails, then answers the renewed subscription.
+        Expect {
+            method: "GET",
+            path: "/v1/subscriptions/sub_1StubRenew",
+            status: 500,
+            body: stripe_failure(),
+        },
+        ok("GET", "/v1/subscriptions/sub_1StubRenew", answer(t - 3600)),
+    ])
+    .await;
+    let args = stripe_at(base);
+    let s = server(db, args.clone()).await;
+    let gateway = args.gateway(&s.store).unwrap();
+    let c = customer(&s, "stub@example.com").await;
+    let price = recurring_price(&s, json!("20.00"), "month", None).await;
+    let r = s
+        .post(
+            &s.admin,
+            SUBSCRIPTIONS,
+            &json!({"customer_id": c, "price_id": price, "payment_method": "pm_1StubCard"}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let ended = hephaestus_core::Timestamp::from_micros((t - 3600) * 1_000_000);
+    assert_eq!(r.body["current_period_end"], json!(ended));
+
+    // The period ended an hour ago and no renewal was applied: asked about, and when Stripe
+    // fails, asked again by a later pass.
+    let failed = reconcile::reconcile_subscriptions(&s.store, gateway.as_ref(), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!((failed.checked, failed.updated, failed.failed), (1, 0, 1));
+    let renewed = reconcile::reconcile_subscriptions(&s.store, gateway.as_ref(), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (renewed.checked, renewed.updated, renewed.failed),
+        (1, 1, 0)
+    );
+    let sub = subscription(&s, &id).await;
+    assert_eq!(sub["status"], "active");
+    let next_end = hephaestus_core::Timestamp::from_micros((t - 3600 + month) * 1_000_000);
+    assert_eq!(sub["current_period_end"], json!(next_end));
+    // Within its period now: not asked again.
+    let idle = reconcile::reconcile_subscriptions(&s.store, gateway.as_ref(), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(idle.checked, 0);
+    // A renewal alone is no news of its own: its invoice carries it.
+    let events = domain_events(&s, &c).await;
+    assert_eq!(count(&events, "subscription.updated"), 0, "{events:?}");
+
+    let script = stub.lock().unwrap();
+    assert!(script.mismatches.is_empty(), "{:?}", script.mismatches);
+    assert!(script.expected.is_empty(), "answers never asked for");
+    assert!(script.seen[4..].iter().all(|r| r.idempotency_key.is_none()));
 }

@@ -176,15 +176,28 @@ async fn bill_subscriptions(state: &AppState) {
 
 async fn reconcile_unsettled(state: &AppState) {
     let deadline = i64::try_from(state.config.reconcile_after.as_secs()).unwrap_or(i64::MAX);
-    match reconcile::reconcile(&state.store, state.gateway.as_ref(), deadline, 100).await {
-        Ok(r) if r.checked > 0 => tracing::info!(
-            checked = r.checked,
-            updated = r.updated,
-            failed = r.failed,
-            "reconciled unsettled payments"
+    let gateway = state.gateway.as_ref();
+    let passes = [
+        (
+            "payments",
+            reconcile::reconcile(&state.store, gateway, deadline, 100).await,
         ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "reconciliation failed; will retry"),
+        (
+            "subscriptions",
+            reconcile::reconcile_subscriptions(&state.store, gateway, deadline, 100).await,
+        ),
+    ];
+    for (what, pass) in passes {
+        match pass {
+            Ok(r) if r.checked > 0 => tracing::info!(
+                checked = r.checked,
+                updated = r.updated,
+                failed = r.failed,
+                "reconciled unsettled {what}"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reconciliation of {what} failed; will retry"),
+        }
     }
 }
 

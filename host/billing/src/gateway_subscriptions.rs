@@ -11,6 +11,8 @@
 //!   already applied. An answer to our own call never moves the mark (Stripe gives no time
 //!   for it, and the host's clock is not Stripe's), and it is written only over the row it
 //!   was asked of: one that moved on while the call was in flight keeps its state;
+//! - a subscription refetched by reconciliation follows the rules of an answer, and moves
+//!   the mark to the newest time its state carries (see [`apply_refetched`]);
 //! - a canceled subscription stays canceled (Stripe never revives one);
 //! - an invoice's status only moves forward (open → uncollectible → paid or void), or
 //!   sideways with a newer event; a failed payment attempt is counted once, when the
@@ -126,14 +128,70 @@ pub async fn apply_answer(
     local: impl FnOnce(&mut Subscription),
     now: Timestamp,
 ) -> Result<Subscription, StoreError> {
-    let stale = current != *asked || current.status == SubscriptionStatus::Canceled;
-    let mut next = if stale {
+    let mut next = if moved_on(asked, &current) {
         current.clone()
     } else {
         merged(tx, &current, answer).await?
     };
     local(&mut next);
     record(tx, &current, next, now, true).await
+}
+
+/// Whether the row is no longer the one a call to the gateway was about: something was
+/// applied to it while the call was in flight, or it has ended. The gateway's answer is then
+/// not its newest news here.
+fn moved_on(asked: &Subscription, current: &Subscription) -> bool {
+    current != asked || current.status == SubscriptionStatus::Canceled
+}
+
+/// The newest moment the gateway's state of a subscription carries a time for, in Stripe's
+/// own clock: its period's start (a renewal), its trial's start, its cancellation or end.
+/// Every event created before it is older than the state.
+fn stamped(state: &GatewaySubscription) -> Option<i64> {
+    [
+        state.current_period_start,
+        state.trial_start,
+        state.canceled_at,
+        state.ended_at,
+    ]
+    .into_iter()
+    .flatten()
+    .map(secs)
+    .max()
+}
+
+/// Applies the state reconciliation refetched from the gateway for `asked`, the row as it
+/// was claimed, whose newest applied event was created at `asked_mark`. Under the rules of
+/// an answer ([`apply_answer`]): written only over that very row (nothing applied to it
+/// since, not even an event that changed nothing) and never over an ended one, with the
+/// domain events for what changed. Unlike an answer, it moves the event mark to the newest
+/// time the state itself carries ([`stamped`]): that time is Stripe's, so an event created
+/// before it is older than this state and must not undo it, and one from a slow clock is
+/// not mistaken for old. An event about a change that carries no time (a payment retried
+/// and settled) can still be older than the state and apply after it; its successors
+/// follow it. Returns whether the row changed.
+pub async fn apply_refetched(
+    tx: &mut Tx,
+    asked: &Subscription,
+    asked_mark: Option<i64>,
+    state: &GatewaySubscription,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let Some((current, mark)) =
+        subscriptions::find_by_gateway_id_for_update(tx, &asked.gateway, &state.id).await?
+    else {
+        return Ok(false);
+    };
+    if moved_on(asked, &current) || mark != asked_mark {
+        return Ok(false);
+    }
+    let next = merged(tx, &current, state).await?;
+    let changed = !same_row(&current, &next);
+    record(tx, &current, next, now, false).await?;
+    if let Some(at) = stamped(state) {
+        subscriptions::set_gateway_event_at(tx, &current.id, at).await?;
+    }
+    Ok(changed)
 }
 
 async fn price(tx: &mut Tx, id: &str) -> Result<Price, StoreError> {
@@ -177,10 +235,7 @@ pub async fn record(
     now: Timestamp,
     always: bool,
 ) -> Result<Subscription, StoreError> {
-    let same_row = Subscription {
-        updated_at: before.updated_at,
-        ..next.clone()
-    } == *before;
+    let same_row = same_row(before, &next);
     if same_row && !always {
         return Ok(next);
     }
@@ -218,6 +273,14 @@ pub async fn record(
         subscription_event(kind, &next, &new_price, Some(previous), now),
     );
     Ok(next)
+}
+
+/// Whether `next` holds what `before` does, the time of its last change aside.
+fn same_row(before: &Subscription, next: &Subscription) -> bool {
+    Subscription {
+        updated_at: before.updated_at,
+        ..next.clone()
+    } == *before
 }
 
 /// Records the trial's end notice once, with its `subscription.trial_will_end` event.

@@ -19,9 +19,14 @@
 //! API). Later ones find it, so it is recorded once. A refund or dispute of that charge
 //! arriving first waits, as any event about an unknown payment does, and then finds it.
 //!
-//! **Not yet covered.** Subscriptions (and their invoices) are not reconciled by the
-//! periodic job: a Stripe event that never arrives leaves the mirror as it was until a later
-//! one does.
+//! **Events that never arrive** are made up for by the periodic reconciliation
+//! ([`crate::reconcile`]): unsettled payments, and Stripe-billed subscriptions left past
+//! due, unpaid or past their period's end, are refetched and applied under the same
+//! forward-only rules.
+//!
+//! **Not yet covered.** Stripe's invoices are not refetched: an invoice event that never
+//! arrives leaves that invoice (and a payment it would have recorded) as it was until a
+//! later event about it does.
 
 use hephaestus_core::Timestamp;
 use hephaestus_core::event::{NewEvent, kind};

@@ -333,6 +333,56 @@ pub async fn claim_due(
         .await
 }
 
+/// Claims up to `limit` subscriptions billed by `gateway` that look unsettled — past due or
+/// unpaid, or past the end of their period with no renewal applied (on the gateway's
+/// clock, which is real time) — and that nothing changed, and no one asked the gateway
+/// about, since `before`. The claim records the asking (`gateway_checked_at`), so no other
+/// host and no later pass takes them again until `before` passes it. Each comes with the
+/// `created` time (seconds) of the newest gateway event applied to it.
+pub async fn claim_unsettled(
+    store: &Store,
+    gateway: &str,
+    before: Timestamp,
+    limit: i64,
+) -> Result<Vec<(Subscription, Option<i64>)>> {
+    let skip_locked = matches!(store.backend(), Backend::Postgres(_));
+    let gateway = gateway.to_string();
+    store
+        .write(move |tx| {
+            Box::pin(async move {
+                let sql = format!(
+                    "UPDATE subscriptions SET gateway_checked_at = $4
+                      WHERE id IN (
+                          SELECT id FROM subscriptions
+                           WHERE gateway = $1 AND gateway_id IS NOT NULL
+                             AND status <> 'canceled'
+                             AND (status IN ('past_due', 'unpaid') OR current_period_end < $2)
+                             AND updated_at < $2
+                             AND (gateway_checked_at IS NULL OR gateway_checked_at < $2)
+                           ORDER BY COALESCE(gateway_checked_at, 0), updated_at LIMIT $3 {})
+                      RETURNING {SUB_COLUMNS}, gateway_event_at",
+                    if skip_locked {
+                        "FOR UPDATE SKIP LOCKED"
+                    } else {
+                        ""
+                    }
+                );
+                let rows: Vec<GatewaySubscriptionRow> =
+                    with_tx!(tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(&gateway)
+                        .bind(before.as_micros())
+                        .bind(limit)
+                        .bind(Timestamp::now().as_micros())
+                        .fetch_all(c)
+                        .await)?;
+                rows.into_iter()
+                    .map(|r| Ok((Subscription::try_from(r.sub)?, r.gateway_event_at)))
+                    .collect::<Result<Vec<_>>>()
+            })
+        })
+        .await
+}
+
 /// How many subscriptions have work due by `business_now`, whoever holds them.
 pub async fn due_count(store: &Store, business_now: Timestamp) -> Result<i64> {
     Ok(with_read!(store, |e| sqlx::query_scalar(
