@@ -18,9 +18,10 @@ use axum::response::IntoResponse;
 use hephaestus::config::GatewayArgs;
 use hephaestus_api::ApiConfig;
 use hephaestus_billing::gateway::{ChargeRequest, ChargeStatus};
-use hephaestus_billing::reconcile;
+use hephaestus_billing::{erasure, reconcile};
 use hephaestus_core::money::{Currency, Money};
 use hephaestus_core::secret::Secret;
+use hephaestus_store::gateway_ids;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
@@ -34,7 +35,9 @@ both_dbs!(
     localstripe_webhooks_settle_payments,
     one_key_sent_ten_times_at_once_makes_one_payment_intent,
     reconciliation_and_off_session_charges_through_localstripe,
-    stripe_shaped_answers_map_to_our_api
+    stripe_shaped_answers_map_to_our_api,
+    erasing_a_customer_deletes_their_stripe_customer,
+    a_failed_stripe_erasure_is_retried_until_stripe_has_no_such_customer
 );
 
 pub(crate) const SECRET_KEY: &str = "sk_test_hephaestus_e2e";
@@ -97,10 +100,7 @@ impl LocalStripe {
     }
 
     pub(crate) fn gateway_args(&self) -> GatewayArgs {
-        GatewayArgs {
-            stripe_secret_key: Some(Secret::new(SECRET_KEY)),
-            stripe_api_base: Some(self.base.clone()),
-        }
+        stripe_at(self.base.clone())
     }
 
     async fn call(&self, req: reqwest::RequestBuilder) -> Value {
@@ -113,6 +113,23 @@ impl LocalStripe {
 
     pub(crate) async fn get(&self, path: &str) -> Value {
         self.call(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    /// The status localstripe answers a GET of `path` with.
+    pub(crate) async fn status(&self, path: &str) -> StatusCode {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(SECRET_KEY)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    /// Deletes `path` at localstripe directly, as someone using Stripe's dashboard would.
+    pub(crate) async fn delete(&self, path: &str) -> Value {
+        self.call(self.http.delete(format!("{}{path}", self.base)))
             .await
     }
 
@@ -204,7 +221,7 @@ pub(crate) async fn customer(s: &TestServer, email: &str) -> String {
         .to_string()
 }
 
-async fn payment(s: &TestServer, id: &str) -> Value {
+pub(crate) async fn payment(s: &TestServer, id: &str) -> Value {
     let r = s.get(&s.admin, &format!("{PAYMENTS}/{id}")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     r.body
@@ -614,12 +631,36 @@ async fn reconciliation_and_off_session_charges_through_localstripe(db: Db) {
     assert_eq!(intent["amount"], 1500);
 }
 
+/// Settings that point the Stripe gateway at the Stripe-compatible server at `base`.
+pub(crate) fn stripe_at(base: String) -> GatewayArgs {
+    GatewayArgs {
+        stripe_secret_key: Some(Secret::new(SECRET_KEY)),
+        stripe_api_base: Some(base),
+    }
+}
+
+/// Checks that no event the webhook worker took failed.
+pub(crate) async fn no_event_failed(s: &TestServer) {
+    let seen = inbox(s).await;
+    assert!(seen.iter().all(|(_, _, st)| st != "failed"), "{seen:?}");
+}
+
 /// One request the stub expects, and its answer.
 pub(crate) struct Expect {
     pub(crate) method: &'static str,
     pub(crate) path: &'static str,
     pub(crate) status: u16,
     pub(crate) body: Value,
+}
+
+/// A request the stub answers with a 200 and `body`.
+pub(crate) fn ok(method: &'static str, path: &'static str, body: Value) -> Expect {
+    Expect {
+        method,
+        path,
+        status: 200,
+        body,
+    }
 }
 
 /// A request the stub received.
@@ -728,6 +769,11 @@ pub(crate) fn stripe_customer() -> Value {
     })
 }
 
+/// What Stripe answers when it fails on its side (with a 500).
+pub(crate) fn stripe_failure() -> Value {
+    stripe_error("api_error", None, "An unknown error occurred", json!({}))
+}
+
 pub(crate) fn stripe_error(kind: &str, code: Option<&str>, message: &str, extra: Value) -> Value {
     let mut error = json!({"type": kind, "message": message, "code": code,
         "doc_url": code.map(|c| format!("https://docs.stripe.com/error-codes/{c}")),
@@ -772,7 +818,7 @@ async fn stripe_shaped_answers_map_to_our_api(db: Db) {
             method: "POST",
             path: "/v1/payment_intents",
             status: 500,
-            body: stripe_error("api_error", None, "An unknown error occurred", json!({})),
+            body: stripe_failure(),
         },
         Expect {
             method: "POST",
@@ -847,10 +893,7 @@ async fn stripe_shaped_answers_map_to_our_api(db: Db) {
         },
     ])
     .await;
-    let args = GatewayArgs {
-        stripe_secret_key: Some(Secret::new(SECRET_KEY)),
-        stripe_api_base: Some(base),
-    };
+    let args = stripe_at(base);
     let s = server(db, args.clone()).await;
     let c = customer(&s, "stub@example.com").await;
 
@@ -1049,4 +1092,130 @@ async fn the_binary_charges_through_stripe_when_a_key_is_set() {
     assert_eq!(intents[0]["id"], p["gateway_id"]);
     assert_eq!(intents[0]["currency"], "eur");
     assert_eq!(intents[0]["amount"], 800);
+}
+
+/// Where the erasure of the customer's Stripe mirror stands.
+async fn erasure_of(s: &TestServer, customer: &str) -> gateway_ids::ErasureState {
+    gateway_ids::erasure_state(&s.store, "stripe", customer)
+        .await
+        .unwrap()
+        .expect("the customer has a Stripe mirror")
+}
+
+async fn erasing_a_customer_deletes_their_stripe_customer(db: Db) {
+    let ls = LocalStripe::start().await;
+    let s = server(db, ls.gateway_args()).await;
+    let c = customer(&s, "forget-me@example.com").await;
+    let r = pay(&s, &c, "5.00", &ls.card(VISA).await, None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let pi = ls
+        .get(&format!(
+            "/v1/payment_intents/{}",
+            r.body["gateway_id"].as_str().unwrap()
+        ))
+        .await;
+    let mirror = format!("/v1/customers/{}", pi["customer"].as_str().unwrap());
+    assert_eq!(ls.get(&mirror).await["email"], "forget-me@example.com");
+    // Never charged through Stripe: no copy there, nothing to delete.
+    let never = customer(&s, "never-charged@example.com").await;
+
+    for id in [&c, &never] {
+        let r = s
+            .delete(&s.admin, &format!("/api/v1/revenue/customers/{id}"))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert!(r.body["erased_at"].is_string(), "{}", r.body);
+    }
+    eventually(20, "the Stripe customer was never deleted", || async {
+        ls.status(&mirror).await == StatusCode::NOT_FOUND
+    })
+    .await;
+    eventually(10, "the deletion was never recorded", || async {
+        erasure_of(&s, &c).await.erased_at.is_some()
+    })
+    .await;
+    let state = erasure_of(&s, &c).await;
+    assert!(state.erase_requested_at.is_some());
+    assert_eq!(state.erase_attempts, 1);
+    assert_eq!(state.erase_last_error, None);
+    assert_eq!(s.count("gateway_customers").await, 1);
+
+    // Erasing again asks Stripe nothing more.
+    let r = s
+        .delete(&s.admin, &format!("/api/v1/revenue/customers/{c}"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let gateway = ls.gateway_args().gateway(&s.store).unwrap();
+    let pass = erasure::run_due(&s.store, gateway.as_ref(), 10)
+        .await
+        .unwrap();
+    assert_eq!(pass, erasure::Report::default());
+    assert_eq!(erasure_of(&s, &c).await.erase_attempts, 1);
+}
+
+async fn a_failed_stripe_erasure_is_retried_until_stripe_has_no_such_customer(db: Db) {
+    let delete = |status, body| Expect {
+        method: "DELETE",
+        path: "/v1/customers/cus_StubMirror01",
+        status,
+        body,
+    };
+    let (base, stub) = start_stub(vec![
+        ok("POST", "/v1/customers", stripe_customer()),
+        ok(
+            "POST",
+            "/v1/payment_intents",
+            stripe_intent("pi_3StubErased", "succeeded", 500, json!({})),
+        ),
+        // Stripe fails, then answers the retry that the customer is gone (an earlier
+        // deletion whose answer was lost).
+        delete(500, stripe_failure()),
+        delete(
+            404,
+            stripe_error(
+                "invalid_request_error",
+                Some("resource_missing"),
+                "No such customer: 'cus_StubMirror01'",
+                json!({"param": "id"}),
+            ),
+        ),
+    ])
+    .await;
+    let args = stripe_at(base);
+    let s = server(db, args.clone()).await;
+    let c = customer(&s, "stub@example.com").await;
+    let r = pay(&s, &c, "5.00", "pm_1StubCard", None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = s
+        .delete(&s.admin, &format!("/api/v1/revenue/customers/{c}"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    // The first attempt, right after the erasure, fails and is recorded.
+    eventually(10, "the first attempt was never made", || async {
+        let state = erasure_of(&s, &c).await;
+        state.erase_attempts == 1 && state.erase_last_error.is_some()
+    })
+    .await;
+    assert_eq!(erasure_of(&s, &c).await.erased_at, None);
+    // The next is due after its delay; whichever host's pass makes it, it is made once.
+    let gateway = args.gateway(&s.store).unwrap();
+    eventually(20, "the erasure was never retried", || async {
+        erasure::run_due(&s.store, gateway.as_ref(), 10)
+            .await
+            .unwrap();
+        erasure_of(&s, &c).await.erased_at.is_some()
+    })
+    .await;
+    let state = erasure_of(&s, &c).await;
+    assert_eq!(state.erase_attempts, 2);
+    assert_eq!(state.erase_last_error, None);
+
+    let script = stub.lock().unwrap();
+    assert!(script.mismatches.is_empty(), "{:?}", script.mismatches);
+    assert!(script.expected.is_empty(), "answers never asked for");
+    let key = erasure::idempotency_key(&c);
+    for attempt in &script.seen[2..] {
+        assert_eq!(attempt.idempotency_key.as_deref(), Some(key.as_str()));
+    }
 }

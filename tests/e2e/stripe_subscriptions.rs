@@ -24,9 +24,9 @@
 
 use std::time::Duration;
 
-use hephaestus_billing::gateway_subscriptions;
 use hephaestus_billing::stripe_subscriptions::subscription_state;
 use hephaestus_billing::subscriptions::{Dunning, advance_clock, run_due};
+use hephaestus_billing::{gateway_subscriptions, reconcile};
 use hephaestus_core::Timestamp;
 use hephaestus_core::subscription::{Subscription, SubscriptionStatus};
 use reqwest::StatusCode;
@@ -35,10 +35,11 @@ use serde_json::{Value, json};
 use crate::both_dbs;
 use crate::common::{Db, TestServer, recurring_price};
 use crate::stripe::{
-    DECLINED_ON_CHARGE, Expect, LocalStripe, SECRET_KEY, VISA, WEBHOOK_SECRET, customer,
-    eventually, inbox, server, start_stub, stripe_customer, stripe_error,
+    DECLINED_ON_CHARGE, Expect, LocalStripe, VISA, WEBHOOK_SECRET, customer, eventually, inbox,
+    no_event_failed, ok, payment, server, start_stub, stripe_at, stripe_customer, stripe_error,
+    stripe_failure,
 };
-use crate::webhooks::{deliver, event, now_secs, settled, stripe_sign};
+use crate::webhooks::{deliver, dispute_object, event, now_secs, settled, stripe_sign};
 
 both_dbs!(
     subscriptions_are_created_changed_and_cancelled_at_localstripe,
@@ -49,7 +50,10 @@ both_dbs!(
     a_new_card_for_one_subscription_leaves_the_customers_others_alone,
     stripe_invoices_are_voided_and_marked_uncollectible,
     stripe_isk_invoice_lines_are_rounded_to_whole_kronur,
-    an_answer_is_not_written_over_a_row_that_moved_on_while_it_was_in_flight
+    an_answer_is_not_written_over_a_row_that_moved_on_while_it_was_in_flight,
+    refunds_and_disputes_of_stripe_invoice_charges_find_their_payment,
+    reconciliation_refetches_unsettled_stripe_subscriptions_from_localstripe,
+    reconciliation_renews_a_stripe_subscription_whose_renewal_never_came
 );
 
 const SUBSCRIPTIONS: &str = "/api/v1/revenue/subscriptions";
@@ -67,6 +71,13 @@ fn count(events: &[(String, Value)], kind: &str) -> usize {
     events.iter().filter(|(k, _)| k == kind).count()
 }
 
+/// Checks how many events of each kind there are.
+fn assert_counts(events: &[(String, Value)], expected: &[(&str, usize)]) {
+    for (kind, n) in expected {
+        assert_eq!(count(events, kind), *n, "{kind}: {events:?}");
+    }
+}
+
 async fn invoices(s: &TestServer, sub: &str) -> Vec<Value> {
     let r = s
         .get(
@@ -76,6 +87,37 @@ async fn invoices(s: &TestServer, sub: &str) -> Vec<Value> {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     r.body["data"].as_array().unwrap().clone()
+}
+
+/// A subscription started through our API at localstripe, charged to a new card: our id,
+/// Stripe's, and the Stripe plan that mirrors `price`.
+async fn start_at_localstripe(
+    s: &TestServer,
+    ls: &LocalStripe,
+    customer: &str,
+    price: &str,
+) -> (String, String, String) {
+    let card = ls.card(VISA).await;
+    let body = json!({"customer_id": customer, "price_id": price, "payment_method": card});
+    start_at_localstripe_with(s, ls, &body).await
+}
+
+/// A subscription started through our API at localstripe as `body` asks: our id, Stripe's,
+/// and the Stripe plan that mirrors its price.
+async fn start_at_localstripe_with(
+    s: &TestServer,
+    ls: &LocalStripe,
+    body: &Value,
+) -> (String, String, String) {
+    let r = s.post(&s.admin, SUBSCRIPTIONS, body, None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
+    let plan = ls.get(&format!("/v1/subscriptions/{gid}")).await["plan"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (id, gid, plan)
 }
 
 async fn subscription(s: &TestServer, id: &str) -> Value {
@@ -158,19 +200,35 @@ async fn subscriptions_are_created_changed_and_cancelled_at_localstripe(db: Db) 
     assert_eq!(lines[0]["amount_minor"], 4000);
     assert_eq!(lines[0]["quantity"], 2);
 
-    // Stripe's charge for its invoice is not a payment of ours: ignored at once, by name.
+    // Stripe's charge for its invoice is a payment of ours, for the invoice, recorded once
+    // whichever of the invoice's and the PaymentIntent's events comes first.
+    let stripe_invoice =
+        ls.get(&format!("/v1/invoices?subscription={gid}")).await["data"][0].clone();
+    let intent = stripe_invoice["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_string();
     eventually(
         20,
-        "the invoice's PaymentIntent event was not ignored",
+        "the invoice's PaymentIntent event never came",
         || async {
-            inbox(&s)
-                .await
-                .iter()
-                .any(|(k, _, st)| k == "payment_intent.succeeded" && st == "ignored")
+            inbox(&s).await.iter().any(|(k, o, st)| {
+                k == "payment_intent.succeeded" && o == &intent && st != "pending"
+            })
         },
     )
     .await;
-    assert_eq!(s.count("payments").await, 0);
+    let paid = invoice_payment_of(&s, stripe_invoice["id"].as_str().unwrap()).await;
+    assert_eq!(paid.gateway_id.as_deref(), Some(intent.as_str()));
+    assert_eq!(
+        (paid.amount.minor, paid.amount.currency.code()),
+        (4000, "USD")
+    );
+    assert_eq!(
+        paid.status,
+        hephaestus_core::payment::PaymentStatus::Succeeded
+    );
+    assert_eq!(s.count("payments").await, 1);
 
     // The host's own engine never bills it, however far its clock moves: not even with work
     // marked due on the row (which nothing here writes for a Stripe-billed subscription), so
@@ -198,7 +256,7 @@ async fn subscriptions_are_created_changed_and_cancelled_at_localstripe(db: Db) 
     assert_eq!(summary.invoices, 0, "{summary:?}");
     assert_eq!(invoices(&s, &id).await.len(), 1);
     assert_eq!(s.count("invoices").await, 1);
-    assert_eq!(s.count("payments").await, 0);
+    assert_eq!(s.count("payments").await, 1);
     assert_eq!(subscription(&s, &id).await["status"], "active");
 
     // A new price and quantity, without proration: both reach Stripe.
@@ -315,8 +373,8 @@ async fn subscriptions_are_created_changed_and_cancelled_at_localstripe(db: Db) 
     assert_eq!(count(&events, "subscription.canceled"), 1, "{events:?}");
     assert_eq!(count(&events, "invoice.finalized"), 1, "{events:?}");
     assert_eq!(count(&events, "invoice.paid"), 1, "{events:?}");
-    let seen = inbox(&s).await;
-    assert!(seen.iter().all(|(_, _, st)| st != "failed"), "{seen:?}");
+    assert_eq!(count(&events, "payment.succeeded"), 1, "{events:?}");
+    no_event_failed(&s).await;
 }
 
 async fn declined_first_invoices_trials_and_zero_decimal_prices_at_localstripe(db: Db) {
@@ -420,6 +478,12 @@ async fn declined_first_invoices_trials_and_zero_decimal_prices_at_localstripe(d
     assert_eq!(at_stripe["plan"]["amount"], 150_000);
 }
 
+/// The stub's card, as Stripe answers its attachment to the customer's mirror.
+fn attached_card() -> Value {
+    json!({"id": "pm_1StubCard", "object": "payment_method", "type": "card",
+        "customer": "cus_StubMirror01", "livemode": false, "metadata": {}})
+}
+
 /// A Stripe subscription in today's shape.
 fn stripe_subscription(gid: &str, plan: &str, status: &str, quantity: i64, now: i64) -> Value {
     json!({
@@ -483,21 +547,7 @@ async fn stripe_subscription_events_in_any_order_are_applied_once(db: Db) {
     let s = server(db, ls.gateway_args()).await;
     let c = customer(&s, "events@example.com").await;
     let price = recurring_price(&s, json!("20.00"), "month", None).await;
-    let r = s
-        .post(
-            &s.admin,
-            SUBSCRIPTIONS,
-            &json!({"customer_id": c, "price_id": price, "payment_method": ls.card(VISA).await}),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let id = r.body["id"].as_str().unwrap().to_string();
-    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
-    let plan = ls.get(&format!("/v1/subscriptions/{gid}")).await["plan"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (id, gid, plan) = start_at_localstripe(&s, &ls, &c, &price).await;
     let t = now_secs() + 1;
 
     // `updated` (past due) before `created` (active): the older one is ignored.
@@ -662,14 +712,7 @@ async fn stripe_shaped_subscription_answers_and_their_keys(db: Db) {
         }
         sub
     };
-    let attached = json!({"id": "pm_1StubCard", "object": "payment_method", "type": "card",
-        "customer": "cus_StubMirror01", "livemode": false, "metadata": {}});
-    let ok = |method, path, body| Expect {
-        method,
-        path,
-        status: 200,
-        body,
-    };
+    let attached = attached_card();
     let (base, stub) = start_stub(vec![
         // First subscription of this customer and price: the mirrors, then a decline.
         ok("POST", "/v1/customers", stripe_customer()),
@@ -716,10 +759,7 @@ async fn stripe_shaped_subscription_answers_and_their_keys(db: Db) {
         ),
     ])
     .await;
-    let args = hephaestus::config::GatewayArgs {
-        stripe_secret_key: Some(hephaestus_core::secret::Secret::new(SECRET_KEY)),
-        stripe_api_base: Some(base),
-    };
+    let args = stripe_at(base);
     let s = server(db, args).await;
     let c = customer(&s, "stub@example.com").await;
     let price = recurring_price(&s, json!("25.00"), "month", None).await;
@@ -819,21 +859,7 @@ async fn stripe_events_from_before_the_hosts_clock_still_apply_after_an_api_chan
     let s = server(db, ls.gateway_args()).await;
     let c = customer(&s, "clocks@example.com").await;
     let price = recurring_price(&s, json!("20.00"), "month", None).await;
-    let r = s
-        .post(
-            &s.admin,
-            SUBSCRIPTIONS,
-            &json!({"customer_id": c, "price_id": price, "payment_method": ls.card(VISA).await}),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let id = r.body["id"].as_str().unwrap().to_string();
-    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
-    let plan = ls.get(&format!("/v1/subscriptions/{gid}")).await["plan"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (id, gid, plan) = start_at_localstripe(&s, &ls, &c, &price).await;
     let r = s
         .post(
             &s.admin,
@@ -936,21 +962,7 @@ async fn stripe_invoices_are_voided_and_marked_uncollectible(db: Db) {
     let s = server(db, ls.gateway_args()).await;
     let c = customer(&s, "void@example.com").await;
     let price = recurring_price(&s, json!("20.00"), "month", None).await;
-    let r = s
-        .post(
-            &s.admin,
-            SUBSCRIPTIONS,
-            &json!({"customer_id": c, "price_id": price, "payment_method": ls.card(VISA).await}),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let id = r.body["id"].as_str().unwrap().to_string();
-    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
-    let plan = ls.get(&format!("/v1/subscriptions/{gid}")).await["plan"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (id, gid, plan) = start_at_localstripe(&s, &ls, &c, &price).await;
     let t = now_secs() + 1;
     let second = |status: &str| {
         let mut inv = stripe_invoice(&gid, &plan, status, 1, t);
@@ -1040,8 +1052,7 @@ async fn stripe_invoices_are_voided_and_marked_uncollectible(db: Db) {
         1,
         "{events:?}"
     );
-    let seen = inbox(&s).await;
-    assert!(seen.iter().all(|(_, _, st)| st != "failed"), "{seen:?}");
+    no_event_failed(&s).await;
 }
 
 async fn stripe_isk_invoice_lines_are_rounded_to_whole_kronur(db: Db) {
@@ -1067,21 +1078,8 @@ async fn stripe_isk_invoice_lines_are_rounded_to_whole_kronur(db: Db) {
         )
         .await;
     assert_eq!(isk.status, StatusCode::CREATED, "{}", isk.body);
-    let r = s
-        .post(
-            &s.admin,
-            SUBSCRIPTIONS,
-            &json!({"customer_id": c, "price_id": isk.body["id"], "trial_days": 7}),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let id = r.body["id"].as_str().unwrap().to_string();
-    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
-    let plan = ls.get(&format!("/v1/subscriptions/{gid}")).await["plan"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let trial = json!({"customer_id": c, "price_id": isk.body["id"], "trial_days": 7});
+    let (id, gid, plan) = start_at_localstripe_with(&s, &ls, &trial).await;
 
     // Stripe counts ISK in hundredths and prorates to the hundredth: 999.50 kr for the rest
     // of the period on the new plan, less 499.50 kr unused on the old one; 500 kr in all.
@@ -1102,6 +1100,7 @@ async fn stripe_isk_invoice_lines_are_rounded_to_whole_kronur(db: Db) {
         "id": "in_Krona1", "object": "invoice", "status": "paid",
         "billing_reason": "subscription_update", "currency": "isk", "customer": "cus_Krona",
         "subtotal": 50_000, "total": 50_000, "amount_due": 50_000, "amount_paid": 50_000,
+        "payment_intent": "pi_Krona1",
         "amount_remaining": 0, "attempt_count": 1, "attempted": true,
         "next_payment_attempt": null, "period_start": t, "period_end": t, "created": t,
         "livemode": false,
@@ -1133,6 +1132,12 @@ async fn stripe_isk_invoice_lines_are_rounded_to_whole_kronur(db: Db) {
     amounts.sort();
     assert_eq!(amounts, [-500, 1000], "{inv}");
     assert_eq!(amounts.iter().sum::<i64>(), 500);
+    // Its payment is counted in whole krónur too.
+    let paid = invoice_payment_of(&s, "in_Krona1").await;
+    assert_eq!(
+        (paid.amount.minor, paid.amount.currency.code()),
+        (500, "ISK")
+    );
 }
 
 /// Applies `answer` as the answer to a change asked of the row as `asked` held it.
@@ -1166,21 +1171,7 @@ async fn an_answer_is_not_written_over_a_row_that_moved_on_while_it_was_in_fligh
     let s = server(db, ls.gateway_args()).await;
     let c = customer(&s, "in-flight@example.com").await;
     let price = recurring_price(&s, json!("20.00"), "month", None).await;
-    let r = s
-        .post(
-            &s.admin,
-            SUBSCRIPTIONS,
-            &json!({"customer_id": c, "price_id": price, "payment_method": ls.card(VISA).await}),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let id = r.body["id"].as_str().unwrap().to_string();
-    let gid = r.body["gateway_id"].as_str().unwrap().to_string();
-    let plan = ls.get(&format!("/v1/subscriptions/{gid}")).await["plan"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (id, gid, plan) = start_at_localstripe(&s, &ls, &c, &price).await;
     let t = now_secs();
     let row = || async {
         hephaestus_store::subscriptions::get(&s.store, &id)
@@ -1237,4 +1228,428 @@ async fn an_answer_is_not_written_over_a_row_that_moved_on_while_it_was_in_fligh
     assert_eq!(late.status, SubscriptionStatus::Canceled);
     assert_eq!(late.quantity, 3);
     assert_eq!(subscription(&s, &id).await["status"], "canceled");
+}
+
+/// The charge of a 20.00 USD Stripe invoice paid by `intent`, as `charge.refunded` carries
+/// it, with `refunds` (id, amount) made of it so far.
+fn invoice_charge(intent: &str, refunds: &[(&str, i64)]) -> Value {
+    let refunded: i64 = refunds.iter().map(|(_, amount)| amount).sum();
+    json!({
+        "id": intent.replace("pi_", "ch_"), "object": "charge", "payment_intent": intent,
+        "amount": 2000, "amount_refunded": refunded, "currency": "usd",
+        "refunded": refunded == 2000, "status": "succeeded",
+        "refunds": {"object": "list", "has_more": false, "data": refunds.iter().map(|(id, amount)| json!({
+            "id": id, "object": "refund", "amount": amount, "currency": "usd",
+            "payment_intent": intent, "status": "succeeded", "reason": "requested_by_customer",
+        })).collect::<Vec<_>>()},
+    })
+}
+
+/// A dispute of the 20.00 USD charge paid by `intent`.
+fn invoice_dispute(intent: &str, status: &str, moves: &[i64]) -> Value {
+    let mut d = dispute_object(status, moves);
+    d["id"] = json!(intent.replace("pi_", "dp_"));
+    d["charge"] = json!(intent.replace("pi_", "ch_"));
+    d["payment_intent"] = json!(intent);
+    d["amount"] = json!(2000);
+    d
+}
+
+/// The payment recorded for our invoice `gateway_invoice` mirrors, read from the store: the
+/// API's payment view does not show the invoice it pays.
+async fn invoice_payment_of(
+    s: &TestServer,
+    gateway_invoice: &str,
+) -> hephaestus_core::payment::Payment {
+    let invoice = hephaestus_store::subscriptions::list_invoices(
+        &s.store,
+        &hephaestus_store::subscriptions::InvoiceQuery {
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .find(|i| i.gateway_id.as_deref() == Some(gateway_invoice))
+    .unwrap_or_else(|| panic!("{gateway_invoice} is not mirrored"));
+    let id = invoice
+        .payment_id
+        .unwrap_or_else(|| panic!("{gateway_invoice} has no payment"));
+    let p = hephaestus_store::payments::get(&s.store, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.invoice_id.as_deref(), Some(invoice.id.as_str()));
+    p
+}
+
+async fn refunds_and_disputes_of_stripe_invoice_charges_find_their_payment(db: Db) {
+    let ls = LocalStripe::start().await;
+    // No webhooks from localstripe: every event here is hand-written.
+    let s = server(db, ls.gateway_args()).await;
+    let c = customer(&s, "invoice-charges@example.com").await;
+    let price = recurring_price(&s, json!("20.00"), "month", None).await;
+    let (_, gid, plan) = start_at_localstripe(&s, &ls, &c, &price).await;
+    let t = now_secs() + 1;
+    let invoice = |id: &str, intent: Option<&str>| {
+        let mut inv = stripe_invoice(&gid, &plan, "paid", 1, t);
+        inv["id"] = json!(id);
+        if let Some(intent) = intent {
+            inv["payment_intent"] = json!(intent);
+        }
+        inv
+    };
+
+    // A paid invoice in the shape that names its PaymentIntent, reported paid three times
+    // under both names: one payment of ours, for the invoice.
+    let a = invoice("in_ChargesA", Some("pi_ChargesA"));
+    for (evt, kind) in [
+        ("evt_a_paid", "invoice.paid"),
+        ("evt_a_succeeded", "invoice.payment_succeeded"),
+        ("evt_a_paid_again", "invoice.paid"),
+    ] {
+        post_signed(&s, &event(evt, kind, t, a.clone())).await;
+    }
+    settled(&s).await;
+    let paid_a = invoice_payment_of(&s, "in_ChargesA").await;
+    assert_eq!(paid_a.gateway, "stripe");
+    assert_eq!(paid_a.gateway_id.as_deref(), Some("pi_ChargesA"));
+    assert_eq!(paid_a.customer_id, c);
+    assert_eq!(
+        (paid_a.amount.minor, paid_a.amount.currency.code()),
+        (2000, "USD")
+    );
+    assert_eq!(s.count("payments").await, 1);
+
+    // Its charge is partly refunded, then disputed and the dispute won: the payment follows.
+    post_signed(
+        &s,
+        &event(
+            "evt_a_refunded",
+            "charge.refunded",
+            t + 1,
+            invoice_charge("pi_ChargesA", &[("re_ChargesA1", 500)]),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    let p = payment(&s, &paid_a.id).await;
+    assert_eq!(p["status"], "partially_refunded");
+    assert_eq!(p["amount_refunded_minor"], 500);
+    assert_eq!(p["refunds"][0]["amount_minor"], 500);
+    assert_eq!(p["refunds"][0]["reason"], "requested_by_customer");
+    post_signed(
+        &s,
+        &event(
+            "evt_a_disputed",
+            "charge.dispute.created",
+            t + 2,
+            invoice_dispute("pi_ChargesA", "needs_response", &[]),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(payment(&s, &paid_a.id).await["status"], "disputed");
+    post_signed(
+        &s,
+        &event(
+            "evt_a_won",
+            "charge.dispute.closed",
+            t + 3,
+            invoice_dispute("pi_ChargesA", "won", &[-2000, 2000]),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    let p = payment(&s, &paid_a.id).await;
+    assert_eq!(p["status"], "partially_refunded");
+    assert_eq!(p["disputes"][0]["status"], "won");
+
+    // The refund arrives before the invoice it pays: it waits for the payment, which the
+    // invoice's event records, and then finds it.
+    post_signed(
+        &s,
+        &event(
+            "evt_b_refunded",
+            "charge.refunded",
+            t + 5,
+            invoice_charge("pi_ChargesB", &[("re_ChargesB1", 2000)]),
+        ),
+    )
+    .await;
+    eventually(10, "the early refund was never tried", || async {
+        hephaestus_store::inbox::status(&s.store, "stripe", "evt_b_refunded")
+            .await
+            .unwrap()
+            .is_some_and(|(st, attempts, note)| {
+                st == "pending"
+                    && attempts >= 1
+                    && note.is_some_and(|n| n.contains("no payment for pi_ChargesB"))
+            })
+    })
+    .await;
+    post_signed(
+        &s,
+        &event(
+            "evt_b_paid",
+            "invoice.paid",
+            t + 4,
+            invoice("in_ChargesB", Some("pi_ChargesB")),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(inbox_status(&s, "evt_b_refunded").await, "processed");
+    let paid_b = invoice_payment_of(&s, "in_ChargesB").await;
+    let p = payment(&s, &paid_b.id).await;
+    assert_eq!(p["status"], "refunded");
+    assert_eq!(p["amount_refunded_minor"], 2000);
+
+    // Today's shape: the invoice names no PaymentIntent, `invoice_payment.paid` does, and
+    // may come first; reported twice, it is one payment, whose dispute then finds it.
+    let inpay = json!({
+        "id": "inpay_ChargesC", "object": "invoice_payment", "amount_paid": 2000,
+        "amount_requested": 2000, "currency": "usd", "invoice": "in_ChargesC",
+        "is_default": true, "livemode": false, "created": t + 6,
+        "payment": {"type": "payment_intent", "payment_intent": "pi_ChargesC"},
+        "status": "paid", "status_transitions": {"canceled_at": null, "paid_at": t + 6},
+    });
+    post_signed(
+        &s,
+        &event("evt_c_inpay", "invoice_payment.paid", t + 6, inpay.clone()),
+    )
+    .await;
+    post_signed(
+        &s,
+        &event(
+            "evt_c_paid",
+            "invoice.paid",
+            t + 6,
+            invoice("in_ChargesC", None),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    post_signed(
+        &s,
+        &event("evt_c_inpay_again", "invoice_payment.paid", t + 6, inpay),
+    )
+    .await;
+    post_signed(
+        &s,
+        &event(
+            "evt_c_disputed",
+            "charge.dispute.created",
+            t + 7,
+            invoice_dispute("pi_ChargesC", "needs_response", &[-2000]),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(inbox_status(&s, "evt_c_inpay").await, "processed");
+    assert_eq!(inbox_status(&s, "evt_c_inpay_again").await, "ignored");
+    let paid_c = invoice_payment_of(&s, "in_ChargesC").await;
+    assert_eq!(paid_c.gateway_id.as_deref(), Some("pi_ChargesC"));
+    assert_eq!(payment(&s, &paid_c.id).await["status"], "disputed");
+    assert_eq!(s.count("payments").await, 3);
+
+    let events = domain_events(&s, &c).await;
+    assert_counts(&events, &[("payment.succeeded", 3)]);
+    for p in [&paid_a, &paid_b, &paid_c] {
+        let once = events
+            .iter()
+            .filter(|(k, d)| k == "payment.succeeded" && d["payment_id"] == p.id.as_str())
+            .count();
+        assert_eq!(once, 1, "{events:?}");
+    }
+    assert_counts(
+        &events,
+        &[
+            ("invoice.paid", 3),
+            ("refund.created", 2),
+            ("dispute.created", 2),
+            ("dispute.closed", 1),
+        ],
+    );
+    no_event_failed(&s).await;
+}
+
+async fn reconciliation_refetches_unsettled_stripe_subscriptions_from_localstripe(db: Db) {
+    let ls = LocalStripe::start().await;
+    // No webhooks from localstripe: what changes there is learnt by reconciliation, or from
+    // the hand-written events here.
+    let s = server(db, ls.gateway_args()).await;
+    let gateway = ls.gateway_args().gateway(&s.store).unwrap();
+    let reconcile = |deadline: i64, limit: i64| {
+        reconcile::reconcile_subscriptions(&s.store, gateway.as_ref(), deadline, limit)
+    };
+    let c = customer(&s, "reconciled@example.com").await;
+    let price = recurring_price(&s, json!("20.00"), "month", None).await;
+    let t0 = now_secs();
+    let (one, one_gid, plan) = start_at_localstripe(&s, &ls, &c, &price).await;
+    let (two, two_gid, _) = start_at_localstripe(&s, &ls, &c, &price).await;
+
+    // Live and within their period: nothing to ask Stripe.
+    assert_eq!(
+        reconcile(0, 10).await.unwrap(),
+        reconcile::Report::default()
+    );
+
+    // Stripe reported failed renewals, and never the retries that settled them.
+    let failed_at = t0 - 100;
+    for (evt, gid) in [("evt_rec_one", &one_gid), ("evt_rec_two", &two_gid)] {
+        let sub = stripe_subscription(gid, &plan, "past_due", 1, failed_at);
+        post_signed(
+            &s,
+            &event(evt, "customer.subscription.updated", failed_at, sub),
+        )
+        .await;
+    }
+    settled(&s).await;
+    assert_eq!(subscription(&s, &one).await["status"], "past_due");
+    // Not for long yet.
+    assert_eq!(reconcile(3600, 10).await.unwrap().checked, 0);
+
+    // One per pass when bounded so; the next pass takes the other, then none is left.
+    let first = reconcile(0, 1).await.unwrap();
+    assert_eq!((first.checked, first.updated, first.failed), (1, 1, 0));
+    let second = reconcile(0, 10).await.unwrap();
+    assert_eq!((second.checked, second.updated, second.failed), (1, 1, 0));
+    assert_eq!(reconcile(0, 10).await.unwrap().checked, 0);
+    for id in [&one, &two] {
+        let sub = subscription(&s, id).await;
+        assert_eq!(sub["status"], "active");
+        assert_eq!(sub["gateway"], "stripe");
+    }
+
+    // A late event from before the state Stripe answered (it started after the failure) is
+    // older than that state: ignored. A newer one applies.
+    let late = stripe_subscription(&one_gid, &plan, "past_due", 1, failed_at);
+    post_signed(
+        &s,
+        &event(
+            "evt_rec_late",
+            "customer.subscription.updated",
+            failed_at + 50,
+            late,
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(inbox_status(&s, "evt_rec_late").await, "ignored");
+    assert_eq!(subscription(&s, &one).await["status"], "active");
+    let newer = now_secs() + 1;
+    let two_fails = stripe_subscription(&two_gid, &plan, "past_due", 1, newer);
+    post_signed(
+        &s,
+        &event(
+            "evt_rec_newer",
+            "customer.subscription.updated",
+            newer,
+            two_fails,
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(subscription(&s, &two).await["status"], "past_due");
+
+    // Ended at Stripe directly, and no event came: reconciliation ends it here, once.
+    ls.delete(&format!("/v1/subscriptions/{two_gid}")).await;
+    let ended = reconcile(0, 10).await.unwrap();
+    assert_eq!((ended.checked, ended.updated), (1, 1));
+    let sub = subscription(&s, &two).await;
+    assert_eq!(sub["status"], "canceled");
+    assert!(sub["ended_at"].is_string(), "{sub}");
+    assert_eq!(reconcile(0, 10).await.unwrap().checked, 0);
+
+    // Past due and active again for each, past due again for the second.
+    let events = domain_events(&s, &c).await;
+    assert_counts(
+        &events,
+        &[("subscription.updated", 5), ("subscription.canceled", 1)],
+    );
+}
+
+async fn reconciliation_renews_a_stripe_subscription_whose_renewal_never_came(db: Db) {
+    let t = now_secs();
+    let month = 30 * 86_400;
+    // Today's shape, with the period on the item: one that ended an hour ago, then renewed.
+    let answer = |start: i64| {
+        let mut sub = stripe_subscription("sub_1StubRenew", "plan_1Stub", "active", 1, start);
+        sub["customer"] = json!("cus_StubMirror01");
+        sub
+    };
+    let (base, stub) = start_stub(vec![
+        ok("POST", "/v1/customers", stripe_customer()),
+        ok(
+            "POST",
+            "/v1/payment_methods/pm_1StubCard/attach",
+            attached_card(),
+        ),
+        ok(
+            "POST",
+            "/v1/plans",
+            json!({"id": "plan_1Stub", "object": "plan", "amount": 2000, "currency": "usd",
+                   "interval": "month", "interval_count": 1, "active": true}),
+        ),
+        ok("POST", "/v1/subscriptions", answer(t - month - 3600)),
+        // Reconciliation asks; Stripe fails, then answers the renewed subscription.
+        Expect {
+            method: "GET",
+            path: "/v1/subscriptions/sub_1StubRenew",
+            status: 500,
+            body: stripe_failure(),
+        },
+        ok("GET", "/v1/subscriptions/sub_1StubRenew", answer(t - 3600)),
+    ])
+    .await;
+    let args = stripe_at(base);
+    let s = server(db, args.clone()).await;
+    let gateway = args.gateway(&s.store).unwrap();
+    let c = customer(&s, "stub@example.com").await;
+    let price = recurring_price(&s, json!("20.00"), "month", None).await;
+    let r = s
+        .post(
+            &s.admin,
+            SUBSCRIPTIONS,
+            &json!({"customer_id": c, "price_id": price, "payment_method": "pm_1StubCard"}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let ended = hephaestus_core::Timestamp::from_micros((t - 3600) * 1_000_000);
+    assert_eq!(r.body["current_period_end"], json!(ended));
+
+    // The period ended an hour ago and no renewal was applied: asked about, and when Stripe
+    // fails, asked again by a later pass.
+    let failed = reconcile::reconcile_subscriptions(&s.store, gateway.as_ref(), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!((failed.checked, failed.updated, failed.failed), (1, 0, 1));
+    let renewed = reconcile::reconcile_subscriptions(&s.store, gateway.as_ref(), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (renewed.checked, renewed.updated, renewed.failed),
+        (1, 1, 0)
+    );
+    let sub = subscription(&s, &id).await;
+    assert_eq!(sub["status"], "active");
+    let next_end = hephaestus_core::Timestamp::from_micros((t - 3600 + month) * 1_000_000);
+    assert_eq!(sub["current_period_end"], json!(next_end));
+    // Within its period now: not asked again.
+    let idle = reconcile::reconcile_subscriptions(&s.store, gateway.as_ref(), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(idle.checked, 0);
+    // A renewal alone is no news of its own: its invoice carries it.
+    let events = domain_events(&s, &c).await;
+    assert_eq!(count(&events, "subscription.updated"), 0, "{events:?}");
+
+    let script = stub.lock().unwrap();
+    assert!(script.mismatches.is_empty(), "{:?}", script.mismatches);
+    assert!(script.expected.is_empty(), "answers never asked for");
+    assert!(script.seen[4..].iter().all(|r| r.idempotency_key.is_none()));
 }

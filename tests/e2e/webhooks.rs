@@ -548,7 +548,7 @@ async fn unknown_types_and_objects_are_stored_and_ignored(db: Db) {
     );
 }
 
-fn dispute_object(status: &str, moves: &[i64]) -> Value {
+pub(crate) fn dispute_object(status: &str, moves: &[i64]) -> Value {
     json!({
         "id": "dp_1", "object": "dispute", "charge": "ch_dsp", "payment_intent": "pi_dsp",
         "amount": 9700, "currency": "usd", "reason": "fraudulent", "status": status,

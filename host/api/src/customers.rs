@@ -8,7 +8,7 @@ use hephaestus_core::customer::{Customer, CustomerChanges, Metadata, NewCustomer
 use hephaestus_core::event::{NewEvent, kind};
 use hephaestus_core::ids::{self, prefix};
 use hephaestus_store::segments::{self, Segments};
-use hephaestus_store::{customers, events, idempotency, profiles};
+use hephaestus_store::{customers, events, gateway_ids, idempotency, profiles};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -405,7 +405,9 @@ pub async fn export(
 }
 
 /// Erases the customer's personal data (email, name, metadata) and keeps the anonymous
-/// record so payments and events still point at an id. Erasing twice is harmless.
+/// record so payments and events still point at an id. Erasing twice is harmless. The
+/// gateway's copy of the customer (a Stripe customer) is deleted shortly after, in the
+/// background, which also ends the customer's Stripe-billed subscriptions.
 #[utoipa::path(
     delete, path = "/api/v1/revenue/customers/{id}", tag = "customers",
     params(("id" = String, Path)),
@@ -421,7 +423,7 @@ pub async fn erase(
     if !ids::is_well_formed(prefix::CUSTOMER, &id) {
         return not_found(id).into_response();
     }
-    write::run(&state, &auth.0, &meta, b"", move |tx| {
+    let response = write::run(&state, &auth.0, &meta, b"", move |tx| {
         Box::pin(async move {
             let now = Timestamp::now();
             let customer = match customers::erase(tx, &id, now).await? {
@@ -432,6 +434,9 @@ pub async fn erase(
                     );
                     idempotency::forget_resource(tx, &erased.id).await?;
                     segments::forget(tx, &erased.id).await?;
+                    // The gateway's copy (a Stripe customer with the email and name) is
+                    // deleted by the jobs, outside this transaction, once it commits.
+                    gateway_ids::request_erasure(tx, &erased.id, now).await?;
                     erased
                 }
                 None => customers::get_in(tx, &id)
@@ -445,5 +450,9 @@ pub async fn erase(
             ))
         })
     })
-    .await
+    .await;
+    // Committed (or refused): the jobs delete a gateway copy now rather than at their next
+    // tick, and find nothing to do if there is none.
+    state.gateway_erasure.notify_one();
+    response
 }

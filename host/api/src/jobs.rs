@@ -1,12 +1,13 @@
 //! Background work for one host. Every job here is safe to run on many hosts at once:
 //! flushes add to shared counters, purges are plain deletes of expired rows, due
 //! subscriptions are leased, webhook events are claimed (`FOR UPDATE SKIP LOCKED` on
-//! PostgreSQL) before they are applied, the segment consumer is leased in the database, and
-//! segment computations never overwrite newer ones.
+//! PostgreSQL) before they are applied, the segment consumer is leased in the database,
+//! segment computations never overwrite newer ones, and the gateway copies of erased
+//! customers are leased in the database before they are deleted.
 
 use std::time::Duration;
 
-use hephaestus_billing::{reconcile, stripe_events, subscriptions};
+use hephaestus_billing::{erasure, reconcile, stripe_events, subscriptions};
 use hephaestus_core::Timestamp;
 use hephaestus_core::ids;
 use hephaestus_store::{consumers, idempotency, rate_limit};
@@ -22,6 +23,10 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 const BILLING_EVERY: Duration = Duration::from_secs(5);
 const WEBHOOK_POLL: Duration = Duration::from_millis(500);
 const WEBHOOK_BATCH: i64 = 128;
+/// Erasures are also run as soon as a customer is erased on this host; the tick retries
+/// failed ones and picks up those erased through another host.
+const ERASURE_EVERY: Duration = Duration::from_secs(30);
+const ERASURE_BATCH: i64 = 20;
 /// Segments follow the event log within about this long.
 const SEGMENTS_POLL: Duration = Duration::from_secs(1);
 /// Segments age with time; the sweep also runs at once when a plugin or the clock changes.
@@ -42,6 +47,8 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
         reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut billing = tokio::time::interval(BILLING_EVERY);
         billing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut erasures = tokio::time::interval(ERASURE_EVERY);
+        erasures.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut purge = tokio::time::interval(PURGE_EVERY);
         purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Recomputing segments can take a while (a sweep after a plugin change touches every
@@ -64,6 +71,8 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
                     bill_subscriptions(&state).await
                 }
                 () = state.webhook_worker.notified() => process_webhooks(&state).await,
+                _ = erasures.tick() => erase_at_gateway(&state).await,
+                () = state.gateway_erasure.notified() => erase_at_gateway(&state).await,
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
                         break;
@@ -167,15 +176,51 @@ async fn bill_subscriptions(state: &AppState) {
 
 async fn reconcile_unsettled(state: &AppState) {
     let deadline = i64::try_from(state.config.reconcile_after.as_secs()).unwrap_or(i64::MAX);
-    match reconcile::reconcile(&state.store, state.gateway.as_ref(), deadline, 100).await {
-        Ok(r) if r.checked > 0 => tracing::info!(
-            checked = r.checked,
-            updated = r.updated,
-            failed = r.failed,
-            "reconciled unsettled payments"
+    let gateway = state.gateway.as_ref();
+    let passes = [
+        (
+            "payments",
+            reconcile::reconcile(&state.store, gateway, deadline, 100).await,
         ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "reconciliation failed; will retry"),
+        (
+            "subscriptions",
+            reconcile::reconcile_subscriptions(&state.store, gateway, deadline, 100).await,
+        ),
+    ];
+    for (what, pass) in passes {
+        match pass {
+            Ok(r) if r.checked > 0 => tracing::info!(
+                checked = r.checked,
+                updated = r.updated,
+                failed = r.failed,
+                "reconciled unsettled {what}"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reconciliation of {what} failed; will retry"),
+        }
+    }
+}
+
+async fn erase_at_gateway(state: &AppState) {
+    // Drain what is due, batch by batch: a batch that failed entirely is retried later.
+    loop {
+        match erasure::run_due(&state.store, state.gateway.as_ref(), ERASURE_BATCH).await {
+            Ok(r) if r.claimed > 0 => {
+                tracing::info!(
+                    erased = r.erased,
+                    failed = r.failed,
+                    "erased customers at the gateway"
+                );
+                if r.erased == 0 || (r.claimed as i64) < ERASURE_BATCH {
+                    break;
+                }
+            }
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "erasing customers at the gateway failed; will retry");
+                break;
+            }
+        }
     }
 }
 

@@ -143,6 +143,8 @@ pub struct AppState {
     pub gateway: Arc<dyn Gateway>,
     /// Wakes this host's webhook worker when an event arrives.
     pub webhook_worker: Arc<tokio::sync::Notify>,
+    /// Wakes this host's erasure of gateway customers when a customer was erased.
+    pub gateway_erasure: Arc<tokio::sync::Notify>,
     /// Wakes this host's segment sweep (the business clock moved: segments aged at once).
     pub segment_sweep: Arc<tokio::sync::Notify>,
     /// The WebAssembly plugins that make business decisions.
@@ -202,6 +204,7 @@ impl AppState {
             plugin_watcher,
             gateway,
             webhook_worker: Arc::new(tokio::sync::Notify::new()),
+            gateway_erasure: Arc::new(tokio::sync::Notify::new()),
             segment_sweep: Arc::new(tokio::sync::Notify::new()),
             key_cache: Arc::new(auth::KeyCache::new(config.key_cache_ttl)),
             catalog_cache: Arc::new(ttl_cache::TtlCache::new(config.catalog_cache_ttl)),

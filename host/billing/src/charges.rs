@@ -7,6 +7,7 @@ use hephaestus_core::event::NewEvent;
 use hephaestus_core::ids::{self, prefix};
 use hephaestus_core::money::Money;
 use hephaestus_core::payment::{Payment, PaymentStatus};
+use hephaestus_core::subscription::{Invoice, Subscription};
 use hephaestus_store::{StoreError, Tx, events, payments};
 use serde_json::json;
 
@@ -22,6 +23,20 @@ pub struct Attempt {
     pub description: Option<String>,
     pub metadata: Metadata,
     pub invoice_id: Option<String>,
+}
+
+impl Attempt {
+    /// A charge of `amount` for `inv`, an invoice of `sub`, to the subscription's method.
+    pub fn for_invoice(sub: &Subscription, inv: &Invoice, amount: Money) -> Self {
+        Attempt {
+            customer_id: sub.customer_id.clone(),
+            amount,
+            payment_method: sub.payment_method.clone().unwrap_or_default(),
+            description: Some(format!("Invoice {} for {}", inv.id, sub.id)),
+            metadata: Metadata::new(),
+            invoice_id: Some(inv.id.clone()),
+        }
+    }
 }
 
 pub fn status_of(charge: &Charge) -> PaymentStatus {
@@ -99,4 +114,22 @@ pub async fn record(
         payment.status = PaymentStatus::Disputed;
     }
     Ok(payment)
+}
+
+/// The payment of `gateway` for `charge`: the one already recorded under the charge's id, or
+/// a new one recorded by [`record`]. The payment is `true` when it is new. Several reports of
+/// one charge (a retried renewal, two events about one paid invoice) make one payment.
+pub async fn record_once(
+    tx: &mut Tx,
+    gateway: &str,
+    attempt: Attempt,
+    charge: &Charge,
+    now: Timestamp,
+) -> Result<(Payment, bool), StoreError> {
+    if !charge.id.is_empty()
+        && let Some(known) = payments::find_by_gateway_id(tx, gateway, &charge.id).await?
+    {
+        return Ok((known, false));
+    }
+    Ok((record(tx, gateway, attempt, charge, now).await?, true))
 }

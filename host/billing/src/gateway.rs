@@ -181,6 +181,19 @@ pub trait Gateway: Send + Sync + std::fmt::Debug {
     /// The charge's current state, to reconcile after a missed or out-of-order event.
     fn fetch(&self, charge_id: String) -> BoxFuture<'_, Result<Option<Charge>, GatewayError>>;
 
+    /// Deletes the gateway's own record of a customer, named by its id there, when the
+    /// customer is erased. `idempotency_key` is the same on every attempt. A customer the
+    /// gateway no longer knows is deleted already: `Ok`. A gateway that keeps no customers
+    /// of its own (the sandbox) has nothing to delete.
+    fn delete_customer(
+        &self,
+        gateway_customer_id: String,
+        idempotency_key: String,
+    ) -> BoxFuture<'_, Result<(), GatewayError>> {
+        let _ = (gateway_customer_id, idempotency_key);
+        Box::pin(async { Ok(()) })
+    }
+
     /// The gateway's own subscription billing, when it has one; `None` means the host bills
     /// subscriptions itself, charging each invoice through [`Gateway::charge`].
     fn subscriptions(&self) -> Option<&dyn SubscriptionGateway> {

@@ -11,11 +11,16 @@
 //!   already applied. An answer to our own call never moves the mark (Stripe gives no time
 //!   for it, and the host's clock is not Stripe's), and it is written only over the row it
 //!   was asked of: one that moved on while the call was in flight keeps its state;
+//! - a subscription refetched by reconciliation follows the rules of an answer, and moves
+//!   the mark to the newest time its state carries (see [`apply_refetched`]);
 //! - a canceled subscription stays canceled (Stripe never revives one);
 //! - an invoice's status only moves forward (open → uncollectible → paid or void), or
 //!   sideways with a newer event; a failed payment attempt is counted once, when the
 //!   invoice's `attempt_count` grows;
-//! - a trial notice is recorded once per subscription.
+//! - a trial notice is recorded once per subscription;
+//! - a payment the gateway took for a paid invoice is recorded once as a payment of ours,
+//!   linked to the invoice, whichever event names it and however often
+//!   ([`record_payments`]): so refunds and disputes of its charge find it.
 //!
 //! Two changes to one subscription at Stripe within the same second are applied in the
 //! order their events arrive: a known limit of ordering by Stripe's one-second `created`.
@@ -32,7 +37,8 @@ use hephaestus_store::gateway_ids::{self, Mirror};
 use hephaestus_store::{StoreError, Tx, catalog, events, subscriptions};
 use serde_json::json;
 
-use crate::gateway::GatewaySubscription;
+use crate::charges::{self, Attempt};
+use crate::gateway::{Charge, ChargeStatus, GatewaySubscription};
 use crate::subscriptions::{invoice_event, subscription_event, subscription_mrr};
 
 /// Whole seconds since the epoch: the unit of Stripe's `created` and of `gateway_event_at`.
@@ -122,14 +128,70 @@ pub async fn apply_answer(
     local: impl FnOnce(&mut Subscription),
     now: Timestamp,
 ) -> Result<Subscription, StoreError> {
-    let stale = current != *asked || current.status == SubscriptionStatus::Canceled;
-    let mut next = if stale {
+    let mut next = if moved_on(asked, &current) {
         current.clone()
     } else {
         merged(tx, &current, answer).await?
     };
     local(&mut next);
     record(tx, &current, next, now, true).await
+}
+
+/// Whether the row is no longer the one a call to the gateway was about: something was
+/// applied to it while the call was in flight, or it has ended. The gateway's answer is then
+/// not its newest news here.
+fn moved_on(asked: &Subscription, current: &Subscription) -> bool {
+    current != asked || current.status == SubscriptionStatus::Canceled
+}
+
+/// The newest moment the gateway's state of a subscription carries a time for, in Stripe's
+/// own clock: its period's start (a renewal), its trial's start, its cancellation or end.
+/// Every event created before it is older than the state.
+fn stamped(state: &GatewaySubscription) -> Option<i64> {
+    [
+        state.current_period_start,
+        state.trial_start,
+        state.canceled_at,
+        state.ended_at,
+    ]
+    .into_iter()
+    .flatten()
+    .map(secs)
+    .max()
+}
+
+/// Applies the state reconciliation refetched from the gateway for `asked`, the row as it
+/// was claimed, whose newest applied event was created at `asked_mark`. Under the rules of
+/// an answer ([`apply_answer`]): written only over that very row (nothing applied to it
+/// since, not even an event that changed nothing) and never over an ended one, with the
+/// domain events for what changed. Unlike an answer, it moves the event mark to the newest
+/// time the state itself carries ([`stamped`]): that time is Stripe's, so an event created
+/// before it is older than this state and must not undo it, and one from a slow clock is
+/// not mistaken for old. An event about a change that carries no time (a payment retried
+/// and settled) can still be older than the state and apply after it; its successors
+/// follow it. Returns whether the row changed.
+pub async fn apply_refetched(
+    tx: &mut Tx,
+    asked: &Subscription,
+    asked_mark: Option<i64>,
+    state: &GatewaySubscription,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let Some((current, mark)) =
+        subscriptions::find_by_gateway_id_for_update(tx, &asked.gateway, &state.id).await?
+    else {
+        return Ok(false);
+    };
+    if moved_on(asked, &current) || mark != asked_mark {
+        return Ok(false);
+    }
+    let next = merged(tx, &current, state).await?;
+    let changed = !same_row(&current, &next);
+    record(tx, &current, next, now, false).await?;
+    if let Some(at) = stamped(state) {
+        subscriptions::set_gateway_event_at(tx, &current.id, at).await?;
+    }
+    Ok(changed)
 }
 
 async fn price(tx: &mut Tx, id: &str) -> Result<Price, StoreError> {
@@ -173,10 +235,7 @@ pub async fn record(
     now: Timestamp,
     always: bool,
 ) -> Result<Subscription, StoreError> {
-    let same_row = Subscription {
-        updated_at: before.updated_at,
-        ..next.clone()
-    } == *before;
+    let same_row = same_row(before, &next);
     if same_row && !always {
         return Ok(next);
     }
@@ -214,6 +273,14 @@ pub async fn record(
         subscription_event(kind, &next, &new_price, Some(previous), now),
     );
     Ok(next)
+}
+
+/// Whether `next` holds what `before` does, the time of its last change aside.
+fn same_row(before: &Subscription, next: &Subscription) -> bool {
+    Subscription {
+        updated_at: before.updated_at,
+        ..next.clone()
+    } == *before
 }
 
 /// Records the trial's end notice once, with its `subscription.trial_will_end` event.
@@ -255,6 +322,16 @@ pub struct GatewayInvoiceLine {
     pub period_end: Option<Timestamp>,
 }
 
+/// A payment the gateway took for one of its invoices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayInvoicePayment {
+    /// The gateway's id for the charge (a Stripe PaymentIntent): the id its refunds and
+    /// disputes name.
+    pub gateway_id: String,
+    /// What it paid of the invoice, in our minor units of the invoice's currency.
+    pub amount_minor: i64,
+}
+
 /// An invoice as the gateway reports it, amounts in our minor units.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayInvoice {
@@ -271,6 +348,9 @@ pub struct GatewayInvoice {
     pub period_start: Option<Timestamp>,
     pub period_end: Option<Timestamp>,
     pub lines: Vec<GatewayInvoiceLine>,
+    /// The payments the report names, when it names any: recorded once it says the invoice
+    /// is paid.
+    pub payments: Vec<GatewayInvoicePayment>,
 }
 
 fn rank(s: InvoiceStatus) -> u8 {
@@ -316,7 +396,7 @@ pub async fn mirror_invoice(
     else {
         let period_start = inv.period_start.unwrap_or(sub.current_period_start);
         let period_end = inv.period_end.unwrap_or(sub.current_period_end);
-        let invoice = Invoice {
+        let mut invoice = Invoice {
             id: ids::new_id(prefix::INVOICE),
             customer_id: sub.customer_id.clone(),
             subscription_id: Some(sub.id.clone()),
@@ -363,6 +443,11 @@ pub async fn mirror_invoice(
                 invoice_event(kind::INVOICE_PAYMENT_FAILED, &invoice, now),
             );
         }
+        if status == InvoiceStatus::Paid
+            && record_payments(tx, sub, &mut invoice, &inv.payments, now).await?
+        {
+            subscriptions::update_invoice(tx, &invoice).await?;
+        }
         if let Some(k) = status_event(status) {
             events::append(tx, invoice_event(k, &invoice, now));
         }
@@ -371,11 +456,16 @@ pub async fn mirror_invoice(
     let newer = rank(status) > rank(ours.status)
         || (rank(status) == rank(ours.status) && created >= last.unwrap_or(i64::MIN));
     let failed_attempt = payment_failed && inv.attempt_count > ours.attempt_count;
-    if !newer && !failed_attempt {
+    // A paid invoice's payments are recorded whatever the report's age: the one that names
+    // them need not be the one that marked the invoice paid.
+    let names_payments = status == InvoiceStatus::Paid && !inv.payments.is_empty();
+    if !newer && !failed_attempt && !names_payments {
         return Ok(Mirrored::Unchanged);
     }
     let before = ours.clone();
-    ours.attempt_count = ours.attempt_count.max(inv.attempt_count);
+    if newer || failed_attempt {
+        ours.attempt_count = ours.attempt_count.max(inv.attempt_count);
+    }
     if newer {
         ours.status = status;
         ours.amount_paid_minor = inv.amount_paid_minor;
@@ -383,13 +473,17 @@ pub async fn mirror_invoice(
             .next_attempt_at
             .filter(|_| status == InvoiceStatus::Open);
     }
-    if ours == before {
-        subscriptions::set_invoice_gateway_event_at(tx, &ours.id, created).await?;
-        return Ok(Mirrored::Unchanged);
+    let recorded = names_payments
+        && ours.status == InvoiceStatus::Paid
+        && record_payments(tx, sub, &mut ours, &inv.payments, now).await?;
+    let changed = ours != before;
+    if changed {
+        ours.updated_at = now;
+        subscriptions::update_invoice(tx, &ours).await?;
     }
-    ours.updated_at = now;
-    subscriptions::update_invoice(tx, &ours).await?;
-    subscriptions::set_invoice_gateway_event_at(tx, &ours.id, created).await?;
+    if newer || failed_attempt {
+        subscriptions::set_invoice_gateway_event_at(tx, &ours.id, created).await?;
+    }
     if failed_attempt {
         events::append(tx, invoice_event(kind::INVOICE_PAYMENT_FAILED, &ours, now));
     }
@@ -398,7 +492,49 @@ pub async fn mirror_invoice(
     {
         events::append(tx, invoice_event(k, &ours, now));
     }
-    Ok(Mirrored::Applied)
+    Ok(if changed || recorded {
+        Mirrored::Applied
+    } else {
+        Mirrored::Unchanged
+    })
+}
+
+/// Records the payments the gateway took for `invoice` (of `sub`) that are not payments of
+/// ours yet, each with its `payment.succeeded` event, down the path of the host's own
+/// invoice payments ([`charges::record_once`]); the first becomes the invoice's payment.
+/// Whichever event about the invoice names a payment first records it, and the others find
+/// it: a gateway id is one payment. Returns whether anything was recorded or linked.
+pub async fn record_payments(
+    tx: &mut Tx,
+    sub: &Subscription,
+    invoice: &mut Invoice,
+    paid: &[GatewayInvoicePayment],
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let mut changed = false;
+    for p in paid.iter().filter(|p| p.amount_minor > 0) {
+        let amount = Money {
+            minor: p.amount_minor,
+            currency: invoice.currency,
+        };
+        let charge = Charge {
+            id: p.gateway_id.clone(),
+            amount,
+            status: ChargeStatus::Succeeded,
+            decline_code: None,
+            failure_message: None,
+            amount_refunded_minor: 0,
+            dispute: None,
+        };
+        let attempt = Attempt::for_invoice(sub, invoice, amount);
+        let (payment, new) = charges::record_once(tx, &sub.gateway, attempt, &charge, now).await?;
+        changed |= new;
+        if invoice.payment_id.is_none() {
+            invoice.payment_id = Some(payment.id);
+            changed = true;
+        }
+    }
+    Ok(changed)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //!
 //! - [`charges`]: a gateway's answer to a charge, recorded as the host's payment.
 //! - [`disputes`]: chargebacks, applied in any order.
+//! - [`erasure`]: deleting an erased customer's copy at the gateway, retried until it is gone.
 //! - [`gateway`]: the trait, its requests and results, and its errors.
 //! - [`sandbox`]: the built-in gateway that behaves like Stripe's test mode, with a ledger
 //!   of its own, so the product runs and is tested with no account.
@@ -18,6 +19,7 @@
 
 pub mod charges;
 pub mod disputes;
+pub mod erasure;
 pub mod gateway;
 pub mod gateway_subscriptions;
 pub mod reconcile;

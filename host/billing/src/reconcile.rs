@@ -1,13 +1,21 @@
-//! Bringing payments up to date with what their gateway says: reconciliation asks the
-//! gateway about payments left unsettled past a deadline (a missed or delayed webhook), and
-//! the sandbox's own "customer completed 3-D Secure" lands here too. The same forward-only
-//! rule as webhooks applies, and a change writes its domain event in the same transaction.
+//! Bringing payments and gateway-billed subscriptions up to date with what their gateway
+//! says: reconciliation asks the gateway about those left unsettled past a deadline (a
+//! missed or delayed webhook), and the sandbox's own "customer completed 3-D Secure" lands
+//! here too. The same forward-only rules as webhooks apply, and a change writes its domain
+//! events in the same transaction.
+//!
+//! A subscription is unsettled when it is past due or unpaid, or when its period ended
+//! with no renewal applied; one pass asks about at most `limit` of them, those asked least
+//! recently first, and each is claimed in the database so no other host asks at the same
+//! time (see [`subscriptions::claim_unsettled`]). Their invoices are not refetched: the
+//! subscription's state is what reconciliation settles.
 
 use hephaestus_core::Timestamp;
 use hephaestus_core::payment::{Payment, PaymentStatus};
-use hephaestus_store::{Store, StoreError, Tx, events, payments};
+use hephaestus_store::{Store, StoreError, Tx, events, payments, subscriptions};
 
-use crate::gateway::{Charge, ChargeStatus, Gateway};
+use crate::gateway::{Charge, ChargeStatus, Gateway, GatewayError};
+use crate::gateway_subscriptions;
 use crate::stripe_events::payment_event;
 
 /// What a reconciliation pass did.
@@ -16,6 +24,29 @@ pub struct Report {
     pub checked: usize,
     pub updated: usize,
     pub failed: usize,
+}
+
+impl Report {
+    /// The gateway's answer about our `ours` (its `theirs`), or `None`, counted as failed,
+    /// when the gateway does not know it or could not answer: a later pass asks again.
+    fn refetched<T>(
+        &mut self,
+        answer: Result<Option<T>, GatewayError>,
+        ours: &str,
+        theirs: &str,
+    ) -> Option<T> {
+        match answer {
+            Ok(Some(found)) => return Some(found),
+            Ok(None) => {
+                tracing::warn!(object = %ours, gateway_id = %theirs, "the gateway does not know this object");
+            }
+            Err(e) => {
+                tracing::warn!(object = %ours, error = %e, "could not refetch from the gateway; a later pass asks again");
+            }
+        }
+        self.failed += 1;
+        None
+    }
 }
 
 fn status_of(charge: &Charge) -> PaymentStatus {
@@ -78,24 +109,62 @@ pub async fn reconcile(
         let Some(charge_id) = payment.gateway_id.clone() else {
             continue;
         };
-        let charge = match gateway.fetch(charge_id.clone()).await {
-            Ok(Some(charge)) => charge,
-            Ok(None) => {
-                tracing::warn!(payment = %payment.id, charge = %charge_id, "the gateway does not know this charge");
-                report.failed += 1;
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(payment = %payment.id, error = %e, "could not refetch a charge; will retry next pass");
-                report.failed += 1;
-                continue;
-            }
+        let answer = gateway.fetch(charge_id.clone()).await;
+        let Some(charge) = report.refetched(answer, &payment.id, &charge_id) else {
+            continue;
         };
         let id = payment.id.clone();
         let changed = store
             .write(move |tx| Box::pin(async move { apply_charge(tx, &id, &charge).await }))
             .await?;
         if changed.is_some() {
+            report.updated += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// One pass over the subscriptions `gateway` bills: those unsettled for longer than
+/// `deadline_secs`, at most `limit` of them, refetched and brought up to date
+/// ([`gateway_subscriptions::apply_refetched`]). Nothing for a gateway that bills none.
+pub async fn reconcile_subscriptions(
+    store: &Store,
+    gateway: &dyn Gateway,
+    deadline_secs: i64,
+    limit: i64,
+) -> Result<Report, StoreError> {
+    let Some(billing) = gateway.subscriptions() else {
+        return Ok(Report::default());
+    };
+    let before = Timestamp::now().add_secs(-deadline_secs);
+    let due = subscriptions::claim_unsettled(store, gateway.name(), before, limit).await?;
+    let mut report = Report {
+        checked: due.len(),
+        ..Report::default()
+    };
+    for (asked, mark) in due {
+        let Some(gateway_id) = asked.gateway_id.clone() else {
+            continue;
+        };
+        let answer = billing.fetch_subscription(gateway_id.clone()).await;
+        let Some(state) = report.refetched(answer, &asked.id, &gateway_id) else {
+            continue;
+        };
+        let changed = store
+            .write(move |tx| {
+                Box::pin(async move {
+                    gateway_subscriptions::apply_refetched(
+                        tx,
+                        &asked,
+                        mark,
+                        &state,
+                        Timestamp::now(),
+                    )
+                    .await
+                })
+            })
+            .await?;
+        if changed {
             report.updated += 1;
         }
     }

@@ -7,6 +7,8 @@
 //! charged, under the Idempotency-Key `hephaestus-customer-{our id}` (so two first charges
 //! at once make one), and remembered in `gateway_customers`. It carries our id in its
 //! metadata (`hephaestus_customer_id`) and, unless ours was erased, the email and name.
+//! Erasing ours deletes it at Stripe ([`crate::erasure`]), which also ends every Stripe
+//! subscription it has (Stripe's events then end our mirrors of them).
 //!
 //! **Idempotency.** Every call that creates something at Stripe sends an Idempotency-Key:
 //! the one the caller derived for the operation ([`ChargeRequest::idempotency_key`],
@@ -66,7 +68,7 @@ use hephaestus_store::{Store, customers};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use stripe_core::charge::RetrieveCharge;
-use stripe_core::customer::CreateCustomer;
+use stripe_core::customer::{CreateCustomer, DeleteCustomer};
 use stripe_core::payment_intent::{
     CreatePaymentIntent, CreatePaymentIntentAutomaticPaymentMethods,
     CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects, CreatePaymentIntentOffSession,
@@ -517,6 +519,22 @@ impl Gateway for StripeGateway {
                 amount_minor: from_stripe_amount(refund.amount, req.currency),
                 status: refund.status.unwrap_or_else(|| "succeeded".to_string()),
             })
+        })
+    }
+
+    fn delete_customer(
+        &self,
+        gateway_customer_id: String,
+        idempotency_key: String,
+    ) -> BoxFuture<'_, Result<(), GatewayError>> {
+        Box::pin(async move {
+            let params = DeleteCustomer::new(gateway_customer_id.as_str());
+            match self.send::<Object>(&params, Some(&idempotency_key)).await {
+                Ok(_) => Ok(()),
+                // Gone already: an earlier attempt whose answer was lost, or deleted by hand.
+                Err(StripeError::Stripe(_, 404)) => Ok(()),
+                Err(e) => Err(stripe_error(e)),
+            }
         })
     }
 

@@ -11,11 +11,22 @@
 //! rule, whatever its type: so a late `payment_failed` never reopens a voided invoice, and an
 //! `invoice.updated` is news only when it is newer.
 //!
-//! **Not yet covered.** Refunds and disputes on the charges of Stripe-billed invoices are not
-//! recorded: those charges are no payments of ours, so `charge.refunded` and
-//! `charge.dispute.*` about them wait for a payment that never appears and are then ignored.
-//! Subscriptions (and their invoices) are not reconciled by the periodic job either: a
-//! Stripe event that never arrives leaves the mirror as it was until a later one does.
+//! **Payments of Stripe's invoices.** A paid invoice's charge is recorded as a payment of
+//! ours (gateway id: its PaymentIntent, the id refunds and disputes name; amount: what it
+//! paid of the invoice), linked to the invoice, with its `payment.succeeded` event, by the
+//! first event that names it: an invoice event carrying `payment_intent` (older API
+//! versions, localstripe) or an included `payments` list, or `invoice_payment.paid` (today's
+//! API). Later ones find it, so it is recorded once. A refund or dispute of that charge
+//! arriving first waits, as any event about an unknown payment does, and then finds it.
+//!
+//! **Events that never arrive** are made up for by the periodic reconciliation
+//! ([`crate::reconcile`]): unsettled payments, and Stripe-billed subscriptions left past
+//! due, unpaid or past their period's end, are refetched and applied under the same
+//! forward-only rules.
+//!
+//! **Not yet covered.** Stripe's invoices are not refetched: an invoice event that never
+//! arrives leaves that invoice (and a payment it would have recorded) as it was until a
+//! later event about it does.
 
 use hephaestus_core::Timestamp;
 use hephaestus_core::event::{NewEvent, kind};
@@ -27,7 +38,9 @@ use hephaestus_store::gateway_ids::{self, Mirror};
 use hephaestus_store::inbox::{self, InboxEvent};
 
 use crate::disputes::{self, Change, DisputeState};
-use crate::gateway_subscriptions::{self, GatewayInvoice, GatewayInvoiceLine, Mirrored};
+use crate::gateway_subscriptions::{
+    self, GatewayInvoice, GatewayInvoiceLine, GatewayInvoicePayment, Mirrored,
+};
 use crate::stripe::from_stripe_amount;
 use crate::stripe_subscriptions::subscription_state;
 use hephaestus_store::{Store, StoreError, Tx, events, payments, subscriptions};
@@ -117,6 +130,7 @@ pub async fn apply(tx: &mut Tx, event: &InboxEvent) -> Result<Applied, StoreErro
         | "invoice.voided"
         | "invoice.marked_uncollectible" => invoice(tx, event, object, false).await?,
         "invoice.payment_failed" => invoice(tx, event, object, true).await?,
+        "invoice_payment.paid" => invoice_payment(tx, object).await?,
         other => Applied::Ignored(format!("event type {other} is not handled")),
     };
     let applied = match applied {
@@ -152,9 +166,9 @@ async fn intent(
     let Some(mut payment) = payments::find_by_gateway_id(tx, GATEWAY, intent_id).await? else {
         if let Some(invoice) = object["invoice"].as_str() {
             // Stripe charging one of its invoices (a subscription it bills): the invoice's
-            // own events say what came of it, and no payment of ours will appear.
+            // own events say what came of it, and record the payment once it is paid.
             return Ok(Applied::Ignored(format!(
-                "{intent_id} pays Stripe invoice {invoice}, mirrored from its invoice events"
+                "{intent_id} pays Stripe invoice {invoice}, recorded from its invoice events"
             )));
         }
         return Ok(Applied::NotYet(format!("no payment for {intent_id}")));
@@ -500,6 +514,7 @@ async fn invoice(
         period_start: seconds(&object["period_start"]),
         period_end: seconds(&object["period_end"]),
         lines,
+        payments: invoice_payments(object, currency),
     };
     match gateway_subscriptions::mirror_invoice(
         tx,
@@ -516,4 +531,87 @@ async fn invoice(
             "invoice {id} holds this state or a newer one"
         ))),
     }
+}
+
+/// An id, or the id of the object when it is expanded.
+fn id_of(v: &Value) -> Option<&str> {
+    v.as_str().or(v["id"].as_str())
+}
+
+/// The payments an invoice names as Stripe shapes them: the paid entries of its `payments`
+/// list (today's API, when the list is included), else `payment_intent` and `amount_paid`
+/// (older versions, localstripe).
+fn invoice_payments(invoice: &Value, currency: Currency) -> Vec<GatewayInvoicePayment> {
+    let listed: Vec<GatewayInvoicePayment> = invoice["payments"]["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| paid_with_intent(p, currency))
+        .collect();
+    if !listed.is_empty() {
+        return listed;
+    }
+    id_of(&invoice["payment_intent"])
+        .map(|intent| GatewayInvoicePayment {
+            gateway_id: intent.to_string(),
+            amount_minor: from_stripe_amount(
+                invoice["amount_paid"].as_i64().unwrap_or(0),
+                currency,
+            ),
+        })
+        .into_iter()
+        .collect()
+}
+
+/// An `invoice_payment` that is paid, by a PaymentIntent.
+fn paid_with_intent(payment: &Value, currency: Currency) -> Option<GatewayInvoicePayment> {
+    if payment["status"] != "paid" {
+        return None;
+    }
+    Some(GatewayInvoicePayment {
+        gateway_id: id_of(&payment["payment"]["payment_intent"])?.to_string(),
+        amount_minor: from_stripe_amount(payment["amount_paid"].as_i64()?, currency),
+    })
+}
+
+/// `invoice_payment.paid`: a payment of one of Stripe's invoices, recorded as ours once the
+/// invoice is mirrored. The invoice's own events say whether it is paid in full.
+async fn invoice_payment(tx: &mut Tx, object: &Value) -> Result<Applied, StoreError> {
+    let Some(invoice_id) = id_of(&object["invoice"]) else {
+        return Ok(Applied::Ignored(
+            "the invoice payment names no invoice".into(),
+        ));
+    };
+    let Some((mut ours, _)) =
+        subscriptions::find_invoice_by_gateway_id_for_update(tx, invoice_id).await?
+    else {
+        return Ok(Applied::NotYet(format!("no invoice for {invoice_id}")));
+    };
+    let Some(paid) = paid_with_intent(object, ours.currency) else {
+        return Ok(Applied::Ignored(format!(
+            "this payment of {invoice_id} is not a paid PaymentIntent"
+        )));
+    };
+    // Not locked: the invoice's lock is held, and the invoice events take the
+    // subscription's first.
+    let sub = match &ours.subscription_id {
+        Some(id) => subscriptions::get_in(tx, id).await?,
+        None => None,
+    };
+    let Some(sub) = sub else {
+        return Ok(Applied::Ignored(format!(
+            "invoice {} belongs to no subscription",
+            ours.id
+        )));
+    };
+    if !gateway_subscriptions::record_payments(tx, &sub, &mut ours, &[paid], Timestamp::now())
+        .await?
+    {
+        return Ok(Applied::Ignored(format!(
+            "the payment of {invoice_id} is recorded already"
+        )));
+    }
+    ours.updated_at = Timestamp::now();
+    subscriptions::update_invoice(tx, &ours).await?;
+    Ok(Applied::Processed)
 }

@@ -20,7 +20,7 @@ use hephaestus_core::subscription::{
     Invoice, InvoiceLine, InvoiceStatus, Subscription, SubscriptionStatus, mul_div, period_end,
     prorate,
 };
-use hephaestus_store::{Store, StoreError, Tx, catalog, events, payments, subscriptions};
+use hephaestus_store::{Store, StoreError, Tx, catalog, events, subscriptions};
 use serde_json::{Value, json};
 
 use crate::charges::{self, Attempt};
@@ -896,27 +896,12 @@ async fn settle(
     let price = price_of(store, &sub_now.price_id).await?;
     let (paid, payment_id) = match &charge {
         Ok(c) => {
-            let known = match &c.id {
-                id if !id.is_empty() => payments::find_by_gateway_id(tx, gateway, id).await?,
-                _ => None,
+            let amount = Money {
+                minor: inv.amount_due_minor,
+                currency: inv.currency,
             };
-            let payment = match known {
-                Some(p) => p,
-                None => {
-                    let attempt = Attempt {
-                        customer_id: sub_now.customer_id.clone(),
-                        amount: Money {
-                            minor: inv.amount_due_minor,
-                            currency: inv.currency,
-                        },
-                        payment_method: sub_now.payment_method.clone().unwrap_or_default(),
-                        description: Some(format!("Invoice {} for {}", inv.id, sub_now.id)),
-                        metadata: Metadata::new(),
-                        invoice_id: Some(inv.id.clone()),
-                    };
-                    charges::record(tx, gateway, attempt, c, at).await?
-                }
-            };
+            let attempt = Attempt::for_invoice(&sub_now, &inv, amount);
+            let (payment, _) = charges::record_once(tx, gateway, attempt, c, at).await?;
             (c.status == ChargeStatus::Succeeded, Some(payment.id))
         }
         Err(_) => (false, None),

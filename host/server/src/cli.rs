@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hephaestus_api::AppState;
+use hephaestus_billing::reconcile;
 use hephaestus_core::keys::Scope;
 use hephaestus_store::{Store, keys, redact_url};
 
@@ -52,12 +53,14 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum BillingCommand {
     /// Ask the gateway about payments still processing or waiting for the customer, and
-    /// bring them up to date (the server also does this every minute).
+    /// about the subscriptions it bills that are past due, unpaid or past their period's
+    /// end, and bring them up to date (the server also does this every minute).
     Reconcile {
-        /// Only payments unchanged for at least this many seconds.
+        /// Only payments and subscriptions unchanged (and not asked about) for at least
+        /// this many seconds.
         #[arg(long, default_value_t = 600)]
         older_than_secs: i64,
-        /// At most this many payments.
+        /// At most this many payments, and this many subscriptions.
         #[arg(long, default_value_t = 1000)]
         limit: i64,
     },
@@ -182,18 +185,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 limit,
             } = action;
             let gateway = gateway.gateway(&store)?;
-            let report = hephaestus_billing::reconcile::reconcile(
-                &store,
-                gateway.as_ref(),
-                older_than_secs,
-                limit,
-            )
+            let reports = async {
+                let payments =
+                    reconcile::reconcile(&store, gateway.as_ref(), older_than_secs, limit).await?;
+                let subscriptions = reconcile::reconcile_subscriptions(
+                    &store,
+                    gateway.as_ref(),
+                    older_than_secs,
+                    limit,
+                )
+                .await?;
+                Ok::<_, hephaestus_store::StoreError>((payments, subscriptions))
+            }
             .await;
             store.close().await;
-            let report = report?;
+            let (payments, subscriptions) = reports?;
             println!(
                 "checked {} unsettled payment(s): {} updated, {} could not be refetched",
-                report.checked, report.updated, report.failed
+                payments.checked, payments.updated, payments.failed
+            );
+            println!(
+                "checked {} unsettled subscription(s): {} updated, {} could not be refetched",
+                subscriptions.checked, subscriptions.updated, subscriptions.failed
             );
             Ok(())
         }

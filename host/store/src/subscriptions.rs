@@ -186,10 +186,19 @@ pub async fn get(store: &Store, id: &str) -> Result<Option<Subscription>> {
 
 /// A subscription, locked for the rest of the transaction.
 pub async fn get_for_update(tx: &mut Tx, id: &str) -> Result<Option<Subscription>> {
-    let sql = format!(
-        "SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = $1{}",
-        row_lock(tx)
-    );
+    let lock = row_lock(tx);
+    read_in(tx, id, lock).await
+}
+
+/// A subscription read inside a transaction without locking it: for a caller that already
+/// holds a lock taken after the subscription's elsewhere (its invoice's), and so must not
+/// wait for the subscription's.
+pub async fn get_in(tx: &mut Tx, id: &str) -> Result<Option<Subscription>> {
+    read_in(tx, id, "").await
+}
+
+async fn read_in(tx: &mut Tx, id: &str, lock: &str) -> Result<Option<Subscription>> {
+    let sql = format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = $1{lock}");
     let row: Option<SubscriptionRow> = with_tx!(tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .fetch_optional(c)
@@ -319,6 +328,56 @@ pub async fn claim_due(
                         .fetch_all(c)
                         .await)?;
                 Ok::<_, StoreError>(ids)
+            })
+        })
+        .await
+}
+
+/// Claims up to `limit` subscriptions billed by `gateway` that look unsettled — past due or
+/// unpaid, or past the end of their period with no renewal applied (on the gateway's
+/// clock, which is real time) — and that nothing changed, and no one asked the gateway
+/// about, since `before`. The claim records the asking (`gateway_checked_at`), so no other
+/// host and no later pass takes them again until `before` passes it. Each comes with the
+/// `created` time (seconds) of the newest gateway event applied to it.
+pub async fn claim_unsettled(
+    store: &Store,
+    gateway: &str,
+    before: Timestamp,
+    limit: i64,
+) -> Result<Vec<(Subscription, Option<i64>)>> {
+    let skip_locked = matches!(store.backend(), Backend::Postgres(_));
+    let gateway = gateway.to_string();
+    store
+        .write(move |tx| {
+            Box::pin(async move {
+                let sql = format!(
+                    "UPDATE subscriptions SET gateway_checked_at = $4
+                      WHERE id IN (
+                          SELECT id FROM subscriptions
+                           WHERE gateway = $1 AND gateway_id IS NOT NULL
+                             AND status <> 'canceled'
+                             AND (status IN ('past_due', 'unpaid') OR current_period_end < $2)
+                             AND updated_at < $2
+                             AND (gateway_checked_at IS NULL OR gateway_checked_at < $2)
+                           ORDER BY COALESCE(gateway_checked_at, 0), updated_at LIMIT $3 {})
+                      RETURNING {SUB_COLUMNS}, gateway_event_at",
+                    if skip_locked {
+                        "FOR UPDATE SKIP LOCKED"
+                    } else {
+                        ""
+                    }
+                );
+                let rows: Vec<GatewaySubscriptionRow> =
+                    with_tx!(tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(&gateway)
+                        .bind(before.as_micros())
+                        .bind(limit)
+                        .bind(Timestamp::now().as_micros())
+                        .fetch_all(c)
+                        .await)?;
+                rows.into_iter()
+                    .map(|r| Ok((Subscription::try_from(r.sub)?, r.gateway_event_at)))
+                    .collect::<Result<Vec<_>>>()
             })
         })
         .await
