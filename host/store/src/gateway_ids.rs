@@ -10,7 +10,7 @@
 use hephaestus_core::Timestamp;
 
 use crate::payments::row_lock;
-use crate::{Backend, Result, Store, StoreError, Tx, with_read, with_tx};
+use crate::{Result, Store, StoreError, Tx, with_read, with_tx};
 
 /// The kinds of object a gateway mirrors, each with its own table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +156,7 @@ pub async fn claim_erasures(
     lease_secs: i64,
     limit: i64,
 ) -> Result<Vec<Erasure>> {
-    let skip_locked = matches!(store.backend(), Backend::Postgres(_));
+    let skip_locked = crate::skip_locked(store);
     let gateway = gateway.to_string();
     store
         .write(move |tx| {
@@ -172,11 +172,7 @@ pub async fn claim_erasures(
                              AND (erase_locked_until IS NULL OR erase_locked_until < $3)
                            ORDER BY erase_next_attempt_at LIMIT $4 {})
                       RETURNING customer_id, gateway_customer_id, erase_attempts",
-                    if skip_locked {
-                        "FOR UPDATE SKIP LOCKED"
-                    } else {
-                        ""
-                    }
+                    skip_locked
                 );
                 let rows: Vec<(String, String, i64)> =
                     with_tx!(tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))

@@ -5,7 +5,7 @@
 
 use hephaestus_core::Timestamp;
 
-use crate::{Backend, Result, Store, Tx, with_read, with_tx};
+use crate::{Result, Store, Tx, with_read, with_tx};
 
 /// Attempts before an event that keeps failing is parked as `failed`.
 pub const MAX_ATTEMPTS: i64 = 8;
@@ -64,7 +64,7 @@ pub async fn receive(store: &Store, e: NewInboxEvent) -> Result<bool> {
 
 /// Claims up to `limit` due events for `lock_secs`, oldest (by the gateway's clock) first.
 pub async fn claim_due(store: &Store, limit: i64, lock_secs: i64) -> Result<Vec<InboxEvent>> {
-    let skip_locked = matches!(store.backend(), Backend::Postgres(_));
+    let skip_locked = crate::skip_locked(store);
     let mut events = store
         .write(move |tx| {
             Box::pin(async move {
@@ -77,7 +77,7 @@ pub async fn claim_due(store: &Store, limit: i64, lock_secs: i64) -> Result<Vec<
                              AND (locked_until IS NULL OR locked_until < $2)
                            ORDER BY created, received_at LIMIT $3 {})
                       RETURNING source, id, type, object_id, created, payload, attempts, received_at",
-                    if skip_locked { "FOR UPDATE SKIP LOCKED" } else { "" }
+                    skip_locked
                 );
                 let rows: Vec<InboxEvent> = with_tx!(tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
                     .bind(now.add_secs(lock_secs).as_micros())

@@ -545,6 +545,16 @@ pub(crate) fn currency_of(code: &str, id: &str) -> Result<hephaestus_core::money
         .map_err(|e| StoreError::Corrupt(format!("{id}: {e}")))
 }
 
+/// What a claiming `SELECT … FOR UPDATE` ends with: on PostgreSQL `SKIP LOCKED`, so hosts
+/// claiming at once take different rows instead of queueing behind each other; nothing on
+/// SQLite, whose single writer claims one batch at a time.
+pub(crate) fn skip_locked(store: &Store) -> &'static str {
+    match store.backend() {
+        Backend::Postgres(_) => "FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite(_) => "",
+    }
+}
+
 /// Whether an error is a unique-constraint violation, on either database.
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())

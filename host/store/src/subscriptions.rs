@@ -6,8 +6,7 @@ use hephaestus_core::subscription::{Invoice, InvoiceLine, Subscription};
 
 use crate::payments::row_lock;
 use crate::{
-    Backend, Result, Store, StoreError, Tx, currency_of, metadata_json, metadata_of, with_read,
-    with_tx,
+    Result, Store, StoreError, Tx, currency_of, metadata_json, metadata_of, with_read, with_tx,
 };
 
 /// The business clock's offset from real time, in microseconds.
@@ -300,7 +299,7 @@ pub async fn claim_due(
     lease_secs: i64,
     limit: i64,
 ) -> Result<Vec<String>> {
-    let skip_locked = matches!(store.backend(), Backend::Postgres(_));
+    let skip_locked = crate::skip_locked(store);
     store
         .write(move |tx| {
             Box::pin(async move {
@@ -313,11 +312,7 @@ pub async fn claim_due(
                              AND (locked_until IS NULL OR locked_until < $3)
                            ORDER BY next_action_at LIMIT $4 {})
                       RETURNING id",
-                    if skip_locked {
-                        "FOR UPDATE SKIP LOCKED"
-                    } else {
-                        ""
-                    }
+                    skip_locked
                 );
                 let ids: Vec<String> =
                     with_tx!(tx, |c| sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
@@ -345,7 +340,7 @@ pub async fn claim_unsettled(
     before: Timestamp,
     limit: i64,
 ) -> Result<Vec<(Subscription, Option<i64>)>> {
-    let skip_locked = matches!(store.backend(), Backend::Postgres(_));
+    let skip_locked = crate::skip_locked(store);
     let gateway = gateway.to_string();
     store
         .write(move |tx| {
@@ -361,11 +356,7 @@ pub async fn claim_unsettled(
                              AND (gateway_checked_at IS NULL OR gateway_checked_at < $2)
                            ORDER BY COALESCE(gateway_checked_at, 0), updated_at LIMIT $3 {})
                       RETURNING {SUB_COLUMNS}, gateway_event_at",
-                    if skip_locked {
-                        "FOR UPDATE SKIP LOCKED"
-                    } else {
-                        ""
-                    }
+                    skip_locked
                 );
                 let rows: Vec<GatewaySubscriptionRow> =
                     with_tx!(tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
