@@ -22,6 +22,7 @@ both_dbs!(
     late_events_never_regress_a_payment,
     a_refund_before_the_success_is_counted_once,
     unknown_types_and_objects_are_stored_and_ignored,
+    an_event_about_an_unknown_payment_waits_three_days,
     disputes_in_any_order
 );
 
@@ -546,6 +547,94 @@ async fn unknown_types_and_objects_are_stored_and_ignored(db: Db) {
         StatusCode::NOT_FOUND,
         "a processed event is not requeued"
     );
+}
+
+/// A refund of a payment not recorded here waits for it as long as Stripe may still deliver
+/// the payment's own event (three days of retries), then is ignored: not after a few
+/// seconds, and not parked as a failure.
+async fn an_event_about_an_unknown_payment_waits_three_days(db: Db) {
+    use hephaestus_billing::stripe_events::UNKNOWN_OBJECT_ATTEMPTS;
+
+    let s = server(db).await;
+    let refund = json!({"id": "ch_gone", "object": "charge", "payment_intent": "pi_gone",
+        "amount": 9700, "amount_refunded": 9700, "currency": "usd", "refunds": {"data": []}});
+    send(
+        &s,
+        &event("evt_wait", "charge.refunded", now_secs(), refund),
+    )
+    .await;
+    // Puts the event's next try now, as if it had been tried `attempts` times already, and
+    // waits for that try.
+    let try_after = |attempts: i64| {
+        let store = s.store.clone();
+        async move {
+            store
+                .write(move |tx| {
+                    Box::pin(async move {
+                        let n = hephaestus_store::with_tx!(tx, |c| sqlx::query(
+                            "UPDATE webhook_events SET attempts = $1, next_attempt_at = 0 WHERE id = 'evt_wait'"
+                        )
+                        .bind(attempts)
+                        .execute(c)
+                        .await
+                        .map(|r| r.rows_affected()))?;
+                        Ok::<_, hephaestus_store::StoreError>(n)
+                    })
+                })
+                .await
+                .map(|n| assert_eq!(n, 1))
+                .unwrap();
+        }
+    };
+    // Waits for the try after the `attempts`-th to be done: the event given up, or put off
+    // again (to how many seconds from now?).
+    let tried = |attempts: i64| {
+        let store = s.store.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let (status, tries, note) = inbox::status(&store, "stripe", "evt_wait")
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let next: i64 = hephaestus_store::with_read!(&store, |e| sqlx::query_scalar(
+                    "SELECT next_attempt_at FROM webhook_events WHERE id = 'evt_wait'"
+                )
+                .fetch_one(e)
+                .await)
+                .unwrap();
+                let next_in = next - Timestamp::now().as_micros();
+                if tries > attempts && (status != "pending" || next_in > 0) {
+                    return (status, tries, note.unwrap_or_default(), next_in / 1_000_000);
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "evt_wait not tried after {attempts}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    let (status, tries, note, next_in) = tried(0).await;
+    assert_eq!((status.as_str(), tries), ("pending", 1));
+    assert!(note.contains("no payment for pi_gone"), "{note}");
+    assert!((0..=2).contains(&next_in), "{next_in}");
+
+    // Past the attempts any failing event gets: still waiting, an hour between tries.
+    try_after(20).await;
+    let (status, tries, _, next_in) = tried(20).await;
+    assert_eq!((status.as_str(), tries), ("pending", 21));
+    assert!((3590..=3600).contains(&next_in), "{next_in}");
+
+    // The last try, three days on: given up, with the reason kept.
+    try_after(UNKNOWN_OBJECT_ATTEMPTS - 1).await;
+    let (status, tries, note, _) = tried(UNKNOWN_OBJECT_ATTEMPTS - 1).await;
+    assert_eq!(
+        (status.as_str(), tries),
+        ("ignored", UNKNOWN_OBJECT_ATTEMPTS)
+    );
+    assert!(note.contains("no payment for pi_gone"), "{note}");
 }
 
 pub(crate) fn dispute_object(status: &str, moves: &[i64]) -> Value {

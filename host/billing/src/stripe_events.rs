@@ -61,8 +61,24 @@ pub enum Applied {
     NotYet(String),
 }
 
-/// Attempts an event about an unknown object gets before it is ignored.
-pub const UNKNOWN_OBJECT_ATTEMPTS: i64 = 5;
+/// How long an event about an object we do not know (yet) waits for it before it is
+/// ignored. Stripe retries a delivery that failed for up to three days, so the event that
+/// brings the object here (a payment's, an invoice's) can be that late: a refund or dispute
+/// that arrived first must still be applied then.
+pub const UNKNOWN_OBJECT_WAIT_SECS: i64 = 3 * 86_400;
+
+/// Tries an event about an unknown object gets: enough for the waits between them
+/// ([`inbox::wait_delay`]) to add up to [`UNKNOWN_OBJECT_WAIT_SECS`].
+pub const UNKNOWN_OBJECT_ATTEMPTS: i64 = tries_within(UNKNOWN_OBJECT_WAIT_SECS);
+
+const fn tries_within(secs: i64) -> i64 {
+    let (mut waited, mut tries) = (0, 1);
+    while waited < secs {
+        waited += inbox::wait_delay(tries);
+        tries += 1;
+    }
+    tries
+}
 
 /// Claims due events and applies them, each in its own transaction, all at once: on SQLite
 /// they share one group commit (in claim order), on PostgreSQL they spread over the pool.
@@ -85,7 +101,7 @@ pub async fn process_due(store: &Store, batch: i64) -> Result<usize, StoreError>
             Ok(Applied::Ignored(why)) => {
                 tracing::debug!(event = %event.id, kind = %event.kind, why = %why, "webhook event ignored");
             }
-            Ok(Applied::NotYet(why)) => inbox::retry_later(store, &event, why).await?,
+            Ok(Applied::NotYet(why)) => inbox::wait_later(store, &event, why).await?,
             Err(e) => {
                 tracing::warn!(event = %event.id, kind = %event.kind, error = %e, attempt = event.attempts, "webhook event failed; will retry");
                 inbox::retry_later(store, &event, e.to_string()).await?;
@@ -614,4 +630,22 @@ async fn invoice_payment(tx: &mut Tx, object: &Value) -> Result<Applied, StoreEr
     ours.updated_at = Timestamp::now();
     subscriptions::update_invoice(tx, &ours).await?;
     Ok(Applied::Processed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_about_an_unknown_object_waits_three_days_and_no_longer() {
+        let waited = |tries: i64| (1..tries).map(inbox::wait_delay).sum::<i64>();
+        assert_eq!(inbox::wait_delay(1), 2);
+        assert_eq!(inbox::wait_delay(11), 2048);
+        assert_eq!(inbox::wait_delay(12), inbox::WAIT_CAP_SECS);
+        assert_eq!(inbox::wait_delay(80), inbox::WAIT_CAP_SECS);
+        // The last try comes once three days have passed since the first, not before.
+        assert!(waited(UNKNOWN_OBJECT_ATTEMPTS) >= UNKNOWN_OBJECT_WAIT_SECS);
+        assert!(waited(UNKNOWN_OBJECT_ATTEMPTS - 1) < UNKNOWN_OBJECT_WAIT_SECS);
+        assert_eq!(UNKNOWN_OBJECT_ATTEMPTS, 83);
+    }
 }

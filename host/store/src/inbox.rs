@@ -122,17 +122,53 @@ pub async fn finish(
 /// Schedules another attempt with exponential backoff, or parks the event as `failed`
 /// after [`MAX_ATTEMPTS`].
 pub async fn retry_later(store: &Store, e: &InboxEvent, error: String) -> Result<()> {
-    let (source, id, attempts) = (e.source.clone(), e.id.clone(), e.attempts);
+    let status = if e.attempts >= MAX_ATTEMPTS {
+        "failed"
+    } else {
+        "pending"
+    };
+    reschedule(store, e, status, error, 1_i64 << e.attempts.clamp(0, 12)).await
+}
+
+/// The longest wait between two tries of an event waiting for an object it names.
+pub const WAIT_CAP_SECS: i64 = 3600;
+
+/// Seconds before the next try of an event waiting for an object it names, after its
+/// `attempts`-th: doubling from 2 s, at most [`WAIT_CAP_SECS`].
+pub const fn wait_delay(attempts: i64) -> i64 {
+    let exp = if attempts < 1 {
+        1
+    } else if attempts > 12 {
+        12
+    } else {
+        attempts
+    };
+    let delay = 1_i64 << exp;
+    if delay > WAIT_CAP_SECS {
+        WAIT_CAP_SECS
+    } else {
+        delay
+    }
+}
+
+/// Schedules another try of an event that names an object not here yet ([`wait_delay`]).
+/// It stays pending however many tries it took: its handler decides when to stop waiting.
+pub async fn wait_later(store: &Store, e: &InboxEvent, why: String) -> Result<()> {
+    reschedule(store, e, "pending", why, wait_delay(e.attempts)).await
+}
+
+async fn reschedule(
+    store: &Store,
+    e: &InboxEvent,
+    status: &'static str,
+    note: String,
+    delay_secs: i64,
+) -> Result<()> {
+    let (source, id) = (e.source.clone(), e.id.clone());
     store
         .write(move |tx| {
             Box::pin(async move {
-                let now = Timestamp::now();
-                let status = if attempts >= MAX_ATTEMPTS {
-                    "failed"
-                } else {
-                    "pending"
-                };
-                let delay = 1_i64 << attempts.clamp(0, 12);
+                let next = Timestamp::now().add_secs(delay_secs);
                 with_tx!(tx, |c| sqlx::query(
                     "UPDATE webhook_events SET status = $3, last_error = $4, next_attempt_at = $5,
                          locked_until = NULL WHERE source = $1 AND id = $2"
@@ -140,8 +176,8 @@ pub async fn retry_later(store: &Store, e: &InboxEvent, error: String) -> Result
                 .bind(&source)
                 .bind(&id)
                 .bind(status)
-                .bind(&error)
-                .bind(now.add_secs(delay).as_micros())
+                .bind(&note)
+                .bind(next.as_micros())
                 .execute(c)
                 .await
                 .map(|r| r.rows_affected()))?;
