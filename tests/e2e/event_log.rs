@@ -158,4 +158,27 @@ async fn appends_commit_together_or_not_at_all(db: Db) {
     // audit entry sent with it are refused too.
     assert!(record("cus_nobody").await.is_err());
     assert_eq!(counts().await, (1, 1, 1));
+
+    // Concurrent ones share statements on PostgreSQL (group commit)…
+    let before = s.store.append_batches();
+    let outcomes = futures::future::join_all((0..40).map(|_| record(&customer))).await;
+    assert!(outcomes.iter().all(Result::is_ok));
+    assert_eq!(counts().await, (41, 41, 41));
+    if let (Some(before), Some(after)) = (before, s.store.append_batches()) {
+        // (Counting the server's own background appends, if any ran meanwhile.)
+        let (statements, jobs) = (
+            after.statements - before.statements,
+            after.jobs - before.jobs,
+        );
+        assert!(jobs >= 40, "{jobs} jobs");
+        assert!(statements < jobs, "{statements} statements for {jobs} jobs");
+    }
+    // …and a refused row fails its own transaction only, on either database.
+    let outcomes = futures::future::join_all(
+        (0..40).map(|i| record(if i % 10 == 3 { "cus_nobody" } else { &customer })),
+    )
+    .await;
+    let failed: Vec<usize> = (0..40).filter(|i| outcomes[*i].is_err()).collect();
+    assert_eq!(failed, [3, 13, 23, 33]);
+    assert_eq!(counts().await, (77, 77, 77));
 }

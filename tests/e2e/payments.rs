@@ -14,7 +14,8 @@ both_dbs!(
     money_converts_exactly,
     list_filters_and_events,
     three_d_secure_completes_through_the_sandbox,
-    reconciliation_catches_a_missed_update
+    reconciliation_catches_a_missed_update,
+    the_sandbox_ledger_charges_once_per_key
 );
 
 const PAYMENTS: &str = "/api/v1/revenue/payments";
@@ -574,4 +575,50 @@ async fn reconciliation_catches_a_missed_update(db: Db) {
     .await)
     .unwrap();
     assert_eq!(succeeded, 1);
+}
+
+/// The sandbox keeps its own idempotency, as a remote processor does: concurrent charges
+/// under one key make one charge (on PostgreSQL they may share one `INSERT`), a different
+/// request under a used key is refused, and distinct keys charge separately.
+async fn the_sandbox_ledger_charges_once_per_key(db: Db) {
+    use hephaestus_billing::gateway::{ChargeRequest, Gateway, GatewayError};
+    use hephaestus_billing::sandbox::SandboxGateway;
+    use hephaestus_core::money::{Currency, Money};
+
+    let s = TestServer::start(db).await;
+    let gateway = SandboxGateway::new(s.store.clone());
+    let usd = Currency::parse("USD", "currency").unwrap();
+    let request = |key: &str, minor: i64| ChargeRequest {
+        customer_id: "cus_ledger".into(),
+        amount: Money {
+            minor,
+            currency: usd,
+        },
+        payment_method: "pm_card_visa".into(),
+        description: None,
+        idempotency_key: key.into(),
+        off_session: false,
+    };
+    let charges =
+        futures::future::join_all((0..10).map(|_| gateway.charge(request("k-once", 4200)))).await;
+    let ids: Vec<String> = charges.into_iter().map(|c| c.unwrap().id).collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    assert_eq!(s.count("sandbox_charges").await, 1);
+
+    match gateway.charge(request("k-once", 4300)).await {
+        Err(GatewayError::InvalidRequest { message, .. }) => {
+            assert!(message.contains("different charge"), "{message}")
+        }
+        other => panic!("a used key took another amount: {other:?}"),
+    }
+    assert_eq!(s.count("sandbox_charges").await, 1);
+
+    let keys: Vec<String> = (0..20).map(|i| format!("k-{i}")).collect();
+    let charges =
+        futures::future::join_all(keys.iter().map(|k| gateway.charge(request(k, 100)))).await;
+    let mut ids: Vec<String> = charges.into_iter().map(|c| c.unwrap().id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 20);
+    assert_eq!(s.count("sandbox_charges").await, 21);
 }

@@ -23,7 +23,9 @@ use futures::future::BoxFuture;
 use hephaestus_core::Timestamp;
 use hephaestus_core::ids::{self, prefix};
 use hephaestus_core::money::{Currency, Money};
-use hephaestus_store::{Store, StoreError, Tx, with_read, with_tx};
+use hephaestus_store::batch::{Batchable, Batcher};
+use hephaestus_store::{Backend, Store, StoreError, Tx, with_read, with_tx};
+use sqlx::PgConnection;
 
 use crate::disputes::DisputeState;
 use crate::gateway::{
@@ -104,15 +106,92 @@ fn decline_message(code: &str) -> &'static str {
 #[derive(Debug, Clone)]
 pub struct SandboxGateway {
     store: Store,
+    /// On PostgreSQL, new charges from concurrent requests share one `INSERT`.
+    charges: Option<Batcher<ChargeRow>>,
 }
 
 impl SandboxGateway {
+    /// Needs a tokio runtime: on PostgreSQL it starts the charges' batch workers.
     pub fn new(store: Store) -> Self {
-        Self { store }
+        let charges = match store.backend() {
+            Backend::Postgres(pool) => Some(Batcher::start(pool.clone())),
+            Backend::Sqlite(_) => None,
+        };
+        Self { store, charges }
+    }
+
+    /// Writes a new charge unless its idempotency key has one already. `true` if it is new.
+    async fn insert_charge(&self, row: ChargeRow) -> Result<bool, StoreError> {
+        if let Some(charges) = &self.charges {
+            return charges.submit(row).await;
+        }
+        // SQLite: one statement in the writer's next group commit.
+        self.store
+            .write_statement(move |tx| {
+                Box::pin(async move {
+                    let rows = std::slice::from_ref(&row);
+                    Ok(with_tx!(&mut *tx, |c| {
+                        let mut q = sqlx::QueryBuilder::new("");
+                        push_charges(&mut q, rows);
+                        q.build().execute(c).await.map(|r| r.rows_affected())
+                    })? == 1)
+                })
+            })
+            .await
     }
 }
 
-#[derive(sqlx::FromRow)]
+/// Appends the `INSERT` of new charges to `q`; a charge whose idempotency key is taken (by
+/// an earlier charge, or one before it in `rows`) is left out.
+fn push_charges<DB: sqlx::Database>(q: &mut sqlx::QueryBuilder<DB>, rows: &[ChargeRow])
+where
+    String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    Option<String>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    i64: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    q.push(
+        "INSERT INTO sandbox_charges (id, idempotency_key, amount_minor, currency, \
+         payment_method, status, decline_code, amount_refunded_minor, created_at, updated_at) ",
+    );
+    q.push_values(rows, |mut b, row| {
+        b.push_bind(row.id.clone())
+            .push_bind(row.idempotency_key.clone())
+            .push_bind(row.amount_minor)
+            .push_bind(row.currency.clone())
+            .push_bind(row.payment_method.clone())
+            .push_bind(row.status.clone())
+            .push_bind(row.decline_code.clone())
+            .push_bind(row.amount_refunded_minor)
+            .push_bind(row.created_at)
+            .push_bind(row.created_at);
+    });
+    q.push(" ON CONFLICT (idempotency_key) DO NOTHING");
+}
+
+/// New charges of concurrent requests, as one statement on PostgreSQL: each learns whether
+/// it went in or its idempotency key was taken.
+impl Batchable for ChargeRow {
+    type Out = bool;
+
+    fn run<'c>(
+        conn: &'c mut PgConnection,
+        jobs: &'c [Self],
+    ) -> BoxFuture<'c, Result<Vec<bool>, sqlx::Error>> {
+        Box::pin(async move {
+            let mut q = sqlx::QueryBuilder::new("");
+            push_charges(&mut q, jobs);
+            q.push(" RETURNING id");
+            let inserted: Vec<String> = q.build_query_scalar().fetch_all(&mut *conn).await?;
+            Ok(jobs.iter().map(|j| inserted.contains(&j.id)).collect())
+        })
+    }
+
+    fn weight(&self) -> usize {
+        1
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
 struct ChargeRow {
     id: String,
     idempotency_key: String,
@@ -122,6 +201,7 @@ struct ChargeRow {
     status: String,
     decline_code: Option<String>,
     amount_refunded_minor: i64,
+    created_at: i64,
 }
 
 impl ChargeRow {
@@ -153,7 +233,7 @@ impl ChargeRow {
 }
 
 const CHARGE_COLUMNS: &str = "id, idempotency_key, amount_minor, currency, payment_method, status, \
-     decline_code, amount_refunded_minor";
+     decline_code, amount_refunded_minor, created_at";
 
 async fn charge_by(
     tx: &mut Tx,
@@ -187,65 +267,50 @@ impl Gateway for SandboxGateway {
                     ),
                 });
             };
-            // One statement, which commits on its own: on PostgreSQL no BEGIN and COMMIT
-            // around it (the host records the payment in its own transaction next).
-            let row = self
-                .store
-                .write_statement(move |tx| {
-                    Box::pin(async move {
-                        let (status, decline) = match behaviour {
-                            Behaviour::Succeed | Behaviour::SucceedThenDispute => ("succeeded", None),
-                            Behaviour::Decline(code) => ("failed", Some(code.to_string())),
-                            Behaviour::RequireAction if req.off_session => {
-                                ("failed", Some("authentication_required".to_string()))
-                            }
-                            Behaviour::RequireAction => ("requires_action", None),
-                        };
-                        let now = Timestamp::now().as_micros();
-                        let row = ChargeRow {
-                            id: ids::new_id(prefix::SANDBOX_CHARGE),
-                            idempotency_key: req.idempotency_key.clone(),
-                            amount_minor: req.amount.minor,
-                            currency: req.amount.currency.code().to_string(),
-                            payment_method: req.payment_method.clone(),
-                            status: status.to_string(),
-                            decline_code: decline,
-                            amount_refunded_minor: 0,
-                        };
-                        let inserted = with_tx!(&mut *tx, |c| sqlx::query(
-                            "INSERT INTO sandbox_charges (id, idempotency_key, amount_minor, currency,
-                                 payment_method, status, decline_code, amount_refunded_minor,
-                                 created_at, updated_at)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8)
-                             ON CONFLICT (idempotency_key) DO NOTHING"
-                        )
-                        .bind(&row.id)
-                        .bind(&row.idempotency_key)
-                        .bind(row.amount_minor)
-                        .bind(&row.currency)
-                        .bind(&row.payment_method)
-                        .bind(&row.status)
-                        .bind(&row.decline_code)
-                        .bind(now)
-                        .execute(c)
-                        .await
-                        .map(|r| r.rows_affected()))?;
-                        if inserted == 0 {
-                            // The same idempotency key answers with the first charge, as long
-                            // as it is the same request.
-                            let existing = charge_by(tx, "idempotency_key", &req.idempotency_key)
-                                .await?
-                                .ok_or_else(|| StoreError::Corrupt("sandbox charge vanished".into()))?;
-                            let same = existing.amount_minor == req.amount.minor
-                                && existing.currency == req.amount.currency.code()
-                                && existing.payment_method == req.payment_method;
-                            return Ok(if same { Ok(existing) } else { Err(()) });
-                        }
-                        Ok::<_, StoreError>(Ok(row))
-                    })
-                })
-                .await
-                .map_err(store_err)?;
+            let (status, decline) = match behaviour {
+                Behaviour::Succeed | Behaviour::SucceedThenDispute => ("succeeded", None),
+                Behaviour::Decline(code) => ("failed", Some(code.to_string())),
+                Behaviour::RequireAction if req.off_session => {
+                    ("failed", Some("authentication_required".to_string()))
+                }
+                Behaviour::RequireAction => ("requires_action", None),
+            };
+            let new = ChargeRow {
+                id: ids::new_id(prefix::SANDBOX_CHARGE),
+                idempotency_key: req.idempotency_key.clone(),
+                amount_minor: req.amount.minor,
+                currency: req.amount.currency.code().to_string(),
+                payment_method: req.payment_method.clone(),
+                status: status.to_string(),
+                decline_code: decline,
+                amount_refunded_minor: 0,
+                created_at: Timestamp::now().as_micros(),
+            };
+            // Committed on its own (the host records the payment in its own transaction
+            // next), as a remote processor's ledger would be.
+            let row = if self.insert_charge(new.clone()).await.map_err(store_err)? {
+                Ok(new)
+            } else {
+                // The same idempotency key answers with the first charge, as long as it is
+                // the same request. The conflicting insert has committed: PostgreSQL's
+                // ON CONFLICT waits for it, and SQLite has one writer.
+                let sql = format!(
+                    "SELECT {CHARGE_COLUMNS} FROM sandbox_charges WHERE idempotency_key = $1"
+                );
+                let existing: ChargeRow =
+                    with_read!(self.store, |e| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(&req.idempotency_key)
+                        .fetch_optional(e)
+                        .await)
+                    .map_err(|e| store_err(e.into()))?
+                    .ok_or_else(|| {
+                        store_err(StoreError::Corrupt("sandbox charge vanished".into()))
+                    })?;
+                let same = existing.amount_minor == req.amount.minor
+                    && existing.currency == req.amount.currency.code()
+                    && existing.payment_method == req.payment_method;
+                if same { Ok(existing) } else { Err(()) }
+            };
             match row {
                 Ok(row) => {
                     let mut charge = row.to_charge()?;

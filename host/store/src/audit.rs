@@ -48,7 +48,7 @@ struct AuditRow {
 
 /// Adds an entry to the transaction; it is written when the transaction commits.
 pub fn record(tx: &mut Tx, e: AuditEntry) {
-    tx.audit.push(e);
+    tx.appends.audit.push(e);
 }
 
 /// Writes buffered entries, in order, as one statement.
@@ -66,9 +66,9 @@ pub(crate) async fn insert_all(tx: &mut Tx, entries: &[AuditEntry]) -> Result<()
 
 /// Appends the `INSERT` of `entries` to `q` (alone, or after the event log's in one
 /// statement).
-pub(crate) fn push_insert<DB: sqlx::Database>(
+pub(crate) fn push_insert<'r, DB: sqlx::Database>(
     q: &mut sqlx::QueryBuilder<DB>,
-    entries: &[AuditEntry],
+    entries: impl IntoIterator<Item = &'r AuditEntry>,
 ) where
     String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     Option<String>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,

@@ -6,7 +6,7 @@ use crate::{Result, Store, StoreError, Tx, with_read, with_tx};
 /// Appends an event to the transaction that made the change it describes; it is written
 /// when that transaction commits, and not at all if it does not.
 pub fn append(tx: &mut Tx, e: NewEvent) {
-    tx.events.push(e);
+    tx.appends.events.push(e);
 }
 
 /// Writes buffered events, in order, as one statement.
@@ -24,8 +24,10 @@ pub(crate) async fn insert_all(tx: &mut Tx, events: &[NewEvent]) -> Result<()> {
 
 /// Appends the `INSERT` of `events` to `q` (alone, or inside a statement that also writes
 /// the audit log).
-pub(crate) fn push_insert<DB: sqlx::Database>(q: &mut sqlx::QueryBuilder<DB>, events: &[NewEvent])
-where
+pub(crate) fn push_insert<'r, DB: sqlx::Database>(
+    q: &mut sqlx::QueryBuilder<DB>,
+    events: impl IntoIterator<Item = &'r NewEvent>,
+) where
     String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     Option<String>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     &'static str: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,

@@ -20,14 +20,17 @@
 //!
 //! Writes go through [`Store::write`]: on SQLite a single writer thread commits concurrent
 //! requests together (group commit, see `writer`); on PostgreSQL each runs in its own
-//! transaction.
+//! transaction, except that transactions which only append rows share one statement with
+//! concurrent ones (group commit, see [`batch`]).
 //!
 //! SQL is written once with `$N` placeholders, which both drivers accept; the `with_*!`
 //! macros run it against whichever pool or transaction backs the store. SQLite gets one
 //! writer connection (its lock admits one writer; queueing in the pool beats retrying on
 //! `SQLITE_BUSY`) and a pool of readers.
 
+mod appends;
 pub mod audit;
+pub mod batch;
 pub mod catalog;
 pub mod consumers;
 pub mod customers;
@@ -115,6 +118,8 @@ pub struct Store {
     backend: Backend,
     /// SQLite's group-commit writer; `None` on PostgreSQL.
     writer: Option<writer::Writer>,
+    /// PostgreSQL's group commit of append-only transactions; `None` on SQLite.
+    appends: Option<batch::Batcher<appends::Appends>>,
 }
 
 /// Runs `$body` with `$e` bound to a read executor of the store's database.
@@ -163,29 +168,28 @@ macro_rules! with_tx {
 /// Rows that are only appended and that nothing reads back or points at inside the
 /// transaction (event-log and audit rows; a payment that [`payments::insert_at_commit`]
 /// was given) are held here and written at commit, inside the transaction, as one multi-row
-/// insert per table: with group commit, one statement per batch instead of one per request.
+/// insert per table: with SQLite's group commit, one statement per batch for events and
+/// audit entries instead of one per request (payments, which can be refused, go in at the
+/// end of their own job).
 ///
 /// On PostgreSQL, [`Store::write`] puts off `BEGIN` until the first statement. A transaction
 /// that had nothing but appends to write sends them at commit as one statement (a
-/// data-modifying `WITH`, atomic on its own) with no `BEGIN` or `COMMIT`: one round trip
-/// instead of four for a payment's record.
+/// data-modifying `WITH`, atomic on its own) with no `BEGIN` or `COMMIT`, and shares that
+/// statement with other such transactions committing at the same time ([`batch`]).
 #[derive(Debug)]
 pub struct Tx {
     /// `None` while PostgreSQL's `BEGIN` is put off.
     inner: Option<TxInner>,
     /// Where the put-off transaction will run.
-    pool: Option<PgPool>,
-    payments: Vec<payments::NewPayment>,
-    events: Vec<hephaestus_core::event::NewEvent>,
-    audit: Vec<audit::AuditEntry>,
+    deferred: Option<Deferred>,
+    appends: appends::Appends,
 }
 
-/// How much a transaction had buffered at some point, to undo a failed job's share.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Mark {
-    payments: usize,
-    events: usize,
-    audit: usize,
+/// Where a PostgreSQL transaction whose `BEGIN` is put off runs, or commits its appends.
+#[derive(Debug)]
+struct Deferred {
+    pool: PgPool,
+    appends: batch::Batcher<appends::Appends>,
 }
 
 #[derive(Debug)]
@@ -201,21 +205,17 @@ impl Tx {
     pub(crate) fn new(inner: TxInner) -> Self {
         Tx {
             inner: Some(inner),
-            pool: None,
-            payments: Vec::new(),
-            events: Vec::new(),
-            audit: Vec::new(),
+            deferred: None,
+            appends: appends::Appends::default(),
         }
     }
 
     /// A PostgreSQL transaction that sends `BEGIN` with its first statement, if it has one.
-    fn deferred(pool: PgPool) -> Self {
+    fn deferred(deferred: Deferred) -> Self {
         Tx {
             inner: None,
-            pool: Some(pool),
-            payments: Vec::new(),
-            events: Vec::new(),
-            audit: Vec::new(),
+            deferred: Some(deferred),
+            appends: appends::Appends::default(),
         }
     }
 
@@ -224,8 +224,8 @@ impl Tx {
         let inner = match self.inner.take() {
             Some(inner) => inner,
             None => {
-                let pool = self.pool.as_ref().ok_or(sqlx::Error::PoolClosed)?;
-                TxInner::Postgres(pool.begin().await?)
+                let deferred = self.deferred.as_ref().ok_or(sqlx::Error::PoolClosed)?;
+                TxInner::Postgres(deferred.pool.begin().await?)
             }
         };
         Ok(self.inner.insert(inner))
@@ -236,24 +236,27 @@ impl Tx {
         !matches!(self.inner, Some(TxInner::Sqlite(_)))
     }
 
-    pub(crate) fn mark(&self) -> Mark {
-        Mark {
-            payments: self.payments.len(),
-            events: self.events.len(),
-            audit: self.audit.len(),
-        }
+    pub(crate) fn mark(&self) -> appends::Mark {
+        self.appends.mark()
     }
 
     /// Forgets what was buffered after `mark` (the job that buffered it was rolled back).
-    pub(crate) fn discard_since(&mut self, mark: Mark) {
-        self.payments.truncate(mark.payments);
-        self.events.truncate(mark.events);
-        self.audit.truncate(mark.audit);
+    pub(crate) fn discard_since(&mut self, mark: appends::Mark) {
+        self.appends.discard_since(mark);
+    }
+
+    /// Writes the payments buffered since `mark` now, in the open transaction. SQLite's
+    /// writer does so inside the job's savepoint: unlike event and audit rows (fresh ids, no
+    /// foreign keys), a payment row can be refused (its customer, its gateway id), and a
+    /// refusal at the batch's commit would fail every job of the batch.
+    pub(crate) async fn write_payments_since(&mut self, mark: appends::Mark) -> Result<()> {
+        let rows = self.appends.take_payments_since(mark);
+        payments::insert_all(self, &rows).await
     }
 
     /// Writes the buffered rows and commits.
     pub async fn commit(mut self) -> Result<()> {
-        let Some(pool) = self.pool.clone().filter(|_| self.inner.is_none()) else {
+        let Some(deferred) = self.deferred.take().filter(|_| self.inner.is_none()) else {
             self.write_appends().await?;
             match self.inner {
                 Some(TxInner::Sqlite(t)) => t.commit().await?,
@@ -263,10 +266,9 @@ impl Tx {
             return Ok(());
         };
         // Nothing was sent: the appends, if any, are the whole transaction, and one
-        // statement is atomic without BEGIN and COMMIT.
-        if let Some(mut q) = self.pg_appends() {
-            let mut conn = pool.acquire().await?;
-            q.build().execute(&mut *conn).await?;
+        // statement is atomic without BEGIN and COMMIT, even one shared with others.
+        if self.appends.rows() > 0 {
+            deferred.appends.submit(self.appends).await?;
         }
         Ok(())
     }
@@ -281,73 +283,28 @@ impl Tx {
         Ok(())
     }
 
-    /// The buffered appends as one PostgreSQL statement, `None` when there are none.
-    fn pg_appends(&mut self) -> Option<sqlx::QueryBuilder<Postgres>> {
-        let payments = std::mem::take(&mut self.payments);
-        let events = std::mem::take(&mut self.events);
-        let entries = std::mem::take(&mut self.audit);
-        let total = [payments.len(), events.len(), entries.len()]
-            .iter()
-            .filter(|n| **n > 0)
-            .count();
-        if total == 0 {
-            return None;
-        }
-        // PostgreSQL runs every data-modifying WITH exactly once, whether or not the outer
-        // statement reads it, and in one snapshot: the rows land together or not at all.
-        let mut q = sqlx::QueryBuilder::<Postgres>::new("");
-        let mut done = 0;
-        let mut part = |q: &mut sqlx::QueryBuilder<Postgres>,
-                        push: &dyn Fn(&mut sqlx::QueryBuilder<Postgres>)| {
-            let inner = done + 1 < total;
-            if inner {
-                q.push(if done == 0 { "WITH " } else { ", " });
-                q.push(format!("a{done} AS ("));
-            }
-            push(q);
-            if inner {
-                q.push(") ");
-            }
-            done += 1;
-        };
-        if !payments.is_empty() {
-            part(&mut q, &|q| payments::push_insert(q, &payments));
-        }
-        if !events.is_empty() {
-            part(&mut q, &|q| events::push_insert(q, &events));
-        }
-        if !entries.is_empty() {
-            part(&mut q, &|q| audit::push_insert(q, &entries));
-        }
-        Some(q)
-    }
-
     /// Writes the buffered appends inside the open transaction.
     async fn write_appends(&mut self) -> Result<()> {
-        let appends = self.payments.len() + self.events.len() + self.audit.len();
+        let appends = std::mem::take(&mut self.appends);
         match &mut self.inner {
-            Some(TxInner::PgAutocommit(_)) if appends > 0 => {
+            Some(TxInner::PgAutocommit(_)) if appends.rows() > 0 => {
                 // Outside a transaction they could outlive a change that failed, or be lost
                 // with one that stood.
                 Err(StoreError::Corrupt(
                     "a single-statement write tried to buffer rows for its commit".into(),
                 ))
             }
-            Some(TxInner::Postgres(_)) => {
-                if let Some(mut q) = self.pg_appends()
-                    && let Some(TxInner::Postgres(t)) = &mut self.inner
+            Some(TxInner::Postgres(t)) => {
+                if let Some(mut q) = appends::Appends::pg_statement(std::slice::from_ref(&appends))
                 {
                     q.build().execute(&mut **t).await?;
                 }
                 Ok(())
             }
             _ => {
-                let new_payments = std::mem::take(&mut self.payments);
-                payments::insert_all(self, &new_payments).await?;
-                let events = std::mem::take(&mut self.events);
-                events::insert_all(self, &events).await?;
-                let entries = std::mem::take(&mut self.audit);
-                audit::insert_all(self, &entries).await
+                payments::insert_all(self, &appends.payments).await?;
+                events::insert_all(self, &appends.events).await?;
+                audit::insert_all(self, &appends.audit).await
             }
         }
     }
@@ -387,11 +344,15 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(redact_url(url)));
         };
-        let writer = match &backend {
-            Backend::Sqlite(db) => Some(writer::Writer::start(db.write.clone())?),
-            Backend::Postgres(_) => None,
+        let (writer, appends) = match &backend {
+            Backend::Sqlite(db) => (Some(writer::Writer::start(db.write.clone())?), None),
+            Backend::Postgres(pool) => (None, Some(batch::Batcher::start(pool.clone()))),
         };
-        Ok(Self { backend, writer })
+        Ok(Self {
+            backend,
+            writer,
+            appends,
+        })
     }
 
     /// Runs `job` in a transaction and commits it. Its changes and everything it records
@@ -409,9 +370,15 @@ impl Store {
     {
         match &self.writer {
             Some(writer) => writer.submit(job).await,
-            None => match &self.backend {
-                Backend::Postgres(pool) => run_to_end(pool.clone(), false, job).await,
-                Backend::Sqlite(_) => Err(E::from(StoreError::WriterGone)),
+            None => match (&self.backend, &self.appends) {
+                (Backend::Postgres(pool), Some(appends)) => {
+                    let deferred = Deferred {
+                        pool: pool.clone(),
+                        appends: appends.clone(),
+                    };
+                    run_to_end(Run::Deferred(deferred), job).await
+                }
+                _ => Err(E::from(StoreError::WriterGone)),
             },
         }
     }
@@ -430,9 +397,14 @@ impl Store {
         E: From<StoreError> + Send + 'static,
     {
         match &self.backend {
-            Backend::Postgres(pool) => run_to_end(pool.clone(), true, job).await,
+            Backend::Postgres(pool) => run_to_end(Run::Autocommit(pool.clone()), job).await,
             Backend::Sqlite(_) => self.write(job).await,
         }
+    }
+
+    /// How PostgreSQL's append-only transactions were batched so far; `None` on SQLite.
+    pub fn append_batches(&self) -> Option<batch::BatchStats> {
+        self.appends.as_ref().map(batch::Batcher::stats)
     }
 
     pub fn backend(&self) -> &Backend {
@@ -485,10 +457,18 @@ impl Store {
     }
 }
 
+/// How a PostgreSQL write runs.
+enum Run {
+    /// In a transaction begun with its first statement ([`Store::write`]).
+    Deferred(Deferred),
+    /// Each statement on its own ([`Store::write_statement`]).
+    Autocommit(PgPool),
+}
+
 /// Runs a PostgreSQL write in a task of its own, so that it runs to its end even if the
 /// caller goes away (a client hanging up must not cut a write off between its statements and
-/// its commit). `autocommit`: each statement stands alone (see [`Store::write_statement`]).
-async fn run_to_end<T, E, F>(pool: PgPool, autocommit: bool, job: F) -> std::result::Result<T, E>
+/// its commit).
+async fn run_to_end<T, E, F>(run: Run, job: F) -> std::result::Result<T, E>
 where
     F: for<'t> FnOnce(&'t mut Tx) -> futures::future::BoxFuture<'t, std::result::Result<T, E>>
         + Send
@@ -497,11 +477,12 @@ where
     E: From<StoreError> + Send + 'static,
 {
     let task = tokio::spawn(async move {
-        let mut tx = if autocommit {
-            let conn = pool.acquire().await.map_err(StoreError::from)?;
-            Tx::new(TxInner::PgAutocommit(conn))
-        } else {
-            Tx::deferred(pool)
+        let mut tx = match run {
+            Run::Autocommit(pool) => {
+                let conn = pool.acquire().await.map_err(StoreError::from)?;
+                Tx::new(TxInner::PgAutocommit(conn))
+            }
+            Run::Deferred(deferred) => Tx::deferred(deferred),
         };
         let value = job(&mut tx).await?;
         tx.commit().await?;

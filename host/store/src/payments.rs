@@ -68,7 +68,7 @@ pub async fn insert(tx: &mut Tx, p: &Payment) -> Result<()> {
 /// PostgreSQL a transaction of nothing else is then one statement). Only for a payment that
 /// nothing later in the transaction reads, changes or points at (an invoice, a dispute).
 pub fn insert_at_commit(tx: &mut Tx, p: &Payment) -> Result<()> {
-    tx.payments.push(NewPayment::of(p)?);
+    tx.appends.payments.push(NewPayment::of(p)?);
     Ok(())
 }
 
@@ -130,8 +130,10 @@ pub(crate) async fn insert_all(tx: &mut Tx, rows: &[NewPayment]) -> Result<()> {
 }
 
 /// Appends the `INSERT` of `rows` to `q`.
-pub(crate) fn push_insert<DB: sqlx::Database>(q: &mut sqlx::QueryBuilder<DB>, rows: &[NewPayment])
-where
+pub(crate) fn push_insert<'r, DB: sqlx::Database>(
+    q: &mut sqlx::QueryBuilder<DB>,
+    rows: impl IntoIterator<Item = &'r NewPayment>,
+) where
     String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     Option<String>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     &'static str: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,

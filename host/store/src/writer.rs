@@ -124,11 +124,22 @@ async fn run_batch(
         // A panicking job must not take the writer (and every later write) down with it.
         match AssertUnwindSafe(job(&mut tx)).catch_unwind().await {
             Ok(ran) => {
-                if !ran.keep {
+                let refused = if ran.keep {
+                    tx.write_payments_since(mark).await.err()
+                } else {
+                    None
+                };
+                if !ran.keep || refused.is_some() {
                     statement(&mut tx, "ROLLBACK TO SAVEPOINT job").await?;
                     tx.discard_since(mark);
                 }
-                delivers.push(ran.deliver);
+                match refused {
+                    Some(e) => {
+                        let deliver = ran.deliver;
+                        delivers.push(Box::new(move |_batch| deliver(Err(e))));
+                    }
+                    None => delivers.push(ran.deliver),
+                }
             }
             Err(_) => {
                 tracing::error!("a write job panicked; its changes are rolled back");
