@@ -45,6 +45,8 @@ async fn health_ready_metrics_and_request_ids() {
     );
     assert!(text.contains("hephaestus_http_request_duration_seconds_bucket"));
     assert!(text.contains(r#"route="/health""#));
+    // SQLite's writer batches every write; the PostgreSQL group commit series are absent.
+    assert!(!text.contains("hephaestus_db_append_batch"), "{text}");
 
     // The store going away makes the host unready, not unhealthy.
     s.store.close().await;
@@ -179,4 +181,48 @@ async fn cors_allows_only_configured_origins() {
         .unwrap()
         .to_ascii_lowercase();
     assert!(exposed.contains("x-request-id"));
+}
+
+/// On PostgreSQL, `/metrics` shows the group commit of append-only transactions: a payment's
+/// record is one, carried by a statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_the_postgres_group_commit() {
+    let s = TestServer::start(Db::Postgres).await;
+    let customer = s.create_customer("batches@example.com").await;
+    let scrape = || async {
+        let text = s
+            .client
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+                .parse()
+                .unwrap()
+        };
+        (
+            value("hephaestus_db_append_batch_statements_total"),
+            value("hephaestus_db_append_batch_transactions_total"),
+        )
+    };
+    let (statements, transactions) = scrape().await;
+    let paid = s
+        .post(
+            &s.admin,
+            "/api/v1/revenue/payments",
+            &serde_json::json!({"customer_id": customer["id"], "amount": 5, "currency": "usd", "payment_method": "pm_card_visa"}),
+            None,
+        )
+        .await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.body);
+    let (statements_after, transactions_after) = scrape().await;
+    assert!(transactions_after > transactions);
+    assert!(statements_after > statements);
+    assert!(statements_after <= transactions_after);
 }

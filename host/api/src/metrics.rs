@@ -74,6 +74,24 @@ impl Metrics {
     }
 }
 
+/// PostgreSQL's group commit of append-only transactions (a payment's record): statements
+/// sent and transactions they carried, so operators can see the batch size (jobs per
+/// statement). Nothing on SQLite, whose writer batches every write.
+pub fn render_append_batches(stats: Option<hephaestus_store::batch::BatchStats>) -> String {
+    let Some(stats) = stats else {
+        return String::new();
+    };
+    format!(
+        "# TYPE hephaestus_db_append_batch_statements counter\n\
+         # HELP hephaestus_db_append_batch_statements Statements that carried append-only transactions (PostgreSQL group commit).\n\
+         hephaestus_db_append_batch_statements_total {}\n\
+         # TYPE hephaestus_db_append_batch_transactions counter\n\
+         # HELP hephaestus_db_append_batch_transactions Append-only transactions those statements carried (one resent after its batch was refused counts again).\n\
+         hephaestus_db_append_batch_transactions_total {}\n",
+        stats.statements, stats.jobs
+    )
+}
+
 /// Plugin series, from the plugin host's counters at scrape time (they live in the
 /// runtime, not in this registry), in the OpenMetrics text format.
 pub fn render_plugins(snapshot: &hephaestus_plugins::MetricsSnapshot) -> String {
