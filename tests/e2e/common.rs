@@ -300,6 +300,12 @@ impl TestServer {
             .status()
     }
 
+    /// The body of an unauthenticated GET, as text (`/metrics`).
+    pub async fn text_of(&self, path: &str) -> String {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        r.text().await.unwrap()
+    }
+
     pub async fn delete(&self, key: &str, path: &str) -> Reply {
         Reply::from(
             self.client

@@ -30,15 +30,7 @@ async fn health_ready_metrics_and_request_ids() {
     assert_eq!(r.headers()["x-request-id"], "client-chosen-1");
 
     s.create_customer("metrics@example.com").await;
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.text_of("/metrics").await;
     assert!(
         text.contains(r#"hephaestus_http_requests_total{method="POST",route="/api/v1/revenue/customers",status="201"} 1"#),
         "{text}"
@@ -190,15 +182,7 @@ async fn metrics_show_the_postgres_group_commit() {
     let s = TestServer::start(Db::Postgres).await;
     let customer = s.create_customer("batches@example.com").await;
     let scrape = || async {
-        let text = s
-            .client
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = s.text_of("/metrics").await;
         let value = |name: &str| -> u64 {
             text.lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
