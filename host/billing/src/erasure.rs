@@ -31,7 +31,7 @@ pub struct Report {
 
 /// Seconds before another attempt, after `attempts` failed ones: 2, 4, 8, … up to an hour.
 fn retry_delay(attempts: i64) -> i64 {
-    (1_i64 << attempts.clamp(1, 12)).min(MAX_DELAY_SECS)
+    hephaestus_core::time::backoff_secs(attempts, MAX_DELAY_SECS)
 }
 
 /// The Idempotency-Key of every attempt to delete the customer's copy.

@@ -1,6 +1,20 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
 
+/// Seconds to wait after the `attempts`-th failed try of something retried in the
+/// background: 2, 4, 8, … doubling, never more than `cap_secs`.
+pub const fn backoff_secs(attempts: i64, cap_secs: i64) -> i64 {
+    let exp = if attempts < 1 {
+        1
+    } else if attempts > 12 {
+        12
+    } else {
+        attempts
+    };
+    let delay = 1_i64 << exp;
+    if delay > cap_secs { cap_secs } else { delay }
+}
+
 /// A UTC instant with microsecond precision. Stored as integer microseconds since the Unix
 /// epoch on both databases, so ordering and range filters behave the same on SQLite (which
 /// has no timestamp type) and PostgreSQL; shown to clients as RFC 3339.

@@ -136,19 +136,7 @@ pub const WAIT_CAP_SECS: i64 = 3600;
 /// Seconds before the next try of an event waiting for an object it names, after its
 /// `attempts`-th: doubling from 2 s, at most [`WAIT_CAP_SECS`].
 pub const fn wait_delay(attempts: i64) -> i64 {
-    let exp = if attempts < 1 {
-        1
-    } else if attempts > 12 {
-        12
-    } else {
-        attempts
-    };
-    let delay = 1_i64 << exp;
-    if delay > WAIT_CAP_SECS {
-        WAIT_CAP_SECS
-    } else {
-        delay
-    }
+    hephaestus_core::time::backoff_secs(attempts, WAIT_CAP_SECS)
 }
 
 /// Schedules another try of an event that names an object not here yet ([`wait_delay`]).
