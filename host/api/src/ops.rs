@@ -44,14 +44,14 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.metrics.render();
-    let mut plugins = crate::metrics::render_plugins(&state.plugins.metrics());
-    plugins.push_str(&crate::metrics::render_append_batches(
+    let mut scraped = crate::metrics::render_plugins(&state.plugins.metrics());
+    scraped.push_str(&crate::metrics::render_append_batches(
         state.store.append_batches(),
     ));
     // The registry ends its exposition with `# EOF`; the plugin and store series go before it.
     match text.rfind("# EOF") {
-        Some(at) => text.insert_str(at, &plugins),
-        None => text.push_str(&plugins),
+        Some(at) => text.insert_str(at, &scraped),
+        None => text.push_str(&scraped),
     }
     let mut response = text.into_response();
     response.headers_mut().insert(
