@@ -53,7 +53,8 @@ both_dbs!(
     an_answer_is_not_written_over_a_row_that_moved_on_while_it_was_in_flight,
     refunds_and_disputes_of_stripe_invoice_charges_find_their_payment,
     reconciliation_refetches_unsettled_stripe_subscriptions_from_localstripe,
-    reconciliation_renews_a_stripe_subscription_whose_renewal_never_came
+    reconciliation_renews_a_stripe_subscription_whose_renewal_never_came,
+    reconciliation_mirrors_stripe_invoices_whose_events_never_came
 );
 
 const SUBSCRIPTIONS: &str = "/api/v1/revenue/subscriptions";
@@ -1517,10 +1518,25 @@ async fn reconciliation_refetches_unsettled_stripe_subscriptions_from_localstrip
     let second = reconcile(0, 10).await.unwrap();
     assert_eq!((second.checked, second.updated, second.failed), (1, 1, 0));
     assert_eq!(reconcile(0, 10).await.unwrap().checked, 0);
-    for id in [&one, &two] {
+    for (id, gid) in [(&one, &one_gid), (&two, &two_gid)] {
         let sub = subscription(&s, id).await;
         assert_eq!(sub["status"], "active");
         assert_eq!(sub["gateway"], "stripe");
+        // Its first invoice was never reported: the subscription's latest, fetched from
+        // localstripe with it, and its payment recorded.
+        let listed = invoices(&s, id).await;
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0]["status"], "paid");
+        assert_eq!(listed[0]["amount_paid_minor"], 2000);
+        assert_eq!(listed[0]["lines"][0]["price_id"], price.as_str());
+        let latest = ls.get(&format!("/v1/subscriptions/{gid}")).await["latest_invoice"].clone();
+        let paid = invoice_payment_of(&s, latest.as_str().unwrap()).await;
+        assert!(
+            paid.gateway_id
+                .as_deref()
+                .is_some_and(|g| g.starts_with("pi_")),
+            "{paid:?}"
+        );
     }
 
     // A late event from before the state Stripe answered (it started after the failure) is
@@ -1567,7 +1583,12 @@ async fn reconciliation_refetches_unsettled_stripe_subscriptions_from_localstrip
     let events = domain_events(&s, &c).await;
     assert_counts(
         &events,
-        &[("subscription.updated", 5), ("subscription.canceled", 1)],
+        &[
+            ("subscription.updated", 5),
+            ("subscription.canceled", 1),
+            ("invoice.paid", 2),
+            ("payment.succeeded", 2),
+        ],
     );
 }
 
@@ -1652,4 +1673,219 @@ async fn reconciliation_renews_a_stripe_subscription_whose_renewal_never_came(db
     assert!(script.mismatches.is_empty(), "{:?}", script.mismatches);
     assert!(script.expected.is_empty(), "answers never asked for");
     assert!(script.seen[4..].iter().all(|r| r.idempotency_key.is_none()));
+}
+
+async fn reconciliation_mirrors_stripe_invoices_whose_events_never_came(db: Db) {
+    let t = now_secs();
+    let month = 30 * 86_400;
+    let sub_answer = |start: i64, latest: Option<&str>| {
+        let mut sub = stripe_subscription("sub_1StubRenew", "plan_1Stub", "active", 1, start);
+        sub["customer"] = json!("cus_StubMirror01");
+        sub["latest_invoice"] = json!(latest);
+        sub
+    };
+    // The renewal's invoice in today's shape, which names its payments only when they are
+    // included: they are listed on their own, and were made by a charge with no
+    // PaymentIntent.
+    let mut renewal = stripe_invoice("sub_1StubRenew", "plan_1Stub", "paid", 1, t - 3600);
+    renewal["id"] = json!("in_1StubRenewal");
+    renewal["status_transitions"] = json!({"finalized_at": t - 3600, "paid_at": t - 3590,
+        "voided_at": null, "marked_uncollectible_at": null});
+    let renewal_payments = json!({"object": "list", "has_more": false, "data": [{
+        "id": "inpay_1StubRenewal", "object": "invoice_payment", "amount_paid": 2000,
+        "amount_requested": 2000, "currency": "usd", "invoice": "in_1StubRenewal",
+        "is_default": true, "livemode": false, "created": t - 3590,
+        "payment": {"type": "charge", "charge": "ch_1StubRenewal"}, "status": "paid",
+        "status_transitions": {"canceled_at": null, "paid_at": t - 3590}}]});
+    // A later invoice whose failed attempt was reported, and nothing after: Stripe says it
+    // failed again, then that it was paid, in the older shape that names the charge.
+    let open = |status: &str, attempts: i64| {
+        let mut inv = stripe_invoice("sub_1StubRenew", "plan_1Stub", status, attempts, t);
+        inv["id"] = json!("in_1StubOpen");
+        if status == "paid" {
+            inv["payment_intent"] = Value::Null;
+            inv["charge"] = json!("ch_1StubOpen");
+        }
+        inv
+    };
+    let (base, stub) = start_stub(vec![
+        ok("POST", "/v1/customers", stripe_customer()),
+        ok(
+            "POST",
+            "/v1/payment_methods/pm_1StubCard/attach",
+            attached_card(),
+        ),
+        ok(
+            "POST",
+            "/v1/plans",
+            json!({"id": "plan_1Stub", "object": "plan", "amount": 2000, "currency": "usd",
+                   "interval": "month", "interval_count": 1, "active": true}),
+        ),
+        ok(
+            "POST",
+            "/v1/subscriptions",
+            sub_answer(t - month - 3600, None),
+        ),
+        // The renewal: Stripe fails on its invoice, then answers it.
+        ok(
+            "GET",
+            "/v1/subscriptions/sub_1StubRenew",
+            sub_answer(t - 3600, Some("in_1StubRenewal")),
+        ),
+        Expect {
+            method: "GET",
+            path: "/v1/invoices/in_1StubRenewal",
+            status: 500,
+            body: stripe_failure(),
+        },
+        ok(
+            "GET",
+            "/v1/subscriptions/sub_1StubRenew",
+            sub_answer(t - 3600, Some("in_1StubRenewal")),
+        ),
+        ok("GET", "/v1/invoices/in_1StubRenewal", renewal),
+        ok("GET", "/v1/invoice_payments", renewal_payments),
+        // The open invoice, asked about twice.
+        ok("GET", "/v1/invoices/in_1StubOpen", open("open", 2)),
+        ok("GET", "/v1/invoices/in_1StubOpen", open("paid", 2)),
+        // A refund of the renewal, through our API.
+        ok(
+            "POST",
+            "/v1/refunds",
+            json!({"id": "re_1StubRenewal", "object": "refund", "amount": 500,
+                "balance_transaction": null, "charge": "ch_1StubRenewal", "created": t,
+                "currency": "usd", "destination_details": null, "metadata": {},
+                "payment_intent": null, "reason": null, "receipt_number": null,
+                "source_transfer_reversal": null, "status": "succeeded",
+                "transfer_reversal": null}),
+        ),
+    ])
+    .await;
+    let args = stripe_at(base);
+    let s = server(db, args.clone()).await;
+    let gateway = args.gateway(&s.store).unwrap();
+    let subscriptions = || reconcile::reconcile_subscriptions(&s.store, gateway.as_ref(), 0, 10);
+    let invoices_pass = || reconcile::reconcile_invoices(&s.store, gateway.as_ref(), 0, 10);
+    let c = customer(&s, "stub@example.com").await;
+    let price = recurring_price(&s, json!("20.00"), "month", None).await;
+    let r = s
+        .post(
+            &s.admin,
+            SUBSCRIPTIONS,
+            &json!({"customer_id": c, "price_id": price, "payment_method": "pm_1StubCard"}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let ended = r.body["current_period_end"].clone();
+
+    // The renewal whose invoice cannot be fetched is not applied without it: the next pass
+    // asks about both again, and applies both.
+    let failed = subscriptions().await.unwrap();
+    assert_eq!((failed.checked, failed.updated, failed.failed), (1, 0, 1));
+    assert_eq!(subscription(&s, &id).await["current_period_end"], ended);
+    assert!(invoices(&s, &id).await.is_empty());
+    let renewed = subscriptions().await.unwrap();
+    assert_eq!(
+        (renewed.checked, renewed.updated, renewed.failed),
+        (1, 1, 0)
+    );
+    assert_ne!(subscription(&s, &id).await["current_period_end"], ended);
+    let listed = invoices(&s, &id).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["status"], "paid");
+    assert_eq!(listed[0]["amount_paid_minor"], 2000);
+    assert_eq!(listed[0]["lines"][0]["price_id"], json!(price));
+    let renewal_paid = invoice_payment_of(&s, "in_1StubRenewal").await;
+    assert_eq!(renewal_paid.gateway_id.as_deref(), Some("ch_1StubRenewal"));
+    assert_eq!(renewal_paid.amount.minor, 2000);
+    // Paid: nothing for the invoices' pass.
+    assert_eq!(invoices_pass().await.unwrap(), reconcile::Report::default());
+
+    // The next invoice's failed attempt is reported; no event comes after it.
+    post_signed(
+        &s,
+        &event(
+            "evt_open_failed",
+            "invoice.payment_failed",
+            t,
+            open("open", 1),
+        ),
+    )
+    .await;
+    settled(&s).await;
+    let again = invoices_pass().await.unwrap();
+    assert_eq!((again.checked, again.updated, again.failed), (1, 1, 0));
+    let paid = invoices_pass().await.unwrap();
+    assert_eq!((paid.checked, paid.updated, paid.failed), (1, 1, 0));
+    assert_eq!(invoices_pass().await.unwrap().checked, 0);
+    let open_paid = invoice_payment_of(&s, "in_1StubOpen").await;
+    assert_eq!(open_paid.gateway_id.as_deref(), Some("ch_1StubOpen"));
+
+    // The bare charges are refunded and disputed under their own ids: a refund through our
+    // API names the charge, and the gateway's events about them find their payments.
+    let r = s
+        .post(
+            &s.admin,
+            &format!("/api/v1/revenue/payments/{}/refunds", renewal_paid.id),
+            &json!({"amount": "5.00"}),
+            Some("bare-charge-refund"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let mut refunded = invoice_charge("pi_1StubRenewal", &[("re_1StubRenewal", 500)]);
+    refunded["payment_intent"] = Value::Null;
+    let mut disputed = invoice_dispute("pi_1StubOpen", "needs_response", &[-2000]);
+    disputed["payment_intent"] = Value::Null;
+    post_signed(
+        &s,
+        &event("evt_bare_refunded", "charge.refunded", t + 1, refunded),
+    )
+    .await;
+    post_signed(
+        &s,
+        &event(
+            "evt_bare_disputed",
+            "charge.dispute.created",
+            t + 1,
+            disputed,
+        ),
+    )
+    .await;
+    settled(&s).await;
+    assert_eq!(inbox_status(&s, "evt_bare_disputed").await, "processed");
+    let p = payment(&s, &renewal_paid.id).await;
+    assert_eq!(p["status"], "partially_refunded");
+    assert_eq!(p["refunds"].as_array().unwrap().len(), 1, "{p}");
+    assert_eq!(payment(&s, &open_paid.id).await["status"], "disputed");
+
+    let events = domain_events(&s, &c).await;
+    assert_counts(
+        &events,
+        &[
+            ("invoice.finalized", 2),
+            ("invoice.paid", 2),
+            ("invoice.payment_failed", 2),
+            ("payment.succeeded", 2),
+            ("refund.created", 1),
+            ("dispute.created", 1),
+        ],
+    );
+    no_event_failed(&s).await;
+
+    let script = stub.lock().unwrap();
+    assert!(script.mismatches.is_empty(), "{:?}", script.mismatches);
+    assert!(script.expected.is_empty(), "answers never asked for");
+    let listing = &script.seen[8];
+    assert_eq!(
+        listing.query,
+        "invoice=in_1StubRenewal&status=paid&limit=100"
+    );
+    let refund = &script.seen[11].form;
+    assert_eq!(
+        refund.get("charge").map(String::as_str),
+        Some("ch_1StubRenewal")
+    );
+    assert!(!refund.contains_key("payment_intent"), "{refund:?}");
 }

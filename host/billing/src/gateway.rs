@@ -1,8 +1,8 @@
 use futures::future::BoxFuture;
 use hephaestus_core::Timestamp;
 use hephaestus_core::catalog::Price;
-use hephaestus_core::money::Money;
-use hephaestus_core::subscription::SubscriptionStatus;
+use hephaestus_core::money::{Currency, Money};
+use hephaestus_core::subscription::{InvoiceStatus, SubscriptionStatus};
 
 /// A request to charge a payment method.
 #[derive(Debug, Clone)]
@@ -134,6 +134,57 @@ pub struct GatewaySubscription {
     pub cancel_at_period_end: bool,
     pub canceled_at: Option<Timestamp>,
     pub ended_at: Option<Timestamp>,
+    /// The gateway's id of the newest invoice it made for the subscription.
+    pub latest_invoice: Option<String>,
+}
+
+/// A line of an invoice the gateway made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayInvoiceLine {
+    pub description: String,
+    /// The gateway's price (a Stripe price or plan id): ours when it mirrors one of ours.
+    pub gateway_price_id: Option<String>,
+    pub quantity: i64,
+    pub amount_minor: i64,
+    pub proration: bool,
+    pub period_start: Option<Timestamp>,
+    pub period_end: Option<Timestamp>,
+}
+
+/// A payment the gateway took for one of its invoices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayInvoicePayment {
+    /// The gateway's id for the charge: the id its refunds and disputes name (at Stripe
+    /// the PaymentIntent, or the charge itself when it was made without one).
+    pub gateway_id: String,
+    /// What it paid of the invoice, in our minor units of the invoice's currency.
+    pub amount_minor: i64,
+}
+
+/// An invoice as the gateway reports it, amounts in our minor units.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayInvoice {
+    pub id: String,
+    /// The gateway's id of the subscription it bills.
+    pub subscription: String,
+    /// `None` for a draft: not an invoice of ours until it is finalized.
+    pub status: Option<InvoiceStatus>,
+    pub currency: Currency,
+    pub billing_reason: String,
+    pub subtotal_minor: i64,
+    pub amount_due_minor: i64,
+    pub amount_paid_minor: i64,
+    pub attempt_count: i64,
+    pub next_attempt_at: Option<Timestamp>,
+    pub period_start: Option<Timestamp>,
+    pub period_end: Option<Timestamp>,
+    pub lines: Vec<GatewayInvoiceLine>,
+    /// The payments the report names, when it names any: recorded once it says the invoice
+    /// is paid.
+    pub payments: Vec<GatewayInvoicePayment>,
+    /// The newest moment the invoice's own status history carries (finalized, paid, voided,
+    /// marked uncollectible), in the gateway's clock: a refetched invoice is as new as that.
+    pub changed_at: Option<Timestamp>,
 }
 
 /// Subscriptions billed by the gateway itself (Stripe Billing). A gateway without this
@@ -164,6 +215,13 @@ pub trait SubscriptionGateway: Send + Sync + std::fmt::Debug {
         &self,
         gateway_id: String,
     ) -> BoxFuture<'_, Result<Option<GatewaySubscription>, GatewayError>>;
+
+    /// An invoice's current state, with the payments that paid it, to reconcile after a
+    /// missed event. `Ok(None)`: the gateway does not know it.
+    fn fetch_invoice(
+        &self,
+        gateway_id: String,
+    ) -> BoxFuture<'_, Result<Option<GatewayInvoice>, GatewayError>>;
 }
 
 /// What the host needs from a payment processor. Implementations: the sandbox (built in)

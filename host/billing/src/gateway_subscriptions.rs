@@ -12,7 +12,9 @@
 //!   for it, and the host's clock is not Stripe's), and it is written only over the row it
 //!   was asked of: one that moved on while the call was in flight keeps its state;
 //! - a subscription refetched by reconciliation follows the rules of an answer, and moves
-//!   the mark to the newest time its state carries (see [`apply_refetched`]);
+//!   the mark to the newest time its state carries (see [`apply_refetched`]); a refetched
+//!   invoice follows the rules of an event dated by its status history
+//!   ([`apply_refetched_invoice`]);
 //! - a canceled subscription stays canceled (Stripe never revives one);
 //! - an invoice's status only moves forward (open → uncollectible → paid or void), or
 //!   sideways with a newer event; a failed payment attempt is counted once, when the
@@ -29,7 +31,7 @@ use hephaestus_core::Timestamp;
 use hephaestus_core::catalog::Price;
 use hephaestus_core::event::kind;
 use hephaestus_core::ids::{self, prefix};
-use hephaestus_core::money::{Currency, Money};
+use hephaestus_core::money::Money;
 use hephaestus_core::subscription::{
     Invoice, InvoiceLine, InvoiceStatus, Subscription, SubscriptionStatus,
 };
@@ -38,7 +40,9 @@ use hephaestus_store::{StoreError, Tx, catalog, events, subscriptions};
 use serde_json::json;
 
 use crate::charges::{self, Attempt};
-use crate::gateway::{Charge, ChargeStatus, GatewaySubscription};
+use crate::gateway::{
+    Charge, ChargeStatus, GatewayInvoice, GatewayInvoicePayment, GatewaySubscription,
+};
 use crate::subscriptions::{invoice_event, subscription_event, subscription_mrr};
 
 /// Whole seconds since the epoch: the unit of Stripe's `created` and of `gateway_event_at`.
@@ -309,50 +313,6 @@ pub async fn trial_will_end(
     Ok(true)
 }
 
-/// A line of an invoice the gateway made.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewayInvoiceLine {
-    pub description: String,
-    /// Ours, when the line's gateway price mirrors one of ours.
-    pub price_id: Option<String>,
-    pub quantity: i64,
-    pub amount_minor: i64,
-    pub proration: bool,
-    pub period_start: Option<Timestamp>,
-    pub period_end: Option<Timestamp>,
-}
-
-/// A payment the gateway took for one of its invoices.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewayInvoicePayment {
-    /// The gateway's id for the charge (a Stripe PaymentIntent): the id its refunds and
-    /// disputes name.
-    pub gateway_id: String,
-    /// What it paid of the invoice, in our minor units of the invoice's currency.
-    pub amount_minor: i64,
-}
-
-/// An invoice as the gateway reports it, amounts in our minor units.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewayInvoice {
-    pub id: String,
-    /// `None` for a draft: not an invoice of ours until it is finalized.
-    pub status: Option<InvoiceStatus>,
-    pub currency: Currency,
-    pub billing_reason: String,
-    pub subtotal_minor: i64,
-    pub amount_due_minor: i64,
-    pub amount_paid_minor: i64,
-    pub attempt_count: i64,
-    pub next_attempt_at: Option<Timestamp>,
-    pub period_start: Option<Timestamp>,
-    pub period_end: Option<Timestamp>,
-    pub lines: Vec<GatewayInvoiceLine>,
-    /// The payments the report names, when it names any: recorded once it says the invoice
-    /// is paid.
-    pub payments: Vec<GatewayInvoicePayment>,
-}
-
 fn rank(s: InvoiceStatus) -> u8 {
     match s {
         InvoiceStatus::Open => 0,
@@ -416,24 +376,27 @@ pub async fn mirror_invoice(
             gateway_id: Some(inv.id.clone()),
             created_at: now,
             updated_at: now,
-            lines: inv
-                .lines
-                .iter()
-                .map(|l| InvoiceLine {
-                    id: ids::new_id(prefix::INVOICE_LINE),
-                    description: l.description.clone(),
-                    price_id: l.price_id.clone(),
-                    quantity: l.quantity,
-                    amount: Money {
-                        minor: l.amount_minor,
-                        currency: inv.currency,
-                    },
-                    proration: l.proration,
-                    period_start: l.period_start.unwrap_or(period_start),
-                    period_end: l.period_end.unwrap_or(period_end),
-                })
-                .collect(),
+            lines: Vec::with_capacity(inv.lines.len()),
         };
+        for l in &inv.lines {
+            let price_id = match &l.gateway_price_id {
+                Some(p) => gateway_ids::ours_in(tx, &sub.gateway, Mirror::Price, p).await?,
+                None => None,
+            };
+            invoice.lines.push(InvoiceLine {
+                id: ids::new_id(prefix::INVOICE_LINE),
+                description: l.description.clone(),
+                price_id,
+                quantity: l.quantity,
+                amount: Money {
+                    minor: l.amount_minor,
+                    currency: inv.currency,
+                },
+                proration: l.proration,
+                period_start: l.period_start.unwrap_or(period_start),
+                period_end: l.period_end.unwrap_or(period_end),
+            });
+        }
         subscriptions::insert_invoice(tx, &invoice, now).await?;
         subscriptions::set_invoice_gateway_event_at(tx, &invoice.id, created).await?;
         events::append(tx, invoice_event(kind::INVOICE_FINALIZED, &invoice, now));
@@ -497,6 +460,29 @@ pub async fn mirror_invoice(
     } else {
         Mirrored::Unchanged
     })
+}
+
+/// Applies an invoice reconciliation refetched from the gateway `gateway`, under the rules
+/// of an event ([`mirror_invoice`]) dated by the newest time the invoice's own status
+/// history carries: a status only moves forward, a failed attempt is counted when
+/// `attempt_count` grew on an invoice still open, and the payments of a paid one are
+/// recorded once. With no such time it is older than every event applied: only a move
+/// forward or a new attempt applies. The subscription is locked first, as the invoice
+/// events lock it. `Unchanged` too when we bill no such subscription.
+pub async fn apply_refetched_invoice(
+    tx: &mut Tx,
+    gateway: &str,
+    inv: &GatewayInvoice,
+    now: Timestamp,
+) -> Result<Mirrored, StoreError> {
+    let Some((sub, _)) =
+        subscriptions::find_by_gateway_id_for_update(tx, gateway, &inv.subscription).await?
+    else {
+        return Ok(Mirrored::Unchanged);
+    };
+    let dated = inv.changed_at.map(secs).unwrap_or(i64::MIN);
+    let failed_attempt = inv.status == Some(InvoiceStatus::Open);
+    mirror_invoice(tx, &sub, inv, dated, failed_attempt, now).await
 }
 
 /// Records the payments the gateway took for `invoice` (of `sub`) that are not payments of

@@ -8,9 +8,11 @@
 //!   of its own, so the product runs and is tested with no account.
 //! - [`stripe`]: the Stripe gateway (async-stripe), selected by `STRIPE_SECRET_KEY`.
 //! - [`stripe_subscriptions`]: subscriptions billed by Stripe itself, and its price mirror.
+//! - [`stripe_invoices`]: Stripe's invoices, read from its events and refetched.
 //! - [`gateway_subscriptions`]: applying a gateway's view of a subscription or invoice to
 //!   ours, never going back to an older state, with its domain events.
-//! - [`reconcile`]: refetching unsettled payments from their gateway.
+//! - [`reconcile`]: refetching unsettled payments, subscriptions and invoices from their
+//!   gateway.
 //! - [`subscriptions`]: the billing engine that renews, invoices and dunns subscriptions on
 //!   the business clock for gateways that only move money (the sandbox).
 //! - [`webhook`]: `Stripe-Signature` verification.
@@ -26,6 +28,7 @@ pub mod reconcile;
 pub mod sandbox;
 pub mod stripe;
 pub mod stripe_events;
+pub mod stripe_invoices;
 pub mod stripe_subscriptions;
 pub mod subscriptions;
 pub mod webhook;

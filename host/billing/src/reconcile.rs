@@ -7,15 +7,19 @@
 //! A subscription is unsettled when it is past due or unpaid, or when its period ended
 //! with no renewal applied; one pass asks about at most `limit` of them, those asked least
 //! recently first, and each is claimed in the database so no other host asks at the same
-//! time (see [`subscriptions::claim_unsettled`]). Their invoices are not refetched: the
-//! subscription's state is what reconciliation settles.
+//! time (see [`subscriptions::claim_unsettled`]). When the gateway's answer names a latest
+//! invoice we have never seen (the events of a renewal that never came), that invoice is
+//! fetched too and mirrored with the subscription, in one transaction; if it cannot be
+//! fetched, neither is applied, so the subscription stays unsettled and a later pass asks
+//! again. Invoices we hold that stay open (a payment event that never came) are refetched
+//! the same way, claimed like subscriptions ([`subscriptions::claim_open_invoices`]).
 
 use hephaestus_core::Timestamp;
 use hephaestus_core::payment::{Payment, PaymentStatus};
 use hephaestus_store::{Store, StoreError, Tx, events, payments, subscriptions};
 
 use crate::gateway::{Charge, ChargeStatus, Gateway, GatewayError};
-use crate::gateway_subscriptions;
+use crate::gateway_subscriptions::{self, Mirrored};
 use crate::stripe_events::payment_event;
 
 /// What a reconciliation pass did.
@@ -137,7 +141,8 @@ pub async fn reconcile_subscriptions(
         return Ok(Report::default());
     };
     let before = Timestamp::now().add_secs(-deadline_secs);
-    let due = subscriptions::claim_unsettled(store, gateway.name(), before, limit).await?;
+    let name = gateway.name();
+    let due = subscriptions::claim_unsettled(store, name, before, limit).await?;
     let mut report = Report {
         checked: due.len(),
         ..Report::default()
@@ -150,17 +155,37 @@ pub async fn reconcile_subscriptions(
         let Some(state) = report.refetched(answer, &asked.id, &gateway_id) else {
             continue;
         };
+        let unseen = match &state.latest_invoice {
+            Some(id) if !subscriptions::invoice_mirrored(store, id).await? => Some(id.clone()),
+            _ => None,
+        };
+        let latest = match unseen {
+            // A draft the gateway deleted since is `None`: nothing to mirror.
+            Some(id) => match billing.fetch_invoice(id.clone()).await {
+                Ok(found) => found.filter(|inv| inv.subscription == gateway_id),
+                Err(e) => {
+                    tracing::warn!(object = %asked.id, invoice = %id, error = %e, "could not refetch the latest invoice; a later pass asks again");
+                    report.failed += 1;
+                    continue;
+                }
+            },
+            None => None,
+        };
         let changed = store
             .write(move |tx| {
                 Box::pin(async move {
-                    gateway_subscriptions::apply_refetched(
-                        tx,
-                        &asked,
-                        mark,
-                        &state,
-                        Timestamp::now(),
-                    )
-                    .await
+                    let now = Timestamp::now();
+                    let changed =
+                        gateway_subscriptions::apply_refetched(tx, &asked, mark, &state, now)
+                            .await?;
+                    let mirrored = match &latest {
+                        Some(inv) => {
+                            gateway_subscriptions::apply_refetched_invoice(tx, name, inv, now)
+                                .await?
+                        }
+                        None => Mirrored::Unchanged,
+                    };
+                    Ok::<_, StoreError>(changed || mirrored == Mirrored::Applied)
                 })
             })
             .await?;
@@ -169,4 +194,70 @@ pub async fn reconcile_subscriptions(
         }
     }
     Ok(report)
+}
+
+/// One pass over the open invoices of the subscriptions `gateway` bills that have not
+/// changed for longer than `deadline_secs`, at most `limit` of them, refetched and
+/// mirrored ([`gateway_subscriptions::apply_refetched_invoice`]): one paid meanwhile gets
+/// its payment recorded. Nothing for a gateway that bills no subscriptions.
+pub async fn reconcile_invoices(
+    store: &Store,
+    gateway: &dyn Gateway,
+    deadline_secs: i64,
+    limit: i64,
+) -> Result<Report, StoreError> {
+    let Some(billing) = gateway.subscriptions() else {
+        return Ok(Report::default());
+    };
+    let before = Timestamp::now().add_secs(-deadline_secs);
+    let name = gateway.name();
+    let due = subscriptions::claim_open_invoices(store, name, before, limit).await?;
+    let mut report = Report {
+        checked: due.len(),
+        ..Report::default()
+    };
+    for gateway_id in due {
+        let answer = billing.fetch_invoice(gateway_id.clone()).await;
+        let Some(inv) = report.refetched(answer, &gateway_id, &gateway_id) else {
+            continue;
+        };
+        let mirrored = store
+            .write(move |tx| {
+                Box::pin(async move {
+                    gateway_subscriptions::apply_refetched_invoice(tx, name, &inv, Timestamp::now())
+                        .await
+                })
+            })
+            .await?;
+        if mirrored == Mirrored::Applied {
+            report.updated += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// Every pass, each over at most `limit` objects unsettled for longer than `deadline_secs`,
+/// named by what it reconciles: payments, subscriptions, then invoices (a subscription's
+/// pass can mirror an invoice that the invoices' pass then need not ask about). One pass
+/// failing does not keep the others from running.
+pub async fn reconcile_all(
+    store: &Store,
+    gateway: &dyn Gateway,
+    deadline_secs: i64,
+    limit: i64,
+) -> Vec<(&'static str, Result<Report, StoreError>)> {
+    vec![
+        (
+            "payments",
+            reconcile(store, gateway, deadline_secs, limit).await,
+        ),
+        (
+            "subscriptions",
+            reconcile_subscriptions(store, gateway, deadline_secs, limit).await,
+        ),
+        (
+            "invoices",
+            reconcile_invoices(store, gateway, deadline_secs, limit).await,
+        ),
+    ]
 }

@@ -503,12 +503,17 @@ impl Gateway for StripeGateway {
 
     fn refund(&self, req: RefundRequest) -> BoxFuture<'_, Result<GatewayRefund, GatewayError>> {
         Box::pin(async move {
-            let params = CreateRefund::new()
-                .payment_intent(req.charge_id.clone())
-                .amount(to_stripe_amount(Money {
-                    minor: req.amount_minor,
-                    currency: req.currency,
-                }));
+            // A payment of ours is a PaymentIntent, or a charge made without one (a Stripe
+            // invoice paid by a legacy source): each is refunded under its own name.
+            let refund = if req.charge_id.starts_with("pi_") {
+                CreateRefund::new().payment_intent(req.charge_id.clone())
+            } else {
+                CreateRefund::new().charge(req.charge_id.clone())
+            };
+            let params = refund.amount(to_stripe_amount(Money {
+                minor: req.amount_minor,
+                currency: req.currency,
+            }));
             let refund: RefundObject = self
                 .send(&params, Some(&req.idempotency_key))
                 .await

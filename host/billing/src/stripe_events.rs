@@ -12,36 +12,32 @@
 //! `invoice.updated` is news only when it is newer.
 //!
 //! **Payments of Stripe's invoices.** A paid invoice's charge is recorded as a payment of
-//! ours (gateway id: its PaymentIntent, the id refunds and disputes name; amount: what it
-//! paid of the invoice), linked to the invoice, with its `payment.succeeded` event, by the
-//! first event that names it: an invoice event carrying `payment_intent` (older API
-//! versions, localstripe) or an included `payments` list, or `invoice_payment.paid` (today's
-//! API). Later ones find it, so it is recorded once. A refund or dispute of that charge
-//! arriving first waits, as any event about an unknown payment does, and then finds it.
+//! ours (gateway id: its PaymentIntent, or the charge itself when it was made without one:
+//! the id its refunds and disputes name; amount: what it paid of the invoice), linked to
+//! the invoice, with its `payment.succeeded` event, by the first event that names it: an
+//! invoice event carrying `payment_intent` or `charge` (older API versions, localstripe) or
+//! an included `payments` list, or `invoice_payment.paid` (today's API); see
+//! [`stripe_invoices`]. Later ones find it, so it is recorded once. A refund or dispute of
+//! that charge arriving first waits, as any event about an unknown payment does, and then
+//! finds it.
 //!
 //! **Events that never arrive** are made up for by the periodic reconciliation
-//! ([`crate::reconcile`]): unsettled payments, and Stripe-billed subscriptions left past
-//! due, unpaid or past their period's end, are refetched and applied under the same
-//! forward-only rules.
-//!
-//! **Not yet covered.** Stripe's invoices are not refetched: an invoice event that never
-//! arrives leaves that invoice (and a payment it would have recorded) as it was until a
-//! later event about it does.
+//! ([`crate::reconcile`]): unsettled payments, Stripe-billed subscriptions left past
+//! due, unpaid or past their period's end, and their invoices left open or never reported
+//! are refetched and applied under the same forward-only rules.
 
 use hephaestus_core::Timestamp;
 use hephaestus_core::event::{NewEvent, kind};
 use hephaestus_core::ids::{self, prefix};
-use hephaestus_core::money::{Currency, Money};
+use hephaestus_core::money::Money;
 use hephaestus_core::payment::{Payment, PaymentStatus, Refund};
 use hephaestus_core::subscription::SubscriptionStatus;
-use hephaestus_store::gateway_ids::{self, Mirror};
 use hephaestus_store::inbox::{self, InboxEvent};
 
 use crate::disputes::{self, Change, DisputeState};
-use crate::gateway_subscriptions::{
-    self, GatewayInvoice, GatewayInvoiceLine, GatewayInvoicePayment, Mirrored,
-};
+use crate::gateway_subscriptions::{self, Mirrored};
 use crate::stripe::from_stripe_amount;
+use crate::stripe_invoices;
 use crate::stripe_subscriptions::subscription_state;
 use hephaestus_store::{Store, StoreError, Tx, events, payments, subscriptions};
 use serde_json::{Value, json};
@@ -245,11 +241,12 @@ async fn charge_refunded(
     event: &InboxEvent,
     charge: &Value,
 ) -> Result<Applied, StoreError> {
-    let Some(intent_id) = charge["payment_intent"].as_str() else {
-        return Ok(Applied::Ignored("the charge has no payment intent".into()));
+    let Some(paid_by) = stripe_invoices::id_of(&charge["payment_intent"]).or(charge["id"].as_str())
+    else {
+        return Ok(Applied::Ignored("the charge has no id".into()));
     };
-    let Some(mut payment) = payments::find_by_gateway_id(tx, GATEWAY, intent_id).await? else {
-        return Ok(Applied::NotYet(format!("no payment for {intent_id}")));
+    let Some(mut payment) = payments::find_by_gateway_id(tx, GATEWAY, paid_by).await? else {
+        return Ok(Applied::NotYet(format!("no payment for {paid_by}")));
     };
     let now = Timestamp::now();
     // Record each refund the charge lists that we have not seen (refunds made through our
@@ -322,14 +319,13 @@ async fn dispute(
     object: &Value,
     change: Change,
 ) -> Result<Applied, StoreError> {
-    let (Some(id), Some(intent_id)) = (object["id"].as_str(), object["payment_intent"].as_str())
-    else {
-        return Ok(Applied::Ignored(
-            "the dispute has no id or payment intent".into(),
-        ));
+    let paid_by = stripe_invoices::id_of(&object["payment_intent"])
+        .or(stripe_invoices::id_of(&object["charge"]));
+    let (Some(id), Some(paid_by)) = (object["id"].as_str(), paid_by) else {
+        return Ok(Applied::Ignored("the dispute has no id or charge".into()));
     };
-    let Some(payment) = payments::find_by_gateway_id(tx, GATEWAY, intent_id).await? else {
-        return Ok(Applied::NotYet(format!("no payment for {intent_id}")));
+    let Some(payment) = payments::find_by_gateway_id(tx, GATEWAY, paid_by).await? else {
+        return Ok(Applied::NotYet(format!("no payment for {paid_by}")));
     };
     // Balance transactions are the dispute's money movements: negative withdrawn, positive
     // reinstated. The list in each event is the whole history so far.
@@ -424,114 +420,30 @@ async fn trial_will_end(tx: &mut Tx, object: &Value) -> Result<Applied, StoreErr
     Ok(Applied::Processed)
 }
 
-/// The Stripe subscription an invoice belongs to: `parent.subscription_details` today,
-/// `subscription` in older versions.
-fn invoice_subscription(object: &Value) -> Option<&str> {
-    object["parent"]["subscription_details"]["subscription"]
-        .as_str()
-        .or(object["parent"]["subscription_details"]["subscription"]["id"].as_str())
-        .or(object["subscription"].as_str())
-        .or(object["subscription"]["id"].as_str())
-}
-
-fn seconds(v: &Value) -> Option<Timestamp> {
-    v.as_i64()
-        .and_then(|s| s.checked_mul(1_000_000))
-        .map(Timestamp::from_micros)
-}
-
-/// The line's Stripe price: `pricing.price_details.price` today, `price` or `plan` before.
-fn line_price(line: &Value) -> Option<&str> {
-    line["pricing"]["price_details"]["price"]
-        .as_str()
-        .or(line["price"]["id"].as_str())
-        .or(line["price"].as_str())
-        .or(line["plan"]["id"].as_str())
-        .or(line["plan"].as_str())
-}
-
 async fn invoice(
     tx: &mut Tx,
     event: &InboxEvent,
     object: &Value,
     payment_failed: bool,
 ) -> Result<Applied, StoreError> {
-    let Some(id) = object["id"].as_str() else {
-        return Ok(Applied::Ignored("the event has no invoice id".into()));
+    let inv = match stripe_invoices::invoice_state(object) {
+        Ok(inv) => inv,
+        Err(why) => return Ok(Applied::Ignored(why)),
     };
-    let Some(sub_id) = invoice_subscription(object) else {
-        return Ok(Applied::Ignored(format!(
-            "invoice {id} belongs to no subscription"
+    let Some((sub, _)) =
+        subscriptions::find_by_gateway_id_for_update(tx, GATEWAY, &inv.subscription).await?
+    else {
+        return Ok(Applied::NotYet(format!(
+            "no subscription for {}",
+            inv.subscription
         )));
     };
-    let Some((sub, _)) = subscriptions::find_by_gateway_id_for_update(tx, GATEWAY, sub_id).await?
-    else {
-        return Ok(Applied::NotYet(format!("no subscription for {sub_id}")));
-    };
-    let Some(currency) = object["currency"]
-        .as_str()
-        .and_then(|c| Currency::parse(c, "currency").ok())
-    else {
+    if inv.status.is_none() {
         return Ok(Applied::Ignored(format!(
-            "invoice {id} has no known currency"
+            "invoice {} is a draft; it is mirrored once finalized",
+            inv.id
         )));
-    };
-    let amount = |v: &Value| from_stripe_amount(v.as_i64().unwrap_or(0), currency);
-    let status = match object["status"].as_str() {
-        Some("draft") | None => {
-            return Ok(Applied::Ignored(format!(
-                "invoice {id} is a draft; it is mirrored once finalized"
-            )));
-        }
-        Some(s) => match s.parse() {
-            Ok(s) => Some(s),
-            Err(_) => {
-                return Ok(Applied::Ignored(format!(
-                    "invoice {id} has an unknown status {s}"
-                )));
-            }
-        },
-    };
-    let mut lines = Vec::new();
-    for line in object["lines"]["data"].as_array().into_iter().flatten() {
-        let price_id = match line_price(line) {
-            Some(p) => gateway_ids::ours_in(tx, GATEWAY, Mirror::Price, p).await?,
-            None => None,
-        };
-        lines.push(GatewayInvoiceLine {
-            description: line["description"]
-                .as_str()
-                .unwrap_or("Subscription")
-                .to_string(),
-            price_id,
-            quantity: line["quantity"].as_i64().unwrap_or(1),
-            amount_minor: amount(&line["amount"]),
-            proration: line["proration"].as_bool().unwrap_or(false)
-                || line["parent"]["subscription_item_details"]["proration"]
-                    .as_bool()
-                    .unwrap_or(false),
-            period_start: seconds(&line["period"]["start"]),
-            period_end: seconds(&line["period"]["end"]),
-        });
     }
-    let inv = GatewayInvoice {
-        id: id.to_string(),
-        status,
-        currency,
-        billing_reason: object["billing_reason"]
-            .as_str()
-            .unwrap_or("subscription")
-            .to_string(),
-        subtotal_minor: amount(&object["subtotal"]),
-        amount_due_minor: amount(&object["amount_due"]),
-        amount_paid_minor: amount(&object["amount_paid"]),
-        attempt_count: object["attempt_count"].as_i64().unwrap_or(0),
-        next_attempt_at: seconds(&object["next_payment_attempt"]),
-        period_start: seconds(&object["period_start"]),
-        period_end: seconds(&object["period_end"]),
-        lines,
-        payments: invoice_payments(object, currency),
-    };
     match gateway_subscriptions::mirror_invoice(
         tx,
         &sub,
@@ -544,56 +456,16 @@ async fn invoice(
     {
         Mirrored::Applied => Ok(Applied::Processed),
         Mirrored::Unchanged => Ok(Applied::Ignored(format!(
-            "invoice {id} holds this state or a newer one"
+            "invoice {} holds this state or a newer one",
+            inv.id
         ))),
     }
-}
-
-/// An id, or the id of the object when it is expanded.
-fn id_of(v: &Value) -> Option<&str> {
-    v.as_str().or(v["id"].as_str())
-}
-
-/// The payments an invoice names as Stripe shapes them: the paid entries of its `payments`
-/// list (today's API, when the list is included), else `payment_intent` and `amount_paid`
-/// (older versions, localstripe).
-fn invoice_payments(invoice: &Value, currency: Currency) -> Vec<GatewayInvoicePayment> {
-    let listed: Vec<GatewayInvoicePayment> = invoice["payments"]["data"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| paid_with_intent(p, currency))
-        .collect();
-    if !listed.is_empty() {
-        return listed;
-    }
-    id_of(&invoice["payment_intent"])
-        .map(|intent| GatewayInvoicePayment {
-            gateway_id: intent.to_string(),
-            amount_minor: from_stripe_amount(
-                invoice["amount_paid"].as_i64().unwrap_or(0),
-                currency,
-            ),
-        })
-        .into_iter()
-        .collect()
-}
-
-/// An `invoice_payment` that is paid, by a PaymentIntent.
-fn paid_with_intent(payment: &Value, currency: Currency) -> Option<GatewayInvoicePayment> {
-    if payment["status"] != "paid" {
-        return None;
-    }
-    Some(GatewayInvoicePayment {
-        gateway_id: id_of(&payment["payment"]["payment_intent"])?.to_string(),
-        amount_minor: from_stripe_amount(payment["amount_paid"].as_i64()?, currency),
-    })
 }
 
 /// `invoice_payment.paid`: a payment of one of Stripe's invoices, recorded as ours once the
 /// invoice is mirrored. The invoice's own events say whether it is paid in full.
 async fn invoice_payment(tx: &mut Tx, object: &Value) -> Result<Applied, StoreError> {
-    let Some(invoice_id) = id_of(&object["invoice"]) else {
+    let Some(invoice_id) = stripe_invoices::id_of(&object["invoice"]) else {
         return Ok(Applied::Ignored(
             "the invoice payment names no invoice".into(),
         ));
@@ -603,9 +475,9 @@ async fn invoice_payment(tx: &mut Tx, object: &Value) -> Result<Applied, StoreEr
     else {
         return Ok(Applied::NotYet(format!("no invoice for {invoice_id}")));
     };
-    let Some(paid) = paid_with_intent(object, ours.currency) else {
+    let Some(paid) = stripe_invoices::paid_payment(object, ours.currency) else {
         return Ok(Applied::Ignored(format!(
-            "this payment of {invoice_id} is not a paid PaymentIntent"
+            "this payment of {invoice_id} is not paid, or names no charge"
         )));
     };
     // Not locked: the invoice's lock is held, and the invoice events take the

@@ -47,7 +47,8 @@ use stripe_billing::subscription::{
 use stripe_client_core::{RequestBuilder, StripeMethod};
 
 use crate::gateway::{
-    GatewayError, GatewaySubscription, SubscriptionChange, SubscriptionGateway, SubscriptionRequest,
+    GatewayError, GatewayInvoice, GatewaySubscription, SubscriptionChange, SubscriptionGateway,
+    SubscriptionRequest,
 };
 use crate::stripe::{
     CUSTOMER_METADATA_KEY, NAME, Object, StripeGateway, decline_reason, is_card_error,
@@ -89,7 +90,7 @@ fn invalid(param: &'static str, message: impl Into<String>) -> GatewayError {
     }
 }
 
-fn seconds(v: &Value) -> Option<Timestamp> {
+pub(crate) fn seconds(v: &Value) -> Option<Timestamp> {
     v.as_i64()
         .and_then(|s| s.checked_mul(1_000_000))
         .map(Timestamp::from_micros)
@@ -135,6 +136,7 @@ pub fn subscription_state(v: &Value) -> Option<GatewaySubscription> {
         cancel_at_period_end: v["cancel_at_period_end"].as_bool().unwrap_or(false),
         canceled_at: seconds(&v["canceled_at"]),
         ended_at: seconds(&v["ended_at"]),
+        latest_invoice: crate::stripe_invoices::id_of(&v["latest_invoice"]).map(str::to_string),
     })
 }
 
@@ -397,6 +399,13 @@ impl SubscriptionGateway for StripeGateway {
         gateway_id: String,
     ) -> BoxFuture<'_, Result<Option<GatewaySubscription>, GatewayError>> {
         Box::pin(async move { self.retrieve(&gateway_id).await })
+    }
+
+    fn fetch_invoice(
+        &self,
+        gateway_id: String,
+    ) -> BoxFuture<'_, Result<Option<GatewayInvoice>, GatewayError>> {
+        Box::pin(async move { self.retrieve_invoice(&gateway_id).await })
     }
 }
 

@@ -185,29 +185,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 limit,
             } = action;
             let gateway = gateway.gateway(&store)?;
-            let reports = async {
-                let payments =
-                    reconcile::reconcile(&store, gateway.as_ref(), older_than_secs, limit).await?;
-                let subscriptions = reconcile::reconcile_subscriptions(
-                    &store,
-                    gateway.as_ref(),
-                    older_than_secs,
-                    limit,
-                )
-                .await?;
-                Ok::<_, hephaestus_store::StoreError>((payments, subscriptions))
-            }
-            .await;
+            let passes =
+                reconcile::reconcile_all(&store, gateway.as_ref(), older_than_secs, limit).await;
             store.close().await;
-            let (payments, subscriptions) = reports?;
-            println!(
-                "checked {} unsettled payment(s): {} updated, {} could not be refetched",
-                payments.checked, payments.updated, payments.failed
-            );
-            println!(
-                "checked {} unsettled subscription(s): {} updated, {} could not be refetched",
-                subscriptions.checked, subscriptions.updated, subscriptions.failed
-            );
+            for (what, pass) in passes {
+                let report = pass?;
+                println!(
+                    "checked {} unsettled {what}: {} updated, {} could not be refetched",
+                    report.checked, report.updated, report.failed
+                );
+            }
             Ok(())
         }
         Command::Plugins { action } => plugins_command(action),

@@ -374,6 +374,55 @@ pub async fn claim_unsettled(
         .await
 }
 
+/// Claims, for reconciliation, up to `limit` invoices of subscriptions `gateway` bills that
+/// are still open and unchanged since `before`, those asked least recently first, and
+/// returns the gateway's ids for them. As with subscriptions ([`claim_unsettled`]), the
+/// claim marks when each was asked, so no other host asks again before the deadline.
+pub async fn claim_open_invoices(
+    store: &Store,
+    gateway: &str,
+    before: Timestamp,
+    limit: i64,
+) -> Result<Vec<String>> {
+    let skip_locked = crate::skip_locked(store);
+    let gateway = gateway.to_string();
+    store
+        .write(move |tx| {
+            Box::pin(async move {
+                let sql = format!(
+                    "UPDATE invoices SET gateway_checked_at = $4
+                      WHERE id IN (
+                          SELECT id FROM invoices
+                           WHERE gateway_id IS NOT NULL AND status = 'open'
+                             AND subscription_id IN (SELECT id FROM subscriptions WHERE gateway = $1)
+                             AND updated_at < $2
+                             AND (gateway_checked_at IS NULL OR gateway_checked_at < $2)
+                           ORDER BY COALESCE(gateway_checked_at, 0), updated_at LIMIT $3 {skip_locked})
+                      RETURNING gateway_id"
+                );
+                Ok::<_, StoreError>(with_tx!(tx, |c| sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(&gateway)
+                    .bind(before.as_micros())
+                    .bind(limit)
+                    .bind(Timestamp::now().as_micros())
+                    .fetch_all(c)
+                    .await)?)
+            })
+        })
+        .await
+}
+
+/// Whether an invoice of ours mirrors the gateway's `gateway_id`.
+pub async fn invoice_mirrored(store: &Store, gateway_id: &str) -> Result<bool> {
+    Ok(with_read!(store, |e| sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM invoices WHERE gateway_id = $1"
+    )
+    .bind(gateway_id)
+    .fetch_one(e)
+    .await)?
+        > 0)
+}
+
 /// How many subscriptions have work due by `business_now`, whoever holds them.
 pub async fn due_count(store: &Store, business_now: Timestamp) -> Result<i64> {
     Ok(with_read!(store, |e| sqlx::query_scalar(
