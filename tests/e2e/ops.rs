@@ -39,6 +39,10 @@ async fn health_ready_metrics_and_request_ids() {
     assert!(text.contains(r#"route="/health""#));
     // SQLite's writer batches every write; the PostgreSQL group commit series are absent.
     assert!(!text.contains("hephaestus_db_append_batch"), "{text}");
+    assert!(
+        !text.contains("hephaestus_db_webhook_intake_batch"),
+        "{text}"
+    );
 
     // The store going away makes the host unready, not unhealthy.
     s.store.close().await;
@@ -209,4 +213,12 @@ async fn metrics_show_the_postgres_group_commit() {
     assert!(transactions_after > transactions);
     assert!(statements_after > statements);
     assert!(statements_after <= transactions_after);
+    // The inbox's group commit has its own pair, at zero here: no webhook came.
+    let text = s.text_of("/metrics").await;
+    for series in [
+        "hephaestus_db_webhook_intake_batch_statements_total 0",
+        "hephaestus_db_webhook_intake_batch_events_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == series), "{series}:\n{text}");
+    }
 }

@@ -19,6 +19,8 @@ use crate::common::{Db, Reply, TestServer, test_config};
 both_dbs!(
     signatures_are_checked_by_an_independent_signer,
     duplicates_are_acknowledged_once,
+    a_burst_of_deliveries_stores_each_event_once,
+    an_ingest_host_stores_events_for_the_workers_to_apply,
     late_events_never_regress_a_payment,
     a_refund_before_the_success_is_counted_once,
     unknown_types_and_objects_are_stored_and_ignored,
@@ -273,6 +275,90 @@ async fn duplicates_are_acknowledged_once(db: Db) {
         1,
         "{kinds:?}"
     );
+}
+
+/// Forty events, each delivered twice at the same moment: on PostgreSQL the deliveries
+/// share statements (the inbox's group commit), a statement can hold both deliveries of
+/// one event, and still each event is stored once and answered as new once.
+async fn a_burst_of_deliveries_stores_each_event_once(db: Db) {
+    let s = server(db).await;
+    let before = s.store.intake_batches();
+    let t = now_secs();
+    // Signed first, one Python run each, so that the deliveries go out together.
+    let signed: Vec<(String, String)> = (0..40)
+        .map(|i| {
+            let e = event(
+                &format!("evt_burst_{i}"),
+                "charge.refund.updated",
+                t,
+                json!({"id": format!("re_burst_{i}"), "object": "refund", "status": "succeeded"}),
+            );
+            let payload = e.to_string();
+            let sig = stripe_sign(&payload, SECRET, t);
+            (payload, sig)
+        })
+        .collect();
+    let replies = futures::future::join_all(
+        signed
+            .iter()
+            .chain(signed.iter())
+            .map(|(payload, sig)| deliver(&s, payload, Some(sig))),
+    )
+    .await;
+    assert!(
+        replies.iter().all(|r| r.status == StatusCode::OK),
+        "{:?}",
+        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    let fresh = replies
+        .iter()
+        .filter(|r| r.body["duplicate"] == false)
+        .count();
+    assert_eq!(fresh, 40, "each event answered as new exactly once");
+    assert_eq!(s.count("webhook_events").await, 40);
+    settled(&s).await;
+    if let Some(before) = before {
+        let after = s.store.intake_batches().unwrap();
+        assert_eq!(after.jobs - before.jobs, 80);
+        assert!(
+            after.statements - before.statements < 80,
+            "{before:?} → {after:?}"
+        );
+    }
+}
+
+/// A host whose worker is off (`HEPHAESTUS_WEBHOOK_WORKER=off`) verifies and stores a
+/// delivery and never applies it; a worker elsewhere does.
+async fn an_ingest_host_stores_events_for_the_workers_to_apply(db: Db) {
+    let config = ApiConfig {
+        stripe_webhook_secrets: vec![Secret::new(SECRET)],
+        apply_webhooks: false,
+        ..test_config()
+    };
+    let s = TestServer::start_with(db, config).await;
+    let pay = stripe_payment(&s, "pi_ingest", PaymentStatus::Processing).await;
+    let e = event(
+        "evt_ingest",
+        "payment_intent.succeeded",
+        now_secs(),
+        json!({"id": "pi_ingest", "object": "payment_intent", "status": "succeeded"}),
+    );
+    assert_eq!(send(&s, &e).await.body["duplicate"], false);
+    // Longer than the worker's poll (500 ms) and its wake-up on arrival: never claimed here.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stored = inbox::status(&s.store, "stripe", "evt_ingest")
+        .await
+        .unwrap();
+    assert_eq!(stored, Some(("pending".to_string(), 0, None)));
+    // Another host's worker takes it.
+    let applied = hephaestus_billing::stripe_events::process_due(&s.store, 10)
+        .await
+        .unwrap();
+    assert_eq!(applied, 1);
+    let p = s
+        .get(&s.admin, &format!("/api/v1/revenue/payments/{pay}"))
+        .await;
+    assert_eq!(p.body["status"], "succeeded");
 }
 
 async fn late_events_never_regress_a_payment(db: Db) {

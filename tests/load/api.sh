@@ -5,6 +5,7 @@
 #   tests/load/api.sh [seconds per run, default 15] [connections, default 32]
 #   BENCH_ROUTES="payments webhooks" tests/load/api.sh …   # only these (of: customers get payments webhooks)
 #   BENCH_ONLY=postgres tests/load/api.sh …                # only PostgreSQL
+#   BENCH_WEBHOOK_WORKER=off tests/load/api.sh …           # the server only stores webhook events (an ingest host)
 #
 # Needs wrk (Debian: apt-get install wrk), sqlite3, psql, bc, python3, and a PostgreSQL at BENCH_DATABASE_URL's server
 # (default: postgres://postgres@127.0.0.1:5432, database hephaestus_bench, recreated).
@@ -23,6 +24,7 @@ run_db() {
   local label="$1" url="$2" dir
   dir=$(mktemp -d)
   env -u DATABASE_URL ${url:+DATABASE_URL=$url} STRIPE_WEBHOOK_SECRET=whsec_load HEPHAESTUS_DATA_DIR="$dir" HEPHAESTUS_RATE_LIMIT=100000000/s \
+    ${BENCH_WEBHOOK_WORKER:+HEPHAESTUS_WEBHOOK_WORKER=$BENCH_WEBHOOK_WORKER} \
     HEPHAESTUS_LOG=warn HEPHAESTUS_ADDR="127.0.0.1:$port" \
     "$bin" serve >"$dir/stdout" 2>"$dir/stderr" &
   local pid=$!
@@ -60,21 +62,33 @@ run_db() {
 
   wanted webhooks || { stop_server "$pid" "$dir"; return; }
   # More events than the run can send, so every delivery is a new event.
-  python3 tests/load/webhooks.py $((secs * 12000)) whsec_load > "$dir/events.tsv"
+  python3 tests/load/webhooks.py $((secs * 30000)) whsec_load > "$dir/events.tsv"
   echo "### $label: POST /api/v1/revenue/webhooks/stripe, verified new events (${secs}s, $conns connections)"
   EVENTS_FILE="$dir/events.tsv" wrk -t1 -c"$conns" -d"${secs}s" --latency -s tests/load/webhooks.lua "http://127.0.0.1:$port"
   grep -E 'VmHWM|VmRSS' /proc/$pid/status
   # The worker applies stored events in the background; time how long it takes to catch up.
-  local count="SELECT COUNT(*) FROM webhook_events WHERE status = 'pending'" start pending
+  local start pending
+  if [ "${BENCH_WEBHOOK_WORKER:-on}" = off ]; then
+    pending=$(pending_events)
+    echo "stored for other hosts' workers: $pending events pending"
+    stop_server "$pid" "$dir"
+    return
+  fi
   start=$(date +%s.%N)
   for _ in $(seq 1 1200); do
-    if [ -n "$url" ]; then pending=$(psql "$url" -tAc "$count"); else pending=$(sqlite3 "$dir/hephaestus.db" "$count"); fi
+    pending=$(pending_events)
     [ "$pending" = 0 ] && break
     sleep 0.1
   done
   echo "webhook backlog drained $(echo "$(date +%s.%N) - $start" | bc) s after the load ended (pending: $pending)"
 
   stop_server "$pid" "$dir"
+}
+
+# Events the inbox holds that no worker has applied yet (url and dir: run_db's).
+pending_events() {
+  local count="SELECT COUNT(*) FROM webhook_events WHERE status = 'pending'"
+  if [ -n "$url" ]; then psql "$url" -tAc "$count"; else sqlite3 "$dir/hephaestus.db" "$count"; fi
 }
 
 wanted() { [[ " ${BENCH_ROUTES:-customers get payments webhooks} " == *" $1 "* ]]; }

@@ -62,7 +62,7 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
                     }
                 }
                 _ = purge.tick() => purge_expired(&state).await,
-                _ = webhooks.tick() => process_webhooks(&state).await,
+                _ = webhooks.tick(), if state.config.apply_webhooks => process_webhooks(&state).await,
                 _ = reconcile.tick() => reconcile_unsettled(&state).await,
                 _ = billing.tick() => {
                     if let Err(e) = state.refresh_clock().await {
@@ -70,7 +70,9 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
                     }
                     bill_subscriptions(&state).await
                 }
-                () = state.webhook_worker.notified() => process_webhooks(&state).await,
+                () = state.webhook_worker.notified(), if state.config.apply_webhooks => {
+                    process_webhooks(&state).await
+                }
                 _ = erasures.tick() => erase_at_gateway(&state).await,
                 () = state.gateway_erasure.notified() => erase_at_gateway(&state).await,
                 changed = shutdown.changed() => {
@@ -176,17 +178,8 @@ async fn bill_subscriptions(state: &AppState) {
 
 async fn reconcile_unsettled(state: &AppState) {
     let deadline = i64::try_from(state.config.reconcile_after.as_secs()).unwrap_or(i64::MAX);
-    let gateway = state.gateway.as_ref();
-    let passes = [
-        (
-            "payments",
-            reconcile::reconcile(&state.store, gateway, deadline, 100).await,
-        ),
-        (
-            "subscriptions",
-            reconcile::reconcile_subscriptions(&state.store, gateway, deadline, 100).await,
-        ),
-    ];
+    let passes =
+        reconcile::reconcile_all(&state.store, state.gateway.as_ref(), deadline, 100).await;
     for (what, pass) in passes {
         match pass {
             Ok(r) if r.checked > 0 => tracing::info!(

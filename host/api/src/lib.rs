@@ -93,6 +93,9 @@ pub struct ApiConfig {
     pub reconcile_after: Duration,
     /// Stripe webhook signing secrets; several while one is being rotated.
     pub stripe_webhook_secrets: Vec<hephaestus_core::secret::Secret>,
+    /// Whether this host's worker applies stored webhook events; `false` for a host that
+    /// only stores them for others to apply.
+    pub apply_webhooks: bool,
     /// How failed subscription payments are retried, and what happens after the last.
     pub dunning: hephaestus_billing::subscriptions::Dunning,
     /// The folder of plugin components (`NAME.wasm` + `NAME.toml`); `None` runs every
@@ -117,6 +120,7 @@ impl Default for ApiConfig {
             idempotency_lock_secs: 60,
             max_payment: rust_decimal::Decimal::from(1_000_000),
             stripe_webhook_secrets: Vec::new(),
+            apply_webhooks: true,
             reconcile_after: Duration::from_secs(600),
             dunning: hephaestus_billing::subscriptions::Dunning::default(),
             plugin_dir: None,

@@ -74,22 +74,39 @@ impl Metrics {
     }
 }
 
-/// PostgreSQL's group commit of append-only transactions (a payment's record): statements
-/// sent and transactions they carried, so operators can see the batch size (jobs per
-/// statement). Nothing on SQLite, whose writer batches every write.
-pub fn render_append_batches(stats: Option<hephaestus_store::batch::BatchStats>) -> String {
-    let Some(stats) = stats else {
-        return String::new();
-    };
-    format!(
-        "# TYPE hephaestus_db_append_batch_statements counter\n\
-         # HELP hephaestus_db_append_batch_statements Statements that carried append-only transactions (PostgreSQL group commit).\n\
-         hephaestus_db_append_batch_statements_total {}\n\
-         # TYPE hephaestus_db_append_batch_transactions counter\n\
-         # HELP hephaestus_db_append_batch_transactions Append-only transactions those statements carried (one resent after its batch was refused counts again).\n\
-         hephaestus_db_append_batch_transactions_total {}\n",
-        stats.statements, stats.jobs
-    )
+/// PostgreSQL's group commits ([`hephaestus_store::batch`]): for append-only transactions
+/// (a payment's record) and for webhook deliveries into the inbox, the statements sent and
+/// the jobs they carried, so operators can see the batch size (jobs per statement). Nothing
+/// on SQLite, whose writer batches every write.
+pub fn render_batches(store: &hephaestus_store::Store) -> String {
+    let series = [
+        (
+            "append_batch",
+            "transactions",
+            "append-only transactions",
+            store.append_batches(),
+        ),
+        (
+            "webhook_intake_batch",
+            "events",
+            "webhook deliveries",
+            store.intake_batches(),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, jobs, what, stats) in series {
+        let Some(stats) = stats else { continue };
+        out.push_str(&format!(
+            "# TYPE hephaestus_db_{name}_statements counter\n\
+             # HELP hephaestus_db_{name}_statements Statements that carried {what} (PostgreSQL group commit).\n\
+             hephaestus_db_{name}_statements_total {}\n\
+             # TYPE hephaestus_db_{name}_{jobs} counter\n\
+             # HELP hephaestus_db_{name}_{jobs} The {what} those statements carried (one resent after its batch was refused counts again).\n\
+             hephaestus_db_{name}_{jobs}_total {}\n",
+            stats.statements, stats.jobs
+        ));
+    }
+    out
 }
 
 /// Plugin series, from the plugin host's counters at scrape time (they live in the

@@ -45,9 +45,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.metrics.render();
     let mut scraped = crate::metrics::render_plugins(&state.plugins.metrics());
-    scraped.push_str(&crate::metrics::render_append_batches(
-        state.store.append_batches(),
-    ));
+    scraped.push_str(&crate::metrics::render_batches(&state.store));
     // The registry ends its exposition with `# EOF`; the plugin and store series go before it.
     match text.rfind("# EOF") {
         Some(at) => text.insert_str(at, &scraped),

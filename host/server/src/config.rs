@@ -2,6 +2,7 @@
 //! a `.env` file in the working directory (loaded without overriding the environment).
 //! Anything unknown or malformed stops the start with a message naming the setting.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::http::HeaderValue;
-use clap::Args;
+use clap::{Args, CommandFactory};
 use hephaestus_api::ApiConfig;
 use hephaestus_api::rate_limit::RateLimit;
 use hephaestus_billing::gateway::Gateway;
@@ -186,6 +187,13 @@ pub struct ServeArgs {
     )]
     pub stripe_webhook_secret: Vec<hephaestus_core::secret::Secret>,
 
+    /// `off` makes this host only verify and store webhook deliveries, leaving them to be
+    /// applied by the hosts whose worker is `on`: an ingest host does the least work per
+    /// delivery and keeps answering Stripe fast through a burst.
+    #[arg(long, env = "HEPHAESTUS_WEBHOOK_WORKER", default_value = "on",
+          value_parser = ["on", "off"])]
+    pub webhook_worker: String,
+
     /// Seconds a payment may wait on its gateway before reconciliation refetches it.
     #[arg(long, env = "HEPHAESTUS_RECONCILE_AFTER_SECS", default_value_t = 600,
           value_parser = clap::value_parser!(u64).range(0..=86_400 * 30))]
@@ -238,6 +246,7 @@ impl ServeArgs {
             idempotency_lock_secs: i64::try_from(self.request_timeout_secs).unwrap_or(3600) + 60,
             max_payment: self.max_payment,
             stripe_webhook_secrets: self.stripe_webhook_secret.clone(),
+            apply_webhooks: self.webhook_worker == "on",
             reconcile_after: Duration::from_secs(self.reconcile_after_secs),
             reporting_currency: self.reporting_currency,
             plugin_dir: Some(self.plugin_dir()),
@@ -302,28 +311,31 @@ fn parse_origin(s: &str) -> Result<HeaderValue, String> {
     HeaderValue::from_str(s).map_err(|e| format!("`{s}`: {e}"))
 }
 
-/// Every environment variable this program reads under its own prefix. Anything else with
-/// the prefix is a typo that would otherwise be silently ignored.
-pub const KNOWN_SETTINGS: &[&str] = &[
-    "HEPHAESTUS_ADDR",
-    "HEPHAESTUS_DATA_DIR",
-    "HEPHAESTUS_DB_MAX_CONNECTIONS",
-    "HEPHAESTUS_RATE_LIMIT",
-    "HEPHAESTUS_CORS_ORIGINS",
-    "HEPHAESTUS_MAX_BODY_BYTES",
-    "HEPHAESTUS_REQUEST_TIMEOUT_SECS",
-    "HEPHAESTUS_KEY_CACHE_TTL_MS",
-    "HEPHAESTUS_SHUTDOWN_GRACE_SECS",
-    "HEPHAESTUS_LOG_FORMAT",
-    "HEPHAESTUS_MAX_PAYMENT",
-    "HEPHAESTUS_RECONCILE_AFTER_SECS",
-    "HEPHAESTUS_DUNNING_RETRY_DAYS",
-    "HEPHAESTUS_DUNNING_FINAL_ACTION",
-    "HEPHAESTUS_PLUGIN_DIR",
-    "HEPHAESTUS_REPORTING_CURRENCY",
-    "HEPHAESTUS_EXCHANGE_RATES",
-    "HEPHAESTUS_LOG",
-];
+/// Every environment variable this program reads under its own prefix: the `env` of every
+/// argument of every command, read off the CLI's own definition (a list kept by hand once
+/// missed `HEPHAESTUS_CATALOG_CACHE_TTL_MS`, refusing to start with a documented setting),
+/// and the log filter, which telemetry reads. Anything else with the prefix is a typo that
+/// would otherwise be silently ignored.
+pub fn known_settings() -> Vec<String> {
+    fn walk(cmd: &clap::Command, out: &mut BTreeSet<String>) {
+        for arg in cmd.get_arguments() {
+            if let Some(env) = arg.get_env().and_then(|e| e.to_str())
+                && env.starts_with("HEPHAESTUS_")
+            {
+                out.insert(env.to_string());
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    let mut out = BTreeSet::from([LOG_SETTING.to_string()]);
+    walk(&crate::cli::Cli::command(), &mut out);
+    out.into_iter().collect()
+}
+
+/// The tracing filter, read by [`crate::telemetry`] rather than by an argument.
+pub(crate) const LOG_SETTING: &str = "HEPHAESTUS_LOG";
 
 /// Variables with our prefix that clients read (the quick-start script, curl examples), not
 /// the server. Accepted so a shell set up for both can start the server.
@@ -337,11 +349,12 @@ pub fn load_env() -> anyhow::Result<()> {
         Err(e) if e.not_found() => {}
         Err(e) => bail!(".env: {e}"),
     }
+    let known = known_settings();
     let unknown: Vec<String> = std::env::vars_os()
         .filter_map(|(k, _)| k.into_string().ok())
         .filter(|k| {
             k.starts_with("HEPHAESTUS_")
-                && !KNOWN_SETTINGS.contains(&k.as_str())
+                && !known.contains(k)
                 && !CLIENT_SETTINGS.contains(&k.as_str())
         })
         .collect();
@@ -349,7 +362,7 @@ pub fn load_env() -> anyhow::Result<()> {
         bail!(
             "unknown setting(s) {}; known settings are {}",
             unknown.join(", "),
-            KNOWN_SETTINGS.join(", ")
+            known.join(", ")
         );
     }
     Ok(())
@@ -358,6 +371,25 @@ pub fn load_env() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_documented_setting_is_known() {
+        let known = known_settings();
+        let readme = include_str!("../../../README.md");
+        let documented: BTreeSet<&str> = readme
+            .split('`')
+            .filter(|w| {
+                w.starts_with("HEPHAESTUS_")
+                    && w.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+            })
+            .filter(|w| !CLIENT_SETTINGS.contains(w))
+            .collect();
+        assert!(documented.contains("HEPHAESTUS_CATALOG_CACHE_TTL_MS"));
+        for setting in documented {
+            assert!(known.iter().any(|k| k == setting), "{setting} in {known:?}");
+        }
+        assert!(known.iter().any(|k| k == LOG_SETTING));
+    }
 
     #[test]
     fn origins_are_checked() {

@@ -1,7 +1,7 @@
 //! Group commit for PostgreSQL. Writes that are each one self-contained statement (a
-//! payment's record with its event and audit rows; the sandbox's charge) are gathered from
-//! concurrent requests and sent as one multi-row statement, so PostgreSQL parses, plans,
-//! executes and commits once for many of them. With pgbench on the 2-core machine (see
+//! payment's record with its event and audit rows; the sandbox's charge; a webhook delivery
+//! into the inbox) are gathered from concurrent requests and sent as one multi-row
+//! statement, so PostgreSQL parses, plans, executes and commits once for many of them. With pgbench on the 2-core machine (see
 //! BENCHMARKS.md), PostgreSQL alone took ~3,300 payments/s sent one by one and 6,500–8,700/s
 //! sent eight to a statement.
 //!

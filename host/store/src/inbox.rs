@@ -3,8 +3,13 @@
 //! `FOR UPDATE SKIP LOCKED`, SQLite through its single writer — and record the outcome in
 //! the same transaction as the changes the event caused.
 
-use hephaestus_core::Timestamp;
+use std::collections::HashSet;
 
+use futures::future::BoxFuture;
+use hephaestus_core::Timestamp;
+use sqlx::{PgConnection, QueryBuilder};
+
+use crate::batch::Batchable;
 use crate::{Result, Store, Tx, with_read, with_tx};
 
 /// Attempts before an event that keeps failing is parked as `failed`.
@@ -34,32 +39,87 @@ pub struct InboxEvent {
     pub received_at: i64,
 }
 
-/// Stores an event unless one with its id is already there. `true` if it is new.
+/// Stores an event unless one with its id is already there. `true` if it is new. On
+/// PostgreSQL concurrent deliveries share one statement ([`crate::batch`]); on SQLite the
+/// insert joins the writer's next group commit.
 pub async fn receive(store: &Store, e: NewInboxEvent) -> Result<bool> {
+    if let Some(intake) = &store.intake {
+        return intake.submit(e).await;
+    }
     store
-        .write(move |tx| {
+        .write_statement(move |tx| {
             Box::pin(async move {
-                let now = Timestamp::now().as_micros();
-                let n = with_tx!(tx, |c| sqlx::query(
-                    "INSERT INTO webhook_events (source, id, type, object_id, created, payload,
-                         status, next_attempt_at, received_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7)
-                     ON CONFLICT (source, id) DO NOTHING"
-                )
-                .bind(e.source)
-                .bind(&e.id)
-                .bind(&e.kind)
-                .bind(&e.object_id)
-                .bind(e.created)
-                .bind(&e.payload)
-                .bind(now)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected()))?;
+                let events = std::slice::from_ref(&e);
+                let n = with_tx!(tx, |c| {
+                    let mut q = QueryBuilder::new("");
+                    push_receive(&mut q, events, Timestamp::now().as_micros());
+                    q.build().execute(c).await.map(|r| r.rows_affected())
+                })?;
                 Ok(n == 1)
             })
         })
         .await
+}
+
+/// Appends the `INSERT` of `events` to `q`, received at `now`; an event whose id is taken
+/// (by one stored before, or one before it in `events`) is left out.
+fn push_receive<DB: sqlx::Database>(q: &mut QueryBuilder<DB>, events: &[NewInboxEvent], now: i64)
+where
+    String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    Option<String>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    i64: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    q.push(
+        "INSERT INTO webhook_events (source, id, type, object_id, created, payload, status, \
+         next_attempt_at, received_at) ",
+    );
+    q.push_values(events, |mut b, e| {
+        b.push_bind(e.source.to_string())
+            .push_bind(e.id.clone())
+            .push_bind(e.kind.clone())
+            .push_bind(e.object_id.clone())
+            .push_bind(e.created)
+            .push_bind(e.payload.clone())
+            .push("'pending'")
+            .push_bind(now)
+            .push_bind(now);
+    });
+    q.push(" ON CONFLICT (source, id) DO NOTHING");
+}
+
+/// Deliveries arriving together, as one statement on PostgreSQL: each learns whether its
+/// event is new. Of two deliveries of one event in the same statement, the first stores it.
+impl Batchable for NewInboxEvent {
+    type Out = bool;
+
+    fn run<'c>(
+        conn: &'c mut PgConnection,
+        jobs: &'c [Self],
+    ) -> BoxFuture<'c, std::result::Result<Vec<bool>, sqlx::Error>> {
+        Box::pin(async move {
+            let mut q = QueryBuilder::new("");
+            push_receive(&mut q, jobs, Timestamp::now().as_micros());
+            q.push(" RETURNING source, id");
+            let stored: HashSet<(String, String)> = q
+                .build_query_as::<(String, String)>()
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .collect();
+            let mut claimed = HashSet::new();
+            Ok(jobs
+                .iter()
+                .map(|e| {
+                    let key = (e.source.to_string(), e.id.clone());
+                    stored.contains(&key) && claimed.insert(key)
+                })
+                .collect())
+        })
+    }
+
+    fn weight(&self) -> usize {
+        1
+    }
 }
 
 /// Claims up to `limit` due events for `lock_secs`, oldest (by the gateway's clock) first.

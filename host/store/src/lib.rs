@@ -120,6 +120,8 @@ pub struct Store {
     writer: Option<writer::Writer>,
     /// PostgreSQL's group commit of append-only transactions; `None` on SQLite.
     appends: Option<batch::Batcher<appends::Appends>>,
+    /// PostgreSQL's group commit of webhook deliveries into the inbox; `None` on SQLite.
+    intake: Option<batch::Batcher<inbox::NewInboxEvent>>,
 }
 
 /// Runs `$body` with `$e` bound to a read executor of the store's database.
@@ -344,14 +346,19 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(redact_url(url)));
         };
-        let (writer, appends) = match &backend {
-            Backend::Sqlite(db) => (Some(writer::Writer::start(db.write.clone())?), None),
-            Backend::Postgres(pool) => (None, Some(batch::Batcher::start(pool.clone()))),
+        let (writer, appends, intake) = match &backend {
+            Backend::Sqlite(db) => (Some(writer::Writer::start(db.write.clone())?), None, None),
+            Backend::Postgres(pool) => (
+                None,
+                Some(batch::Batcher::start(pool.clone())),
+                Some(batch::Batcher::start(pool.clone())),
+            ),
         };
         Ok(Self {
             backend,
             writer,
             appends,
+            intake,
         })
     }
 
@@ -405,6 +412,11 @@ impl Store {
     /// How PostgreSQL's append-only transactions were batched so far; `None` on SQLite.
     pub fn append_batches(&self) -> Option<batch::BatchStats> {
         self.appends.as_ref().map(batch::Batcher::stats)
+    }
+
+    /// How PostgreSQL's webhook intake was batched so far; `None` on SQLite.
+    pub fn intake_batches(&self) -> Option<batch::BatchStats> {
+        self.intake.as_ref().map(batch::Batcher::stats)
     }
 
     pub fn backend(&self) -> &Backend {
