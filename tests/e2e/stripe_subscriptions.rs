@@ -1592,16 +1592,10 @@ async fn reconciliation_refetches_unsettled_stripe_subscriptions_from_localstrip
     );
 }
 
-async fn reconciliation_renews_a_stripe_subscription_whose_renewal_never_came(db: Db) {
-    let t = now_secs();
-    let month = 30 * 86_400;
-    // Today's shape, with the period on the item: one that ended an hour ago, then renewed.
-    let answer = |start: i64| {
-        let mut sub = stripe_subscription("sub_1StubRenew", "plan_1Stub", "active", 1, start);
-        sub["customer"] = json!("cus_StubMirror01");
-        sub
-    };
-    let (base, stub) = start_stub(vec![
+/// What the stub answers while a subscription starts through our API: the customer's
+/// mirror, the card attached, the plan mirroring the price, then `created`.
+fn stub_start(created: Value) -> Vec<Expect> {
+    vec![
         ok("POST", "/v1/customers", stripe_customer()),
         ok(
             "POST",
@@ -1614,22 +1608,15 @@ async fn reconciliation_renews_a_stripe_subscription_whose_renewal_never_came(db
             json!({"id": "plan_1Stub", "object": "plan", "amount": 2000, "currency": "usd",
                    "interval": "month", "interval_count": 1, "active": true}),
         ),
-        ok("POST", "/v1/subscriptions", answer(t - month - 3600)),
-        // Reconciliation asks; Stripe fails, then answers the renewed subscription.
-        Expect {
-            method: "GET",
-            path: "/v1/subscriptions/sub_1StubRenew",
-            status: 500,
-            body: stripe_failure(),
-        },
-        ok("GET", "/v1/subscriptions/sub_1StubRenew", answer(t - 3600)),
-    ])
-    .await;
-    let args = stripe_at(base);
-    let s = server(db, args.clone()).await;
-    let gateway = args.gateway(&s.store).unwrap();
-    let c = customer(&s, "stub@example.com").await;
-    let price = recurring_price(&s, json!("20.00"), "month", None).await;
+        ok("POST", "/v1/subscriptions", created),
+    ]
+}
+
+/// A 20.00 USD monthly subscription started through our API against the stub
+/// ([`stub_start`]): the customer, the price and the subscription as answered.
+async fn start_at_stub(s: &TestServer) -> (String, String, Value) {
+    let c = customer(s, "stub@example.com").await;
+    let price = recurring_price(s, json!("20.00"), "month", None).await;
     let r = s
         .post(
             &s.admin,
@@ -1639,9 +1626,37 @@ async fn reconciliation_renews_a_stripe_subscription_whose_renewal_never_came(db
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let id = r.body["id"].as_str().unwrap().to_string();
+    (c, price, r.body)
+}
+
+async fn reconciliation_renews_a_stripe_subscription_whose_renewal_never_came(db: Db) {
+    let t = now_secs();
+    let month = 30 * 86_400;
+    // Today's shape, with the period on the item: one that ended an hour ago, then renewed.
+    let answer = |start: i64| {
+        let mut sub = stripe_subscription("sub_1StubRenew", "plan_1Stub", "active", 1, start);
+        sub["customer"] = json!("cus_StubMirror01");
+        sub
+    };
+    let mut script = stub_start(answer(t - month - 3600));
+    script.extend([
+        // Reconciliation asks; Stripe fails, then answers the renewed subscription.
+        Expect {
+            method: "GET",
+            path: "/v1/subscriptions/sub_1StubRenew",
+            status: 500,
+            body: stripe_failure(),
+        },
+        ok("GET", "/v1/subscriptions/sub_1StubRenew", answer(t - 3600)),
+    ]);
+    let (base, stub) = start_stub(script).await;
+    let args = stripe_at(base);
+    let s = server(db, args.clone()).await;
+    let gateway = args.gateway(&s.store).unwrap();
+    let (c, _, r) = start_at_stub(&s).await;
+    let id = r["id"].as_str().unwrap().to_string();
     let ended = hephaestus_core::Timestamp::from_micros((t - 3600) * 1_000_000);
-    assert_eq!(r.body["current_period_end"], json!(ended));
+    assert_eq!(r["current_period_end"], json!(ended));
 
     // The period ended an hour ago and no renewal was applied: asked about, and when Stripe
     // fails, asked again by a later pass.
@@ -1708,24 +1723,8 @@ async fn reconciliation_mirrors_stripe_invoices_whose_events_never_came(db: Db) 
         }
         inv
     };
-    let (base, stub) = start_stub(vec![
-        ok("POST", "/v1/customers", stripe_customer()),
-        ok(
-            "POST",
-            "/v1/payment_methods/pm_1StubCard/attach",
-            attached_card(),
-        ),
-        ok(
-            "POST",
-            "/v1/plans",
-            json!({"id": "plan_1Stub", "object": "plan", "amount": 2000, "currency": "usd",
-                   "interval": "month", "interval_count": 1, "active": true}),
-        ),
-        ok(
-            "POST",
-            "/v1/subscriptions",
-            sub_answer(t - month - 3600, None),
-        ),
+    let mut script = stub_start(sub_answer(t - month - 3600, None));
+    script.extend([
         // The renewal: Stripe fails on its invoice, then answers it.
         ok(
             "GET",
@@ -1759,26 +1758,16 @@ async fn reconciliation_mirrors_stripe_invoices_whose_events_never_came(db: Db) 
                 "source_transfer_reversal": null, "status": "succeeded",
                 "transfer_reversal": null}),
         ),
-    ])
-    .await;
+    ]);
+    let (base, stub) = start_stub(script).await;
     let args = stripe_at(base);
     let s = server(db, args.clone()).await;
     let gateway = args.gateway(&s.store).unwrap();
     let subscriptions = || reconcile::reconcile_subscriptions(&s.store, gateway.as_ref(), 0, 10);
     let invoices_pass = || reconcile::reconcile_invoices(&s.store, gateway.as_ref(), 0, 10);
-    let c = customer(&s, "stub@example.com").await;
-    let price = recurring_price(&s, json!("20.00"), "month", None).await;
-    let r = s
-        .post(
-            &s.admin,
-            SUBSCRIPTIONS,
-            &json!({"customer_id": c, "price_id": price, "payment_method": "pm_1StubCard"}),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let id = r.body["id"].as_str().unwrap().to_string();
-    let ended = r.body["current_period_end"].clone();
+    let (c, price, r) = start_at_stub(&s).await;
+    let id = r["id"].as_str().unwrap().to_string();
+    let ended = r["current_period_end"].clone();
 
     // The renewal whose invoice cannot be fetched is not applied without it: the next pass
     // asks about both again, and applies both.
