@@ -40,6 +40,10 @@ async fn health_ready_metrics_and_request_ids() {
     // SQLite's writer batches every write; the PostgreSQL group commit series are absent.
     assert!(!text.contains("hephaestus_db_append_batch"), "{text}");
     assert!(
+        !text.contains("hephaestus_db_sandbox_charge_batch"),
+        "{text}"
+    );
+    assert!(
         !text.contains("hephaestus_db_webhook_intake_batch"),
         "{text}"
     );
@@ -179,8 +183,8 @@ async fn cors_allows_only_configured_origins() {
     assert!(exposed.contains("x-request-id"));
 }
 
-/// On PostgreSQL, `/metrics` shows the group commit of append-only transactions: a payment's
-/// record is one, carried by a statement.
+/// On PostgreSQL, `/metrics` shows the group commits: a payment's record is an append-only
+/// transaction carried by a statement, and its sandbox charge is counted too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_the_postgres_group_commit() {
     let s = TestServer::start(Db::Postgres).await;
@@ -197,9 +201,10 @@ async fn metrics_show_the_postgres_group_commit() {
         (
             value("hephaestus_db_append_batch_statements_total"),
             value("hephaestus_db_append_batch_transactions_total"),
+            value("hephaestus_db_sandbox_charge_batch_charges_total"),
         )
     };
-    let (statements, transactions) = scrape().await;
+    let (statements, transactions, charges) = scrape().await;
     let paid = s
         .post(
             &s.admin,
@@ -209,7 +214,8 @@ async fn metrics_show_the_postgres_group_commit() {
         )
         .await;
     assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.body);
-    let (statements_after, transactions_after) = scrape().await;
+    let (statements_after, transactions_after, charges_after) = scrape().await;
+    assert_eq!(charges_after, charges + 1, "the sandbox's charge, batched");
     assert!(transactions_after > transactions);
     assert!(statements_after > statements);
     assert!(statements_after <= transactions_after);

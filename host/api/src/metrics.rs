@@ -75,10 +75,14 @@ impl Metrics {
 }
 
 /// PostgreSQL's group commits ([`hephaestus_store::batch`]): for append-only transactions
-/// (a payment's record) and for webhook deliveries into the inbox, the statements sent and
-/// the jobs they carried, so operators can see the batch size (jobs per statement). Nothing
-/// on SQLite, whose writer batches every write.
-pub fn render_batches(store: &hephaestus_store::Store) -> String {
+/// (a payment's record), webhook deliveries into the inbox and the sandbox gateway's
+/// charges (`sandbox_charges`, when the sandbox is the gateway), the statements sent and the
+/// jobs they carried, so operators can see the batch size (jobs per statement). Nothing on
+/// SQLite, whose writer batches every write.
+pub fn render_batches(
+    store: &hephaestus_store::Store,
+    sandbox_charges: Option<hephaestus_store::batch::BatchStats>,
+) -> String {
     let series = [
         (
             "append_batch",
@@ -91,6 +95,12 @@ pub fn render_batches(store: &hephaestus_store::Store) -> String {
             "events",
             "webhook deliveries",
             store.intake_batches(),
+        ),
+        (
+            "sandbox_charge_batch",
+            "charges",
+            "sandbox charges",
+            sandbox_charges,
         ),
     ];
     let mut out = String::new();

@@ -45,7 +45,11 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.metrics.render();
     let mut scraped = crate::metrics::render_plugins(&state.plugins.metrics());
-    scraped.push_str(&crate::metrics::render_batches(&state.store));
+    let sandbox_charges = state.gateway.as_sandbox().and_then(|g| g.charge_batches());
+    scraped.push_str(&crate::metrics::render_batches(
+        &state.store,
+        sandbox_charges,
+    ));
     // The registry ends its exposition with `# EOF`; the plugin and store series go before it.
     match text.rfind("# EOF") {
         Some(at) => text.insert_str(at, &scraped),

@@ -23,7 +23,7 @@ use futures::future::BoxFuture;
 use hephaestus_core::Timestamp;
 use hephaestus_core::ids::{self, prefix};
 use hephaestus_core::money::{Currency, Money};
-use hephaestus_store::batch::{Batchable, Batcher};
+use hephaestus_store::batch::{BatchStats, Batchable, Batcher};
 use hephaestus_store::{Backend, Store, StoreError, Tx, with_read, with_tx};
 use sqlx::PgConnection;
 
@@ -118,6 +118,11 @@ impl SandboxGateway {
             Backend::Sqlite(_) => None,
         };
         Self { store, charges }
+    }
+
+    /// How PostgreSQL's charges were batched so far; `None` on SQLite.
+    pub fn charge_batches(&self) -> Option<BatchStats> {
+        self.charges.as_ref().map(Batcher::stats)
     }
 
     /// Writes a new charge unless its idempotency key has one already. `true` if it is new.
