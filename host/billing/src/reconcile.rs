@@ -18,7 +18,7 @@ use hephaestus_core::Timestamp;
 use hephaestus_core::payment::{Payment, PaymentStatus};
 use hephaestus_store::{Store, StoreError, Tx, events, payments, subscriptions};
 
-use crate::gateway::{Charge, ChargeStatus, Gateway, GatewayError};
+use crate::gateway::{Charge, ChargeStatus, Gateway, GatewayError, SubscriptionGateway};
 use crate::gateway_subscriptions::{self, Mirrored};
 use crate::stripe_events::payment_event;
 
@@ -31,6 +31,14 @@ pub struct Report {
 }
 
 impl Report {
+    /// A pass about to ask about `checked` objects.
+    fn checking(checked: usize) -> Self {
+        Report {
+            checked,
+            ..Report::default()
+        }
+    }
+
     /// The gateway's answer about our `ours` (its `theirs`), or `None`, counted as failed,
     /// when the gateway does not know it or could not answer: a later pass asks again.
     fn refetched<T>(
@@ -105,10 +113,7 @@ pub async fn reconcile(
 ) -> Result<Report, StoreError> {
     let before = Timestamp::now().add_secs(-deadline_secs);
     let due = payments::unsettled(store, gateway.name(), before, limit).await?;
-    let mut report = Report {
-        checked: due.len(),
-        ..Report::default()
-    };
+    let mut report = Report::checking(due.len());
     for payment in due {
         let Some(charge_id) = payment.gateway_id.clone() else {
             continue;
@@ -128,6 +133,16 @@ pub async fn reconcile(
     Ok(report)
 }
 
+/// The gateway's own subscription billing, and the moment before which what it bills has
+/// been unsettled for longer than `deadline_secs`; `None` for a gateway that bills none.
+fn billed_by(
+    gateway: &dyn Gateway,
+    deadline_secs: i64,
+) -> Option<(&dyn SubscriptionGateway, Timestamp)> {
+    let billing = gateway.subscriptions()?;
+    Some((billing, Timestamp::now().add_secs(-deadline_secs)))
+}
+
 /// One pass over the subscriptions `gateway` bills: those unsettled for longer than
 /// `deadline_secs`, at most `limit` of them, refetched and brought up to date
 /// ([`gateway_subscriptions::apply_refetched`]). Nothing for a gateway that bills none.
@@ -137,16 +152,12 @@ pub async fn reconcile_subscriptions(
     deadline_secs: i64,
     limit: i64,
 ) -> Result<Report, StoreError> {
-    let Some(billing) = gateway.subscriptions() else {
+    let Some((billing, before)) = billed_by(gateway, deadline_secs) else {
         return Ok(Report::default());
     };
-    let before = Timestamp::now().add_secs(-deadline_secs);
     let name = gateway.name();
     let due = subscriptions::claim_unsettled(store, name, before, limit).await?;
-    let mut report = Report {
-        checked: due.len(),
-        ..Report::default()
-    };
+    let mut report = Report::checking(due.len());
     for (asked, mark) in due {
         let Some(gateway_id) = asked.gateway_id.clone() else {
             continue;
@@ -206,16 +217,12 @@ pub async fn reconcile_invoices(
     deadline_secs: i64,
     limit: i64,
 ) -> Result<Report, StoreError> {
-    let Some(billing) = gateway.subscriptions() else {
+    let Some((billing, before)) = billed_by(gateway, deadline_secs) else {
         return Ok(Report::default());
     };
-    let before = Timestamp::now().add_secs(-deadline_secs);
     let name = gateway.name();
     let due = subscriptions::claim_open_invoices(store, name, before, limit).await?;
-    let mut report = Report {
-        checked: due.len(),
-        ..Report::default()
-    };
+    let mut report = Report::checking(due.len());
     for gateway_id in due {
         let answer = billing.fetch_invoice(gateway_id.clone()).await;
         let Some(inv) = report.refetched(answer, &gateway_id, &gateway_id) else {
