@@ -1,9 +1,9 @@
 //! Group commit for PostgreSQL. Writes that are each one self-contained statement (a
 //! payment's record with its event and audit rows; the sandbox's charge; a webhook delivery
 //! into the inbox) are gathered from concurrent requests and sent as one multi-row
-//! statement, so PostgreSQL parses, plans, executes and commits once for many of them. With pgbench on the 2-core machine (see
-//! BENCHMARKS.md), PostgreSQL alone took ~3,300 payments/s sent one by one and 6,500–8,700/s
-//! sent eight to a statement.
+//! statement, so PostgreSQL parses, plans, executes and commits once for many of them. With
+//! pgbench on the 2-core machine (see BENCHMARKS.md), PostgreSQL alone took ~3,300
+//! payments/s sent one by one and 6,500–8,700/s sent eight to a statement.
 //!
 //! A batch forms while the statements before it are in flight: nothing waits on a timer, and
 //! a lone request goes at once. Every job's caller waits for the commit of the statement
@@ -33,8 +33,9 @@ pub trait Batchable: Send + Sync + Sized + 'static {
         jobs: &'c [Self],
     ) -> BoxFuture<'c, std::result::Result<Vec<Self::Out>, sqlx::Error>>;
 
-    /// Rows the job adds to a statement. A batch stops growing at [`MAX_WEIGHT`], far under
-    /// PostgreSQL's 65,535 bind parameters for rows of up to 16 columns.
+    /// Rows the job adds to a statement (a job may count a large row as several). A batch
+    /// stops growing at [`MAX_WEIGHT`], far under PostgreSQL's 65,535 bind parameters for
+    /// rows of up to 16 columns.
     fn weight(&self) -> usize;
 }
 

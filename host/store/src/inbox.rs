@@ -189,8 +189,13 @@ pub async fn retry_later(store: &Store, e: &InboxEvent, error: String) -> Result
     } else {
         "pending"
     };
-    reschedule(store, e, status, error, 1_i64 << e.attempts.clamp(0, 12)).await
+    let delay = hephaestus_core::time::backoff_secs(e.attempts, RETRY_CAP_SECS);
+    reschedule(store, e, status, error, delay).await
 }
+
+/// The longest wait between two attempts of a failing event; it is parked long before
+/// (2, 4, … 256 s over its [`MAX_ATTEMPTS`]).
+const RETRY_CAP_SECS: i64 = 1 << 12;
 
 /// The longest wait between two tries of an event waiting for an object it names.
 pub const WAIT_CAP_SECS: i64 = 3600;
