@@ -224,15 +224,15 @@ async fn audit_trail(db: Db) {
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     s.get(&s.admin, CUSTOMERS).await; // reads are not audited
     // Neither are POSTs that only compute an answer, whatever it is.
-    let quote = s
+    let advice = s
         .post(
             &s.admin,
-            "/api/v1/revenue/quotes",
-            &json!({"customer_id": "cus_0000000000000000000000", "price_id": "price_0000000000000000000000"}),
+            "/api/v1/revenue/optimize/pricing",
+            &json!({"price_id": "price_0000000000000000000000", "current_price": 1}),
             None,
         )
         .await;
-    assert_eq!(quote.status, StatusCode::BAD_REQUEST, "{}", quote.body);
+    assert_eq!(advice.status, StatusCode::BAD_REQUEST, "{}", advice.body);
 
     let writer = s.key(hephaestus_core::keys::Scope::Write).await;
     let forbidden = s.get(&writer, "/api/v1/audit").await;

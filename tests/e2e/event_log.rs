@@ -120,6 +120,7 @@ async fn appends_commit_together_or_not_at_all(db: Db) {
             updated_at: now,
             gateway_event_at: None,
             invoice_id: None,
+            quote_id: None,
         };
         let store = s.store.clone();
         async move {

@@ -16,6 +16,7 @@ mod idempotency;
 mod ops;
 mod payments;
 mod plugins;
+mod quotes;
 mod reporting;
 mod segments;
 mod stripe;

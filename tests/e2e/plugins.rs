@@ -64,7 +64,7 @@ async fn quotes_come_from_the_pricing_plugin(db: Db) {
 
     for (qty, amount, discount) in [(1, 1000, 0), (10, 9000, 1000), (50, 40000, 10000)] {
         let r = quote(&s, c, &price, qty).await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         assert_eq!(r.body["list_amount_minor"], 1000 * i64::from(qty));
         assert_eq!(r.body["amount_minor"], amount, "{}", r.body);
         assert_eq!(r.body["discount_minor"], discount, "{}", r.body);
@@ -122,7 +122,7 @@ async fn without_a_plugin_the_list_price_decides(db: Db) {
     let (_, price) = catalog(&s, json!(10.00)).await;
     let c = s.create_customer("list@example.com").await;
     let r = quote(&s, c["id"].as_str().unwrap(), &price, 10).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(r.body["amount_minor"], 10000);
     assert_eq!(r.body["amount"], json!(100.00));
     assert_eq!(r.body["decided_by"]["kind"], "default");
@@ -132,7 +132,10 @@ async fn without_a_plugin_the_list_price_decides(db: Db) {
     // to the very next quote all the same.
     let (product, price) = catalog(&s, json!(10.00)).await;
     let customer = c["id"].as_str().unwrap();
-    assert_eq!(quote(&s, customer, &price, 1).await.status, StatusCode::OK);
+    assert_eq!(
+        quote(&s, customer, &price, 1).await.status,
+        StatusCode::CREATED
+    );
     let replaced = s
         .post(
             &s.admin,
@@ -181,6 +184,40 @@ async fn pricing_recommendation_reports_evidence(db: Db) {
             None,
         )
         .await;
+    // The documented call on a product with no sales yet, and on no product at all: the
+    // current price is kept and no change is expected, and the basis says why.
+    for name in ["Professional Plan", "Analytics Pro"] {
+        let r = s
+            .post(
+                &s.admin,
+                "/api/v1/revenue/optimize/pricing",
+                &json!({"product_name": name, "current_price": 297.00}),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{name}: {}", r.body);
+        assert_eq!(r.body["recommended_price"], json!(297.00), "{}", r.body);
+        assert_eq!(r.body["recommended_price_minor"], 29700);
+        assert_eq!(
+            r.body["expected_impact"]["revenue_change_percent"],
+            json!(0.00)
+        );
+        assert_eq!(r.body["basis"]["kind"], "no_evidence", "{}", r.body);
+        assert_eq!(r.body["basis"]["purchases"], 0);
+        assert!(
+            r.body["basis"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("no "),
+            "{}",
+            r.body
+        );
+        assert_eq!(r.body["decided_by"]["reason"], "no_evidence");
+        if name == "Professional Plan" {
+            assert_eq!(r.body["product_id"], Value::Null);
+        }
+    }
+
     let c = s.create_customer("evidence@example.com").await;
     let sub = s
         .post(
@@ -196,7 +233,7 @@ async fn pricing_recommendation_reports_evidence(db: Db) {
         .post(
             &s.admin,
             "/api/v1/revenue/optimize/pricing",
-            &json!({"product_name": "analytics pro", "current_price": 97.00, "customer_segment": "enterprise"}),
+            &json!({"product_name": "analytics pro", "current_price": 97.00}),
             None,
         )
         .await;
@@ -208,31 +245,50 @@ async fn pricing_recommendation_reports_evidence(db: Db) {
     );
     assert!(r.body["recommended_price"].is_number(), "{}", r.body);
     assert!(r.body["expected_impact"]["revenue_change_percent"].is_number());
+    assert_eq!(r.body["basis"]["kind"], "sales_history", "{}", r.body);
+    assert_eq!(r.body["basis"]["purchases"], 1);
+    assert_eq!(r.body["basis"]["customers"], 1);
+    assert!(r.body["basis"]["period_start"].is_string(), "{}", r.body);
     let points = r.body["evidence"]["price_points"].as_array().unwrap();
     assert_eq!(points.len(), 1, "{}", r.body);
     assert_eq!(points[0]["purchases"], 1);
     assert_eq!(points[0]["customers"], 1);
     assert_eq!(points[0]["revenue_minor"], 9700);
 
+    // A segment limits the evidence to its customers: none of them bought.
     let r = s
         .post(
             &s.admin,
             "/api/v1/revenue/optimize/pricing",
-            &json!({"product_name": "nothing by this name", "current_price": 1}),
+            &json!({"product_name": "analytics pro", "current_price": 97.00, "customer_segment": "enterprise"}),
             None,
         )
         .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_eq!(r.field(), Some("product_name"));
-    let r = s
-        .post(
-            &s.admin,
-            "/api/v1/revenue/optimize/pricing",
-            &json!({"product_name": "Analytics Pro", "current_price": 97.001}),
-            None,
-        )
-        .await;
-    assert_eq!(r.field(), Some("current_price"), "{}", r.body);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["basis"]["kind"], "no_evidence", "{}", r.body);
+    assert_eq!(r.body["basis"]["customer_segment"], "enterprise");
+    assert_eq!(r.body["recommended_price_minor"], 9700);
+
+    for (body, field) in [
+        (
+            json!({"product_name": "Analytics Pro", "current_price": 97.001}),
+            "current_price",
+        ),
+        (
+            json!({"product_name": "Analytics Pro", "current_price": 97, "customer_segment": "Big Spenders"}),
+            "customer_segment",
+        ),
+        (
+            json!({"product_name": "Analytics Pro", "current_price": 0}),
+            "current_price",
+        ),
+    ] {
+        let r = s
+            .post(&s.admin, "/api/v1/revenue/optimize/pricing", &body, None)
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
+        assert_eq!(r.field(), Some(field), "{}", r.body);
+    }
 }
 
 /// Writes `bytes` the way a slow copy does: in pieces, with pauses, so the watcher sees a
@@ -287,7 +343,7 @@ async fn hot_reload_under_load_never_fails_a_request(db: Db) {
                 let r = quote(&s, &c, &price, 10).await;
                 assert_eq!(
                     r.status,
-                    StatusCode::OK,
+                    StatusCode::CREATED,
                     "a quote failed during reload: {}",
                     r.body
                 );

@@ -188,7 +188,7 @@ impl LocalStripe {
     }
 }
 
-fn stripe_config() -> ApiConfig {
+pub(crate) fn stripe_config() -> ApiConfig {
     ApiConfig {
         stripe_webhook_secrets: vec![Secret::new(WEBHOOK_SECRET)],
         ..test_config()
@@ -938,7 +938,7 @@ async fn stripe_shaped_answers_map_to_our_api(db: Db) {
         .post(
             &s.admin,
             &format!("{PAYMENTS}/{paid_id}/refunds"),
-            &json!({"amount": "5.00"}),
+            &json!({"amount": "5.00", "reason": "requested_by_customer"}),
             Some("stub-refund"),
         )
         .await;
@@ -1022,6 +1022,11 @@ async fn stripe_shaped_answers_map_to_our_api(db: Db) {
         Some("pi_3StubPaid")
     );
     assert_eq!(seen[6].form.get("amount").map(String::as_str), Some("500"));
+    assert_eq!(
+        seen[6].form.get("reason").map(String::as_str),
+        Some("requested_by_customer"),
+        "the refund's reason reaches Stripe"
+    );
     assert!(seen[7].query.contains("latest_charge"), "{:?}", seen[7]);
     assert_eq!(seen[7].idempotency_key, None);
     // The mirror was created once and remembered.

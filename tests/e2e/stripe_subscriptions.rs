@@ -136,7 +136,8 @@ async fn subscriptions_are_created_changed_and_cancelled_at_localstripe(db: Db) 
     let pro = recurring_price(&s, json!("30.00"), "month", None).await;
     let pm = ls.card(VISA).await;
 
-    let body = json!({"customer_id": c, "price_id": basic, "quantity": 2, "payment_method": pm});
+    let body = json!({"customer_id": c, "price_id": basic, "quantity": 2, "payment_method": pm,
+                      "metadata": {"order": "A-17"}});
     let r = s.post(&s.admin, SUBSCRIPTIONS, &body, Some("sub-1")).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(r.body["gateway"], "stripe");
@@ -155,6 +156,10 @@ async fn subscriptions_are_created_changed_and_cancelled_at_localstripe(db: Db) 
     assert_eq!(
         at_stripe["metadata"]["hephaestus_subscription_id"],
         id.as_str()
+    );
+    assert_eq!(
+        at_stripe["metadata"]["order"], "A-17",
+        "the subscription's metadata reaches Stripe"
     );
     let plan = at_stripe["plan"]["id"].as_str().unwrap().to_string();
     assert_eq!(at_stripe["plan"]["amount"], 2000);

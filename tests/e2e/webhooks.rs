@@ -141,6 +141,7 @@ async fn stripe_payment(s: &TestServer, intent: &str, status: PaymentStatus) -> 
         updated_at: now,
         gateway_event_at: None,
         invoice_id: None,
+        quote_id: None,
     };
     let id = payment.id.clone();
     s.store

@@ -30,6 +30,8 @@ pub struct CustomerView {
     pub email: Option<String>,
     pub name: Option<String>,
     pub metadata: Metadata,
+    /// Charged by a payment that names no `payment_method`; null if none is set.
+    pub default_payment_method: Option<String>,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]
@@ -54,6 +56,7 @@ impl CustomerView {
             email: c.email.clone(),
             name: c.name.clone(),
             metadata: c.metadata.clone(),
+            default_payment_method: c.default_payment_method.clone(),
             created_at: c.created_at,
             updated_at: c.updated_at,
             erased_at: c.erased_at,
@@ -81,6 +84,10 @@ pub struct CreateCustomer {
     pub name: Option<String>,
     /// Up to 50 string pairs; keys up to 40 characters, values up to 500.
     pub metadata: Option<Metadata>,
+    /// Charged by payments that name no `payment_method` (`pm_card_visa` on the sandbox,
+    /// a Stripe PaymentMethod `pm_…` with Stripe).
+    #[schema(example = "pm_card_visa")]
+    pub default_payment_method: Option<String>,
 }
 
 /// Creates a customer. An email already in use answers 409 `customer_exists` with the
@@ -103,7 +110,12 @@ pub async fn create(
     body: Json<CreateCustomer>,
 ) -> Response {
     let req = body.value;
-    let new = match NewCustomer::validate(req.email, req.name, req.metadata) {
+    let new = match NewCustomer::validate(
+        req.email,
+        req.name,
+        req.metadata,
+        req.default_payment_method,
+    ) {
         Ok(new) => new,
         Err(e) => return AppError::from(e).into_response(),
     };
@@ -183,6 +195,8 @@ pub struct UpdateCustomer {
     pub name: Option<String>,
     /// Keys to set; a key given an empty string is removed. Other keys are kept.
     pub metadata: Option<Metadata>,
+    /// A new default payment method; `""` removes it.
+    pub default_payment_method: Option<String>,
 }
 
 /// Changes a customer's email, name or metadata. Writes `customer.updated` (naming the
@@ -212,7 +226,12 @@ pub async fn update(
         return not_found(id).into_response();
     }
     let req = body.value;
-    let changes = match CustomerChanges::validate(req.email, req.name, req.metadata) {
+    let changes = match CustomerChanges::validate(
+        req.email,
+        req.name,
+        req.metadata,
+        req.default_payment_method,
+    ) {
         Ok(c) => c,
         Err(e) => return AppError::from(e).into_response(),
     };

@@ -18,7 +18,7 @@ use hephaestus_plugins::{
     SegmentRequest,
 };
 use hephaestus_store::profiles::Snapshot;
-use hephaestus_store::{catalog, exchange_rates, profiles};
+use hephaestus_store::{catalog, exchange_rates, profiles, quotes};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
@@ -26,9 +26,11 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::auth::ReadKey;
 use crate::error::{ApiResult, AppError};
-use crate::extract::Json;
+use crate::extract::{Json, PathId, load_by_id};
 use crate::payments::{AmountText, amount_json};
 use crate::reporting::convert;
+use crate::write::{self, RequestMeta};
+use axum::response::{IntoResponse, Response};
 
 /// The business clock (real time plus the sandbox clock's offset), as this host last read
 /// it from the database.
@@ -258,6 +260,8 @@ pub struct QuoteBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QuoteView {
+    /// `quo_…`: give it as `quote_id` to a payment or subscription to charge this amount.
+    pub id: String,
     pub object: &'static str,
     pub customer_id: String,
     pub product_id: String,
@@ -279,6 +283,67 @@ pub struct QuoteView {
     /// The customer's segments the quote was made with.
     pub segments: Vec<String>,
     pub decided_by: DecidedByView,
+    /// `open` (can be used), `used` or `expired`.
+    pub status: &'static str,
+    /// The payment or subscription that used it.
+    pub used_by: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    /// After this (business time) it can no longer be used.
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: Timestamp,
+}
+
+impl QuoteView {
+    /// The view of a stored quote at business time `now`.
+    pub fn of(q: &quotes::Quote, now: Timestamp) -> ApiResult<Self> {
+        let currency = Currency::parse(&q.currency, "currency")
+            .map_err(|_| AppError::Internal(anyhow::anyhow!("quote {}: bad currency", q.id)))?;
+        let m = |minor| amount_json(Money { minor, currency });
+        let segments = serde_json::from_str(&q.segments).map_err(|e| {
+            AppError::Internal(anyhow::anyhow!("quote {}: bad segments: {e}", q.id))
+        })?;
+        let expires_at = Timestamp::from_micros(q.expires_at);
+        Ok(QuoteView {
+            id: q.id.clone(),
+            object: "quote",
+            customer_id: q.customer_id.clone(),
+            product_id: q.product_id.clone(),
+            price_id: q.price_id.clone(),
+            quantity: u32::try_from(q.quantity).unwrap_or(u32::MAX),
+            currency: currency.code().to_string(),
+            list_amount: m(q.list_amount_minor),
+            list_amount_minor: q.list_amount_minor,
+            amount: m(q.amount_minor),
+            amount_minor: q.amount_minor,
+            discount: m(q.discount_minor),
+            discount_minor: q.discount_minor,
+            reason: q.reason.clone(),
+            segments,
+            decided_by: DecidedByView {
+                kind: if q.decided_by == "plugin" {
+                    "plugin"
+                } else {
+                    "default"
+                },
+                plugin: q.plugin.clone(),
+                version: q.plugin_version.clone(),
+                reason: q.default_reason.clone(),
+                fuel_used: 0,
+                duration_us: 0,
+            },
+            status: if q.used_by.is_some() {
+                "used"
+            } else if expires_at <= now {
+                "expired"
+            } else {
+                "open"
+            },
+            used_by: q.used_by.clone(),
+            created_at: Timestamp::from_micros(q.created_at),
+            expires_at,
+        })
+    }
 }
 
 async fn quoted_price(state: &AppState, body: &QuoteBody) -> ApiResult<(Price, Product)> {
@@ -357,32 +422,72 @@ fn quotable(price: Price) -> ApiResult<Price> {
 }
 
 /// Quotes a price for one customer: the pricing plugin serving the product decides (or
-/// the list price, when none does or it faults). Nothing is charged or stored.
+/// the list price, when none does or it faults). The quote is stored: a payment or
+/// subscription given its id (`quote_id`) charges exactly its amount, once, until it
+/// expires. Nothing is charged here.
 #[utoipa::path(
     post, path = "/api/v1/revenue/quotes", tag = "decisions",
     request_body = QuoteBody,
-    responses((status = 200, body = QuoteView), (status = 400, body = crate::openapi::ErrorBody)),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first quote for a retried request")),
+    responses((status = 201, body = QuoteView), (status = 400, body = crate::openapi::ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn quote(
     State(state): State<AppState>,
-    _auth: ReadKey,
+    auth: ReadKey,
+    meta: RequestMeta,
     body: Json<QuoteBody>,
+) -> Response {
+    match decide_quote(&state, body.value).await {
+        Ok(stored) => {
+            write::run(&state, &auth.0, &meta, &body.raw, move |tx| {
+                Box::pin(async move {
+                    quotes::insert(tx, &stored).await?;
+                    let view = QuoteView::of(&stored, Timestamp::from_micros(stored.created_at))?;
+                    Ok(write::created(&stored.id, &view))
+                })
+            })
+            .await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A stored quote.
+#[utoipa::path(
+    get, path = "/api/v1/revenue/quotes/{id}", tag = "decisions",
+    params(("id" = String, Path, description = "`quo_…`")),
+    responses((status = 200, body = QuoteView), (status = 404, body = crate::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn get_quote(
+    State(state): State<AppState>,
+    _auth: ReadKey,
+    PathId(id): PathId,
 ) -> ApiResult<axum::Json<QuoteView>> {
-    let body = body.value;
+    let store = state.store.clone();
+    let q = load_by_id("quote", prefix::QUOTE, id, |id| async move {
+        quotes::get(&store, &id).await
+    })
+    .await?;
+    Ok(axum::Json(QuoteView::of(&q, business_now(&state))?))
+}
+
+/// Decides a quote, to be stored.
+async fn decide_quote(state: &AppState, body: QuoteBody) -> ApiResult<quotes::Quote> {
     let quantity = body.quantity.unwrap_or(1);
     if !(1..=1_000_000).contains(&quantity) {
         return Err(AppError::invalid("quantity", "must be 1 to 1000000"));
     }
-    let snapshot = crate::customers::live_snapshot(&state, &body.customer_id).await?;
-    let (price, product) = quoted_price(&state, &body).await?;
+    let snapshot = crate::customers::live_snapshot(state, &body.customer_id).await?;
+    let (price, product) = quoted_price(state, &body).await?;
     let list_minor = price
         .unit_amount
         .minor
         .checked_mul(i64::from(quantity))
         .filter(|m| *m <= money::MAX_MINOR)
         .ok_or_else(|| AppError::invalid("quantity", "makes the total too large"))?;
-    let profile = current_profile(&state, &snapshot).await?;
+    let profile = current_profile(state, &snapshot).await?;
     let segments = profile.segments.clone();
     let request = QuoteRequest {
         customer: profile,
@@ -399,26 +504,39 @@ pub async fn quote(
             .map(|(k, v)| Attribute::new(k, v))
             .collect(),
     };
-    let decision = decide(&state, request).await?;
-    let currency = price.unit_amount.currency;
-    let m = |minor| amount_json(Money { minor, currency });
-    Ok(axum::Json(QuoteView {
-        object: "quote",
+    let decision = decide(state, request).await?;
+    let by = DecidedByView::of(&decision);
+    let now = business_now(state);
+    let q = &decision.value;
+    Ok(quotes::Quote {
+        id: ids::new_id(prefix::QUOTE),
         customer_id: snapshot.customer.id,
         product_id: product.id,
         price_id: price.id,
-        quantity,
-        currency: currency.code().to_string(),
-        list_amount: m(list_minor),
+        quantity: i64::from(quantity),
+        currency: price.unit_amount.currency.code().to_string(),
         list_amount_minor: list_minor,
-        amount: m(decision.value.amount.amount_minor),
-        amount_minor: decision.value.amount.amount_minor,
-        discount: m(decision.value.discount.amount_minor),
-        discount_minor: decision.value.discount.amount_minor,
-        reason: decision.value.reason.clone(),
-        segments,
-        decided_by: DecidedByView::of(&decision),
-    }))
+        amount_minor: q.amount.amount_minor,
+        discount_minor: q.discount.amount_minor,
+        reason: q.reason.clone(),
+        segments: serde_json::to_string(&segments)
+            .map_err(|e| AppError::Internal(anyhow::anyhow!("segments: {e}")))?,
+        decided_by: by.kind.to_string(),
+        plugin: by.plugin,
+        plugin_version: by.version,
+        default_reason: by.reason,
+        created_at: now.as_micros(),
+        expires_at: now.as_micros().saturating_add(
+            state
+                .config
+                .quote_ttl
+                .as_micros()
+                .try_into()
+                .unwrap_or(i64::MAX),
+        ),
+        used_by: None,
+        used_at: None,
+    })
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -466,10 +584,34 @@ pub struct Evidence {
     pub price_points: Vec<PricePointView>,
 }
 
+/// What a recommendation rests on.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Basis {
+    /// `no_evidence` (the current price is kept and no change is expected) or
+    /// `sales_history`.
+    pub kind: &'static str,
+    /// The evidence and how the recommendation follows from it, in words.
+    pub description: String,
+    /// Paid invoices counted, over all price points.
+    pub purchases: u32,
+    /// Distinct paying customers counted.
+    pub customers: u32,
+    /// Written off or voided invoices counted.
+    pub failed: u32,
+    /// The segment the evidence was limited to, if one was asked for.
+    pub customer_segment: Option<String>,
+    /// When the first and the last counted invoice were made.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub period_start: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub period_end: Option<Timestamp>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OptimizeView {
     pub object: &'static str,
-    pub product_id: String,
+    /// Null when no product has the name asked for (then there is no evidence either).
+    pub product_id: Option<String>,
     pub currency: String,
     #[schema(value_type = f64)]
     pub current_price: Box<RawValue>,
@@ -478,6 +620,7 @@ pub struct OptimizeView {
     pub recommended_price_minor: i64,
     pub expected_impact: ExpectedImpact,
     pub reason: String,
+    pub basis: Basis,
     pub evidence: Evidence,
     pub decided_by: DecidedByView,
 }
@@ -490,8 +633,11 @@ fn percent(bp: i32) -> Box<RawValue> {
         .unwrap_or_else(|_| RawValue::from_string("0".into()).unwrap_or_default())
 }
 
-/// Recommends a list price from the product's sales at each price it was sold at: the
-/// pricing plugin serving the product decides (the default keeps the current price).
+/// Recommends a list price from the product's sales at each price it was sold at (of one
+/// segment's customers when `customer_segment` is given): the pricing plugin serving the
+/// product decides. With no sales to learn from (no such product, no paid or failed
+/// invoice at any of its prices in the currency) no plugin is asked: the current price is
+/// kept, with an expected impact of 0 and a basis that says so.
 #[utoipa::path(
     post, path = "/api/v1/revenue/optimize/pricing", tag = "decisions",
     request_body = OptimizeBody,
@@ -518,15 +664,14 @@ pub async fn optimize_pricing(
             let product = catalog::get_product(&state.store, &price.product_id)
                 .await?
                 .ok_or_else(|| AppError::Internal(anyhow::anyhow!("product of {id} missing")))?;
-            (product, Some(price))
+            (Some(product), Some(price))
         }
         (None, Some(name)) => {
-            let product = catalog::find_product_by_name(&state.store, name)
-                .await?
-                .ok_or_else(|| {
-                    AppError::invalid("product_name", format!("no product named {name:?}"))
-                })?;
-            (product, None)
+            hephaestus_core::validation::check_text("product_name", name, 256)?;
+            (
+                catalog::find_product_by_name(&state.store, name).await?,
+                None,
+            )
         }
         (None, None) => {
             return Err(AppError::invalid(
@@ -535,7 +680,19 @@ pub async fn optimize_pricing(
             ));
         }
     };
-    let evidence = profiles::price_evidence(&state.store, &product.id).await?;
+    let segment = match &body.customer_segment {
+        Some(seg) if !hephaestus_plugins::is_segment_tag(seg) => {
+            return Err(AppError::invalid(
+                "customer_segment",
+                "must be a segment tag like high_value (lowercase letters, digits, _)",
+            ));
+        }
+        other => other.clone(),
+    };
+    let evidence = match &product {
+        Some(p) => profiles::price_evidence(&state.store, &p.id, segment.as_deref()).await?,
+        None => Vec::new(),
+    };
     let currency = match (&body.currency, &price) {
         (Some(c), _) => Currency::parse(c, "currency")?,
         (None, Some(p)) => p.unit_amount.currency,
@@ -550,13 +707,87 @@ pub async fn optimize_pricing(
         money::MAX_MINOR,
         "current_price",
     )?;
-    if let Some(seg) = &body.customer_segment {
-        hephaestus_core::validation::check_text("customer_segment", seg, 32)?;
+    if current_minor <= 0 {
+        return Err(AppError::invalid("current_price", "must be above zero"));
     }
     let points: Vec<_> = evidence
         .iter()
         .filter(|e| e.currency == currency.code())
         .collect();
+    let (purchases, failed, customers) = points.iter().fold((0, 0, 0), |(p, f, c), e| {
+        (p + e.purchases, f + e.failed, c + e.customers)
+    });
+    let stamp = |at: Option<i64>| at.map(Timestamp::from_micros);
+    let mut basis = Basis {
+        kind: "sales_history",
+        description: String::new(),
+        purchases: count(purchases),
+        customers: count(customers),
+        failed: count(failed),
+        customer_segment: segment.clone(),
+        period_start: stamp(points.iter().filter_map(|e| e.first_at).min()),
+        period_end: stamp(points.iter().filter_map(|e| e.last_at).max()),
+    };
+    let m = |minor| amount_json(Money { minor, currency });
+    let of_segment = segment
+        .as_deref()
+        .map(|s| format!(" of customers in segment {s}"))
+        .unwrap_or_default();
+    let price_points = points
+        .iter()
+        .map(|e| PricePointView {
+            price_id: e.price_id.clone(),
+            unit_price: m(e.unit_amount_minor),
+            unit_price_minor: e.unit_amount_minor,
+            customers: count(e.customers),
+            purchases: count(e.purchases),
+            failed: count(e.failed),
+            revenue: m(e.revenue_minor),
+            revenue_minor: e.revenue_minor,
+        })
+        .collect();
+    if purchases + failed == 0 {
+        basis.kind = "no_evidence";
+        basis.description = match &product {
+            None => "no product has this name, so there are no sales to learn from; the current \
+                     price is kept and no change is expected"
+                .to_string(),
+            Some(p) => format!(
+                "no paid or failed invoices{of_segment} at any price of {} in {currency}: there is \
+                 no evidence to recommend a change, so the current price is kept and no change \
+                 is expected",
+                p.id
+            ),
+        };
+        return Ok(axum::Json(OptimizeView {
+            object: "pricing_recommendation",
+            product_id: product.map(|p| p.id),
+            currency: currency.code().to_string(),
+            current_price: m(current_minor),
+            recommended_price: m(current_minor),
+            recommended_price_minor: current_minor,
+            expected_impact: ExpectedImpact {
+                revenue_change_percent: percent(0),
+                conversion_change_percent: percent(0),
+            },
+            reason: "no evidence".into(),
+            basis,
+            evidence: Evidence { price_points },
+            decided_by: DecidedByView {
+                kind: "default",
+                plugin: None,
+                version: None,
+                reason: Some("no_evidence".into()),
+                fuel_used: 0,
+                duration_us: 0,
+            },
+        }));
+    }
+    let Some(product) = product else {
+        return Err(AppError::Internal(anyhow::anyhow!(
+            "evidence without a product"
+        )));
+    };
     let history = points
         .iter()
         .map(|e| PricePoint {
@@ -571,15 +802,26 @@ pub async fn optimize_pricing(
         product_id: product.id.clone(),
         product_name: product.name.clone(),
         current_price: hephaestus_plugins::Money::new(current_minor, currency.code()),
-        customer_segment: body.customer_segment.clone(),
+        customer_segment: segment.clone(),
         history,
     };
     let decision = decide(&state, request).await?;
-    let m = |minor| amount_json(Money { minor, currency });
     let r = &decision.value;
+    basis.description = format!(
+        "{purchases} paid and {failed} failed invoices{of_segment} from {customers} customers at \
+         {} price point(s) of {} in {currency}; the {} compared revenue and conversion at each \
+         price: {}",
+        points.len(),
+        product.id,
+        match &decision.decided_by {
+            DecidedBy::Plugin { name, .. } => format!("pricing plugin {name}"),
+            DecidedBy::Default { .. } => "built-in default (which keeps the current price)".into(),
+        },
+        r.reason
+    );
     Ok(axum::Json(OptimizeView {
         object: "pricing_recommendation",
-        product_id: product.id,
+        product_id: Some(product.id),
         currency: currency.code().to_string(),
         current_price: m(current_minor),
         recommended_price: m(r.recommended_price.amount_minor),
@@ -589,21 +831,8 @@ pub async fn optimize_pricing(
             conversion_change_percent: percent(r.conversion_change_basis_points),
         },
         reason: r.reason.clone(),
-        evidence: Evidence {
-            price_points: points
-                .iter()
-                .map(|e| PricePointView {
-                    price_id: e.price_id.clone(),
-                    unit_price: m(e.unit_amount_minor),
-                    unit_price_minor: e.unit_amount_minor,
-                    customers: count(e.customers),
-                    purchases: count(e.purchases),
-                    failed: count(e.failed),
-                    revenue: m(e.revenue_minor),
-                    revenue_minor: e.revenue_minor,
-                })
-                .collect(),
-        },
+        basis,
+        evidence: Evidence { price_points },
         decided_by: DecidedByView::of(&decision),
     }))
 }
@@ -626,4 +855,85 @@ pub async fn list_plugins(
         "data": list,
         "has_more": false,
     }))
+}
+
+/// Holds stored quote `quote_id` for a request of `customer_id` about to charge it, under
+/// the gateway idempotency key of that charge (see [`quotes::claim`]); the quote's price
+/// must be one-time (`recurring: false`) or recurring (`true`), as the caller charges it.
+pub async fn hold_quote(
+    state: &AppState,
+    quote_id: &str,
+    customer_id: &str,
+    claim_key: &str,
+    recurring: bool,
+) -> ApiResult<quotes::Quote> {
+    if !ids::is_well_formed(prefix::QUOTE, quote_id) {
+        return Err(AppError::invalid(
+            "quote_id",
+            "must be a quote id like quo_…",
+        ));
+    }
+    let hold = state.config.idempotency_lock_secs;
+    let quote = match quotes::claim(
+        &state.store,
+        quote_id,
+        customer_id,
+        claim_key,
+        business_now(state),
+        hold,
+    )
+    .await?
+    {
+        Ok(q) => q,
+        Err(why) => return Err(unusable(quote_id, why)),
+    };
+    let price = catalog::get_price(&state.store, &quote.price_id)
+        .await?
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("price of {quote_id} missing")))?;
+    if price.recurring.is_some() != recurring {
+        quotes::release(&state.store, quote_id, claim_key).await?;
+        return Err(AppError::invalid(
+            "quote_id",
+            if recurring {
+                format!("quote {quote_id} is for a one-time price; pay it with a payment")
+            } else {
+                format!("quote {quote_id} is for a recurring price; use it to start a subscription")
+            },
+        ));
+    }
+    Ok(quote)
+}
+
+fn unusable(quote_id: &str, why: quotes::Unusable) -> AppError {
+    let conflict = |code, message: String, details: serde_json::Map<String, serde_json::Value>| {
+        AppError::Conflict {
+            code,
+            message,
+            details,
+        }
+    };
+    match why {
+        quotes::Unusable::Missing => {
+            AppError::invalid("quote_id", format!("no such quote: {quote_id}"))
+        }
+        quotes::Unusable::OtherCustomer => AppError::invalid(
+            "quote_id",
+            format!("quote {quote_id} was made for another customer"),
+        ),
+        quotes::Unusable::Expired => conflict(
+            "quote_expired",
+            format!("quote {quote_id} has expired; ask for a new quote"),
+            serde_json::Map::new(),
+        ),
+        quotes::Unusable::Used(by) => conflict(
+            "quote_used",
+            format!("quote {quote_id} was already used by {by}; ask for a new quote"),
+            serde_json::Map::from_iter([("used_by".to_string(), serde_json::json!(by))]),
+        ),
+        quotes::Unusable::InUse => conflict(
+            "quote_in_use",
+            format!("quote {quote_id} is being used by another request; retry later"),
+            serde_json::Map::new(),
+        ),
+    }
 }

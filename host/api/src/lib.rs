@@ -80,6 +80,8 @@ pub struct ApiConfig {
     /// again; bounds how long a change made by another host takes to reach this host's
     /// quotes (this host's own changes apply at once).
     pub catalog_cache_ttl: Duration,
+    /// How long (business time) a stored quote can be used by a payment or subscription.
+    pub quote_ttl: Duration,
     /// A request running longer than this is answered 408 and abandoned.
     pub request_timeout: Duration,
     /// How long a claimed `Idempotency-Key` blocks retries if its request died mid-way.
@@ -116,6 +118,7 @@ impl Default for ApiConfig {
             cors_origins: Vec::new(),
             key_cache_ttl: Duration::from_secs(1),
             catalog_cache_ttl: Duration::from_secs(1),
+            quote_ttl: Duration::from_secs(1800),
             request_timeout: Duration::from_secs(30),
             idempotency_lock_secs: 60,
             max_payment: rust_decimal::Decimal::from(1_000_000),
@@ -277,6 +280,7 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         )
         .route("/revenue/payments/{id}", get(payments::get))
         .route("/revenue/payments/{id}/refunds", post(payments::refund))
+        .route("/revenue/payments/{id}/confirm", post(payments::confirm))
         .route(
             "/revenue/subscriptions",
             get(subscriptions::list).post(subscriptions::create),
@@ -302,10 +306,8 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
             "/revenue/webhooks/events/{id}/retry",
             post(webhooks::retry_event),
         )
-        .route(
-            "/revenue/quotes",
-            post(decisions::quote).layer(middleware::map_response(auth::changes_nothing)),
-        )
+        .route("/revenue/quotes", post(decisions::quote))
+        .route("/revenue/quotes/{id}", get(decisions::get_quote))
         .route(
             "/revenue/optimize/pricing",
             post(decisions::optimize_pricing)

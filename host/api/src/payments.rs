@@ -12,7 +12,7 @@ use hephaestus_core::ids::{self, prefix};
 use hephaestus_core::money::{self, Currency, Money};
 use hephaestus_core::payment::{Payment, PaymentStatus, Refund};
 use hephaestus_core::validation::check_text;
-use hephaestus_store::{events, payments};
+use hephaestus_store::{customers, events, payments, quotes};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Map;
 use serde_json::value::RawValue;
@@ -102,9 +102,13 @@ pub struct PaymentView {
     #[schema(value_type = f64, example = 0.00)]
     pub amount_refunded: Box<RawValue>,
     pub amount_refunded_minor: i64,
-    /// succeeded, requires_action, processing, failed, refunded, partially_refunded, disputed
+    /// requires_payment_method, succeeded, requires_action, processing, failed, refunded,
+    /// partially_refunded, disputed
     pub status: String,
-    pub payment_method: String,
+    /// Null while the payment waits for one (`requires_payment_method`).
+    pub payment_method: Option<String>,
+    /// The stored quote (`quo_…`) whose amount this payment charged.
+    pub quote_id: Option<String>,
     pub description: Option<String>,
     /// `sandbox` or `stripe`.
     pub gateway: String,
@@ -184,7 +188,8 @@ impl From<&Payment> for PaymentView {
             }),
             amount_refunded_minor: p.amount_refunded_minor,
             status: p.status.as_str().to_string(),
-            payment_method: p.payment_method.clone(),
+            payment_method: (!p.payment_method.is_empty()).then(|| p.payment_method.clone()),
+            quote_id: p.quote_id.clone(),
             description: p.description.clone(),
             gateway: p.gateway.clone(),
             gateway_id: p.gateway_id.clone(),
@@ -205,24 +210,35 @@ pub struct CreatePayment {
     /// `cus_…`
     pub customer_id: String,
     /// Decimal in major units (`97.00`); at most the currency's decimals; above zero and
-    /// at most the configured maximum.
-    #[schema(value_type = f64, example = 97.00)]
-    pub amount: AmountText,
-    /// ISO 4217 code, either case.
+    /// at most the configured maximum. Required unless `quote_id` is given (then, if
+    /// given, it must be the quoted amount).
+    #[schema(value_type = Option<f64>, example = 97.00)]
+    pub amount: Option<AmountText>,
+    /// ISO 4217 code, either case. Required with `amount`.
     #[schema(example = "usd")]
-    pub currency: String,
+    pub currency: Option<String>,
     /// A test method on the sandbox (`pm_card_visa`, `pm_card_chargeDeclined`, …), or a
-    /// Stripe PaymentMethod (`pm_…`) when Stripe is the gateway.
+    /// Stripe PaymentMethod (`pm_…`) when Stripe is the gateway. Default: the customer's
+    /// `default_payment_method`; with neither, the payment is created in
+    /// `requires_payment_method` and charged by `POST …/payments/{id}/confirm`.
     #[schema(example = "pm_card_visa")]
-    pub payment_method: String,
+    pub payment_method: Option<String>,
+    /// A stored quote (`quo_…`) of a one-time price for this customer: the payment charges
+    /// exactly the quoted amount, and uses the quote up.
+    pub quote_id: Option<String>,
+    /// Save `payment_method` as the customer's default once the payment succeeds.
+    pub save_payment_method: Option<bool>,
     pub description: Option<String>,
     pub metadata: Option<Metadata>,
 }
 
 struct ValidPayment {
     customer_id: String,
-    amount: Money,
-    payment_method: String,
+    /// `None` when the quote decides it.
+    amount: Option<Money>,
+    payment_method: Option<String>,
+    quote_id: Option<String>,
+    save_payment_method: bool,
     description: Option<String>,
     metadata: Metadata,
 }
@@ -234,13 +250,25 @@ fn validate(req: CreatePayment, state: &AppState) -> ApiResult<ValidPayment> {
             "must be a customer id like cus_…",
         ));
     }
-    let currency = Currency::parse(&req.currency, "currency")?;
-    let max = money::major_to_minor(state.config.max_payment, currency);
-    let minor = money::parse_major(&req.amount.0, currency, max, "amount")?;
-    if req.payment_method.is_empty() {
-        return Err(AppError::invalid("payment_method", "must not be empty"));
+    let amount = match (&req.amount, &req.currency) {
+        (Some(amount), Some(currency)) => {
+            let currency = Currency::parse(currency, "currency")?;
+            let max = money::major_to_minor(state.config.max_payment, currency);
+            let minor = money::parse_major(&amount.0, currency, max, "amount")?;
+            Some(Money { minor, currency })
+        }
+        (None, None) if req.quote_id.is_some() => None,
+        (None, _) => {
+            return Err(AppError::invalid(
+                "amount",
+                "is required (or give quote_id)",
+            ));
+        }
+        (Some(_), None) => return Err(AppError::invalid("currency", "is required with amount")),
+    };
+    if let Some(pm) = &req.payment_method {
+        hephaestus_core::customer::validate_payment_method("payment_method", pm)?;
     }
-    check_text("payment_method", &req.payment_method, 100)?;
     if let Some(d) = &req.description {
         check_text("description", d, 1000)?;
     }
@@ -248,11 +276,41 @@ fn validate(req: CreatePayment, state: &AppState) -> ApiResult<ValidPayment> {
     validate_metadata(&metadata)?;
     Ok(ValidPayment {
         customer_id: req.customer_id,
-        amount: Money { minor, currency },
+        amount,
         payment_method: req.payment_method,
+        quote_id: req.quote_id,
+        save_payment_method: req.save_payment_method.unwrap_or(false),
         description: req.description,
         metadata,
     })
+}
+
+/// The amount a quoted payment charges: the quote's; an amount the client also gave must
+/// be that one.
+fn quoted_amount(quote: &quotes::Quote, asked: Option<Money>) -> ApiResult<Money> {
+    let currency = Currency::parse(&quote.currency, "currency")
+        .map_err(|_| AppError::Internal(anyhow::anyhow!("quote {}: bad currency", quote.id)))?;
+    let quoted = Money {
+        minor: quote.amount_minor,
+        currency,
+    };
+    if quoted.minor <= 0 {
+        return Err(AppError::invalid(
+            "quote_id",
+            format!("quote {} is for nothing to pay", quote.id),
+        ));
+    }
+    match asked {
+        Some(a) if a != quoted => Err(AppError::invalid(
+            "amount",
+            format!(
+                "must be the quoted {} {} (or left out)",
+                quoted.major_string(),
+                currency
+            ),
+        )),
+        _ => Ok(quoted),
+    }
 }
 
 pub fn gateway_error(e: GatewayError) -> AppError {
@@ -270,7 +328,9 @@ pub fn gateway_error(e: GatewayError) -> AppError {
 
 /// Charges a customer. Answers 201 with the payment when it succeeded or needs the
 /// customer's action, and 402 `card_declined` (with `decline_code` and the stored
-/// `payment_id`) when the card was declined.
+/// `payment_id`) when the card was declined. With no payment method given and no default
+/// on the customer, nothing is charged: the payment is created in `requires_payment_method`
+/// (201) and `POST …/payments/{id}/confirm` charges it.
 #[utoipa::path(
     post, path = "/api/v1/revenue/payments", tag = "payments",
     request_body = CreatePayment,
@@ -279,6 +339,7 @@ pub fn gateway_error(e: GatewayError) -> AppError {
         (status = 201, body = PaymentView),
         (status = 400, body = crate::openapi::ErrorBody),
         (status = 402, body = crate::openapi::ErrorBody, description = "card_declined, with decline_code and payment_id"),
+        (status = 409, body = crate::openapi::ErrorBody, description = "quote_expired, quote_used, quote_in_use, or an Idempotency-Key conflict"),
     ),
     security(("api_key" = []))
 )]
@@ -292,43 +353,311 @@ pub async fn create(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    if let Err(e) = crate::customers::live(&state, &p.customer_id).await {
-        return e.into_response();
-    }
+    let customer = match crate::customers::live(&state, &p.customer_id).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
     let claimed = match write::claim(&state, &auth.0, &meta, &body.raw).await {
         Ok(c) => c,
         Err(answer) => return answer,
     };
     let gateway = state.gateway.clone();
-    let request = ChargeRequest {
-        customer_id: p.customer_id.clone(),
-        amount: p.amount,
-        payment_method: p.payment_method.clone(),
-        description: p.description.clone(),
-        idempotency_key: claimed.external_key("charge"),
-        off_session: false,
-    };
+    let key = claimed.external_key("charge");
+    let state_for_work = state.clone();
     claimed
         .then(async move {
-            let charge = gateway.charge(request).await.map_err(gateway_error)?;
-            let gateway = gateway.name().to_string();
+            let state = state_for_work;
+            let quote = match &p.quote_id {
+                Some(id) => {
+                    Some(crate::decisions::hold_quote(&state, id, &customer.id, &key, false).await?)
+                }
+                None => None,
+            };
+            let held = quote.as_ref().map(|q| (q.id.clone(), key.clone()));
+            let release = |state: AppState, held: Option<(String, String)>| async move {
+                if let Some((id, key)) = held
+                    && let Err(e) = quotes::release(&state.store, &id, &key).await
+                {
+                    tracing::warn!(error = %e, quote = %id, "could not release a quote");
+                }
+            };
+            let amount = match &quote {
+                Some(q) => match quoted_amount(q, p.amount) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        release(state.clone(), held).await;
+                        return Err(e);
+                    }
+                },
+                None => p.amount.ok_or_else(|| {
+                    AppError::Internal(anyhow::anyhow!("validated amount missing"))
+                })?,
+            };
+            let priced_by = quote.as_ref().map(charges::PricedBy::of);
+            let method = p
+                .payment_method
+                .clone()
+                .or_else(|| customer.default_payment_method.clone());
+            let attempt = charges::Attempt {
+                customer_id: p.customer_id,
+                amount,
+                payment_method: method.clone().unwrap_or_default(),
+                description: p.description,
+                metadata: p.metadata,
+                invoice_id: None,
+                priced_by,
+            };
+            let gateway_name = gateway.name().to_string();
+            // Without a method there is nothing to charge yet: the payment waits for one.
+            let charge = match &method {
+                None => None,
+                Some(method) => {
+                    let request = ChargeRequest {
+                        customer_id: attempt.customer_id.clone(),
+                        amount,
+                        payment_method: method.clone(),
+                        description: attempt.description.clone(),
+                        idempotency_key: key,
+                        off_session: false,
+                    };
+                    match gateway.charge(request).await {
+                        Ok(c) => Some((c, method.clone())),
+                        Err(e) => {
+                            release(state.clone(), held).await;
+                            return Err(gateway_error(e));
+                        }
+                    }
+                }
+            };
+            let save = p.save_payment_method;
             Ok(write::change(move |tx| {
                 Box::pin(async move {
-                    let attempt = charges::Attempt {
-                        customer_id: p.customer_id,
-                        amount: p.amount,
-                        payment_method: p.payment_method,
-                        description: p.description,
-                        metadata: p.metadata,
-                        invoice_id: None,
+                    let Some((charge, method)) = charge else {
+                        let payment = waiting_payment(tx, &gateway_name, attempt).await?;
+                        return Ok(write::created(&payment.id, &PaymentView::from(&payment)));
                     };
-                    let payment =
-                        charges::record(tx, &gateway, attempt, &charge, Timestamp::now()).await?;
+                    let now = Timestamp::now();
+                    let payment = charges::record(tx, &gateway_name, attempt, &charge, now).await?;
+                    settle_quote(tx, held, &payment, now).await?;
+                    if save && payment.status == PaymentStatus::Succeeded {
+                        customers::set_default_payment_method(
+                            tx,
+                            &payment.customer_id,
+                            &method,
+                            now,
+                        )
+                        .await?;
+                    }
                     Ok(charge_answer(&payment))
                 })
             }))
         })
         .await
+}
+
+/// Stores a payment that waits for a payment method, with its event: nothing was charged.
+async fn waiting_payment(
+    tx: &mut hephaestus_store::Tx,
+    gateway: &str,
+    attempt: charges::Attempt,
+) -> Result<Payment, AppError> {
+    let now = Timestamp::now();
+    let payment = Payment {
+        id: ids::new_id(prefix::PAYMENT),
+        customer_id: attempt.customer_id,
+        amount: attempt.amount,
+        amount_refunded_minor: 0,
+        status: PaymentStatus::RequiresPaymentMethod,
+        payment_method: String::new(),
+        description: attempt.description,
+        gateway: gateway.to_string(),
+        gateway_id: None,
+        decline_code: None,
+        failure_message: None,
+        metadata: attempt.metadata,
+        created_at: now,
+        updated_at: now,
+        gateway_event_at: None,
+        invoice_id: None,
+        quote_id: attempt.priced_by.as_ref().map(|q| q.quote_id.clone()),
+    };
+    payments::insert(tx, &payment).await?;
+    if let Some(q) = &payment.quote_id {
+        // The payment holds the quoted amount from now on.
+        quotes::mark_used(tx, q, &payment.id, now).await?;
+    }
+    if let Some(event) = charges::payment_event(&payment, attempt.priced_by.as_ref(), now) {
+        events::append(tx, event);
+    }
+    Ok(payment)
+}
+
+/// Marks the held quote used by `payment`, or frees it when the card was declined (nothing
+/// was charged, so the customer may pay the quote with another card).
+async fn settle_quote(
+    tx: &mut hephaestus_store::Tx,
+    held: Option<(String, String)>,
+    payment: &Payment,
+    now: Timestamp,
+) -> Result<(), AppError> {
+    let Some((id, key)) = held else {
+        return Ok(());
+    };
+    if payment.status == PaymentStatus::Failed {
+        quotes::release_in(tx, &id, &key).await?;
+    } else if !quotes::mark_used(tx, &id, &payment.id, now).await? {
+        // Only when this request outlived its hold on the quote and another used it: the
+        // money moved all the same, so the payment stands.
+        tracing::error!(quote = %id, payment = %payment.id, "a quote was used twice");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmPayment {
+    /// Default: the customer's `default_payment_method`.
+    #[schema(example = "pm_card_visa")]
+    pub payment_method: Option<String>,
+    /// Save `payment_method` as the customer's default once the payment succeeds.
+    pub save_payment_method: Option<bool>,
+}
+
+/// Charges a payment created in `requires_payment_method`. A declined card answers 402
+/// and leaves the payment waiting for another method (as Stripe does); any other status
+/// is a 409 `payment_not_confirmable`.
+#[utoipa::path(
+    post, path = "/api/v1/revenue/payments/{id}/confirm", tag = "payments",
+    params(("id" = String, Path, description = "`pay_…`"), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = ConfirmPayment,
+    responses(
+        (status = 200, body = PaymentView),
+        (status = 400, body = crate::openapi::ErrorBody),
+        (status = 402, body = crate::openapi::ErrorBody, description = "card_declined, with decline_code and payment_id"),
+        (status = 404, body = crate::openapi::ErrorBody),
+        (status = 409, body = crate::openapi::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn confirm(
+    State(state): State<AppState>,
+    auth: WriteKey,
+    meta: RequestMeta,
+    PathId(id): PathId,
+    body: Json<ConfirmPayment>,
+) -> Response {
+    let payment = match load(&state, id).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let req = body.value;
+    if let Some(pm) = &req.payment_method
+        && let Err(e) = hephaestus_core::customer::validate_payment_method("payment_method", pm)
+    {
+        return AppError::from(e).into_response();
+    }
+    let attempt = match payments::confirm_state(&state.store, &payment.id).await {
+        Ok(Some((true, n))) => n,
+        Ok(_) => return not_confirmable(&payment).into_response(),
+        Err(e) => return AppError::from(e).into_response(),
+    };
+    let customer = match crate::customers::live(&state, &payment.customer_id).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let Some(method) = req
+        .payment_method
+        .or_else(|| customer.default_payment_method.clone())
+    else {
+        return AppError::invalid(
+            "payment_method",
+            "is required: the customer has no default_payment_method",
+        )
+        .into_response();
+    };
+    let claimed = match write::claim(&state, &auth.0, &meta, &body.raw).await {
+        Ok(c) => c,
+        Err(answer) => return answer,
+    };
+    let gateway = state.gateway.clone();
+    // Named by the payment and the attempt, not the request: two concurrent confirmations
+    // make one charge (a different method under the same key is refused by the gateway).
+    let request = ChargeRequest {
+        customer_id: payment.customer_id.clone(),
+        amount: payment.amount,
+        payment_method: method.clone(),
+        description: payment.description.clone(),
+        idempotency_key: format!("confirm-{}-{attempt}", payment.id),
+        off_session: false,
+    };
+    let save = req.save_payment_method.unwrap_or(false);
+    claimed
+        .then(async move {
+            let charge = gateway.charge(request).await.map_err(gateway_error)?;
+            Ok(write::change(move |tx| {
+                Box::pin(async move {
+                    let now = Timestamp::now();
+                    let status = charges::status_of(&charge);
+                    let next = Payment {
+                        status: if status == PaymentStatus::Failed {
+                            PaymentStatus::RequiresPaymentMethod
+                        } else {
+                            status
+                        },
+                        payment_method: method.clone(),
+                        gateway_id: Some(charge.id.clone()),
+                        decline_code: charge.decline_code.clone(),
+                        failure_message: charge.failure_message.clone(),
+                        updated_at: now,
+                        ..payment
+                    };
+                    if !payments::confirm(tx, &next, attempt, now).await? {
+                        let current = payments::get_for_update(tx, &next.id).await?;
+                        return Err(match current {
+                            Some(p) => not_confirmable(&p),
+                            None => AppError::Internal(anyhow::anyhow!("payment vanished")),
+                        });
+                    }
+                    let quote = match &next.quote_id {
+                        Some(q) => quotes::get_in(tx, q).await?,
+                        None => None,
+                    };
+                    let priced_by = quote.as_ref().map(charges::PricedBy::of);
+                    // The event names what happened: a decline, though the payment waits on.
+                    let announced = Payment {
+                        status,
+                        ..next.clone()
+                    };
+                    if let Some(e) = charges::payment_event(&announced, priced_by.as_ref(), now) {
+                        events::append(tx, e);
+                    }
+                    if save && status == PaymentStatus::Succeeded {
+                        customers::set_default_payment_method(tx, &next.customer_id, &method, now)
+                            .await?;
+                    }
+                    if status == PaymentStatus::Failed {
+                        return Ok(charge_answer(&announced));
+                    }
+                    Ok(Written::json(
+                        StatusCode::OK,
+                        &PaymentView::from(&next),
+                        Some(&next.id),
+                    ))
+                })
+            }))
+        })
+        .await
+}
+
+fn not_confirmable(p: &Payment) -> AppError {
+    AppError::Conflict {
+        code: "payment_not_confirmable",
+        message: format!(
+            "payment {} is {}; only a payment in requires_payment_method can be confirmed",
+            p.id, p.status
+        ),
+        details: Map::new(),
+    }
 }
 
 /// 201 with the payment, or the documented 402 for a declined card (the declined payment
@@ -564,6 +893,7 @@ pub async fn refund(
         charge_id,
         amount_minor,
         currency: payment.amount.currency,
+        reason: req.reason.clone(),
         idempotency_key: claimed.external_key("refund"),
     };
     claimed

@@ -21,7 +21,7 @@ use hephaestus_core::ids::{self, prefix};
 use hephaestus_core::money::Money;
 use hephaestus_core::subscription::{Invoice, InvoiceLine, Subscription, SubscriptionStatus};
 use hephaestus_core::validation::check_text;
-use hephaestus_store::{catalog, subscriptions};
+use hephaestus_store::{catalog, quotes, subscriptions};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
@@ -152,6 +152,10 @@ pub struct SubscriptionView {
     pub price_id: String,
     pub quantity: i64,
     pub currency: String,
+    /// The stored quote it was started from, if any.
+    pub quote_id: Option<String>,
+    /// Taken off each period's list total while price and quantity stay those quoted.
+    pub discount_minor: i64,
     /// trialing, active, past_due, canceled or unpaid
     pub status: String,
     pub payment_method: Option<String>,
@@ -194,6 +198,8 @@ impl From<&Subscription> for SubscriptionView {
             price_id: s.price_id.clone(),
             quantity: s.quantity,
             currency: s.currency.code().to_string(),
+            quote_id: s.quote_id.clone(),
+            discount_minor: s.discount_minor,
             status: s.status.as_str().to_string(),
             payment_method: s.payment_method.clone(),
             gateway: s.gateway.clone(),
@@ -219,9 +225,13 @@ impl From<&Subscription> for SubscriptionView {
 pub struct CreateSubscription {
     /// `cus_…`
     pub customer_id: String,
-    /// A recurring, active `price_…`.
-    pub price_id: String,
-    /// Default 1.
+    /// A recurring, active `price_…`. Required unless `quote_id` is given.
+    pub price_id: Option<String>,
+    /// A stored quote (`quo_…`) of a recurring price for this customer: every period is
+    /// charged the quoted amount while the price and quantity stay those quoted (a change
+    /// of plan bills the new plan at its list price). The quote is used up.
+    pub quote_id: Option<String>,
+    /// Default 1 (with `quote_id`, the quoted quantity).
     pub quantity: Option<i64>,
     /// Overrides the price's trial; 0 for none.
     pub trial_days: Option<i64>,
@@ -309,6 +319,10 @@ pub async fn create(
         return create_at_gateway(&state, claimed, planned.subscription, price).await;
     }
     let gateway = state.gateway.clone();
+    let quote_key = claimed.external_key("subscription-charge");
+    let quote_state = state.clone();
+    let customer_id = planned.subscription.customer_id.clone();
+    let quote_id = planned.subscription.quote_id.clone();
     let first = &planned.invoice;
     let request = (first.amount_due_minor > 0).then(|| ChargeRequest {
         customer_id: planned.subscription.customer_id.clone(),
@@ -330,10 +344,27 @@ pub async fn create(
     });
     claimed
         .then(async move {
-            let charge = match request {
-                Some(r) => Some(gateway.charge(r).await.map_err(gateway_error)?),
+            let state = quote_state;
+            let quote = match &quote_id {
+                Some(id) => Some(
+                    crate::decisions::hold_quote(&state, id, &customer_id, &quote_key, true)
+                        .await?,
+                ),
                 None => None,
             };
+            let charge = match request {
+                Some(r) => match gateway.charge(r).await {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        if let Some(q) = &quote {
+                            let _ = quotes::release(&state.store, &q.id, &quote_key).await;
+                        }
+                        return Err(gateway_error(e));
+                    }
+                },
+                None => None,
+            };
+            let priced_by = quote.as_ref().map(charges::PricedBy::of);
             let gateway = gateway.name().to_string();
             Ok(write::change(move |tx| {
                 Box::pin(async move {
@@ -357,13 +388,23 @@ pub async fn create(
                             metadata: Metadata::new(),
                             // A payment that did not go through settles no invoice.
                             invoice_id: paid.then(|| planned.invoice.id.clone()),
+                            priced_by: priced_by.clone(),
                         };
                         let payment = charges::record(tx, &gateway, attempt, charge, now).await?;
                         if !paid {
-                            // Nothing is started; the declined payment is kept and named.
+                            // Nothing is started; the declined payment is kept and named,
+                            // and the quote may be used with another card.
+                            if let Some(q) = &quote {
+                                quotes::release_in(tx, &q.id, &quote_key).await?;
+                            }
                             return Ok(declined(&payment));
                         }
                         payment_id = Some(payment.id);
+                    }
+                    if let Some(q) = &quote
+                        && !quotes::mark_used(tx, &q.id, &planned.subscription.id, now).await?
+                    {
+                        tracing::error!(quote = %q.id, "a quote was used twice");
                     }
                     let (sub, invoice) =
                         engine::start(tx, planned, &price, payment_id, now).await?;
@@ -397,18 +438,54 @@ async fn create_at_gateway(
         quantity: planned.quantity,
         trial_days,
         payment_method: planned.payment_method.clone(),
+        metadata: planned.metadata.clone(),
         idempotency_key: claimed.external_key("subscription"),
     };
+    let quote_key = request.idempotency_key.clone();
+    let state = state.clone();
     claimed
         .then(async move {
             let subs = gateway_subscriptions_of(&gateway)?;
+            let quote = match &planned.quote_id {
+                Some(id) => {
+                    let q = crate::decisions::hold_quote(
+                        &state,
+                        id,
+                        &planned.customer_id,
+                        &quote_key,
+                        true,
+                    )
+                    .await?;
+                    if q.discount_minor != 0 {
+                        // The gateway bills every period itself, at its copy of our price.
+                        quotes::release(&state.store, &q.id, &quote_key).await?;
+                        return Err(AppError::invalid(
+                            "quote_id",
+                            format!(
+                                "quote {} prices below the list price, and subscriptions billed \
+                                 by {} are charged the list price; quote it again at list price \
+                                 or bill it with the sandbox gateway",
+                                q.id,
+                                gateway.name()
+                            ),
+                        ));
+                    }
+                    Some(q)
+                }
+                None => None,
+            };
             let answer = match subs.create_subscription(request).await {
                 Ok(a) => Ok(a),
                 Err(GatewayError::Declined {
                     decline_code,
                     message,
                 }) => Err((decline_code, message)),
-                Err(e) => return Err(gateway_error(e)),
+                Err(e) => {
+                    if let Some(q) = &quote {
+                        let _ = quotes::release(&state.store, &q.id, &quote_key).await;
+                    }
+                    return Err(gateway_error(e));
+                }
             };
             Ok(write::change(move |tx| {
                 Box::pin(async move {
@@ -416,6 +493,9 @@ async fn create_at_gateway(
                         Ok(a) => a,
                         // Nothing was started at the gateway, and nothing is stored here.
                         Err((decline_code, message)) => {
+                            if let Some(q) = &quote {
+                                quotes::release_in(tx, &q.id, &quote_key).await?;
+                            }
                             let body = serde_json::json!({"error": {
                                 "code": "card_declined",
                                 "message": message,
@@ -425,14 +505,12 @@ async fn create_at_gateway(
                             return Ok(Written::json(StatusCode::PAYMENT_REQUIRED, &body, None));
                         }
                     };
-                    let sub = gateway_subscriptions::start(
-                        tx,
-                        planned,
-                        &price,
-                        &answer,
-                        Timestamp::now(),
-                    )
-                    .await?;
+                    let now = Timestamp::now();
+                    if let Some(q) = &quote {
+                        quotes::mark_used(tx, &q.id, &planned.id, now).await?;
+                    }
+                    let sub =
+                        gateway_subscriptions::start(tx, planned, &price, &answer, now).await?;
                     let mut view = SubscriptionView::from(&sub);
                     view.pending_invoice_lines = Some(Vec::new());
                     Ok(write::created(&sub.id, &view))
@@ -500,7 +578,7 @@ async fn validate_create(
             "must be a customer id like cus_…",
         ));
     }
-    let quantity = check_quantity(req.quantity)?.unwrap_or(1);
+    let mut quantity = check_quantity(req.quantity)?;
     if let Some(t) = req.trial_days
         && !(0..=MAX_TRIAL_DAYS).contains(&t)
     {
@@ -512,11 +590,67 @@ async fn validate_create(
     check_payment_method(&req.payment_method)?;
     let metadata = req.metadata.unwrap_or_default();
     validate_metadata(&metadata)?;
-    let price = load_price(state, &req.price_id).await?;
-    if engine::total_of(&price, quantity).is_none() {
+    let quote = match &req.quote_id {
+        None => None,
+        Some(id) => {
+            if !ids::is_well_formed(prefix::QUOTE, id) {
+                return Err(AppError::invalid(
+                    "quote_id",
+                    "must be a quote id like quo_…",
+                ));
+            }
+            let q = quotes::get(&state.store, id)
+                .await?
+                .ok_or_else(|| AppError::invalid("quote_id", format!("no such quote: {id}")))?;
+            if q.customer_id != req.customer_id {
+                return Err(AppError::invalid(
+                    "quote_id",
+                    format!("quote {id} was made for another customer"),
+                ));
+            }
+            if req.price_id.as_ref().is_some_and(|p| *p != q.price_id) {
+                return Err(AppError::invalid(
+                    "price_id",
+                    format!("must be the quoted {} (or left out)", q.price_id),
+                ));
+            }
+            if quantity.is_some_and(|n| n != q.quantity) {
+                return Err(AppError::invalid(
+                    "quantity",
+                    format!("must be the quoted {} (or left out)", q.quantity),
+                ));
+            }
+            quantity = Some(q.quantity);
+            Some(q)
+        }
+    };
+    let quantity = quantity.unwrap_or(1);
+    let price_id = match (&req.price_id, &quote) {
+        (_, Some(q)) => q.price_id.clone(),
+        (Some(p), None) => p.clone(),
+        (None, None) => {
+            return Err(AppError::invalid(
+                "price_id",
+                "is required (or give quote_id)",
+            ));
+        }
+    };
+    let price = load_price(state, &price_id).await?;
+    let Some(total) = engine::total_of(&price, quantity) else {
         return Err(AppError::invalid(
             "quantity",
             "makes the subscription's total too large",
+        ));
+    };
+    if let Some(q) = &quote
+        && total != q.list_amount_minor
+    {
+        return Err(AppError::invalid(
+            "quote_id",
+            format!(
+                "the list price of quote {} no longer holds; ask for a new quote",
+                q.id
+            ),
         ));
     }
     let trial = req.trial_days.or(price.trial_days).unwrap_or(0) > 0;
@@ -537,6 +671,7 @@ async fn validate_create(
             payment_method: req.payment_method,
             metadata,
             gateway: state.gateway.name().to_string(),
+            quote: quote.map(|q| (q.id, q.discount_minor)),
         },
         now,
     )?;

@@ -23,6 +23,43 @@ pub struct Attempt {
     pub description: Option<String>,
     pub metadata: Metadata,
     pub invoice_id: Option<String>,
+    /// The stored quote whose amount is charged, if any.
+    pub priced_by: Option<PricedBy>,
+}
+
+/// Which stored quote, and which plugin version behind it, priced a payment or a
+/// subscription: carried by their domain events so revenue can be attributed to a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PricedBy {
+    pub quote_id: String,
+    /// `plugin` or `default`.
+    pub decided_by: String,
+    pub plugin: Option<String>,
+    pub plugin_version: Option<String>,
+}
+
+impl PricedBy {
+    pub fn of(q: &hephaestus_store::quotes::Quote) -> Self {
+        PricedBy {
+            quote_id: q.id.clone(),
+            decided_by: q.decided_by.clone(),
+            plugin: q.plugin.clone(),
+            plugin_version: q.plugin_version.clone(),
+        }
+    }
+
+    /// The fields an event about the priced object carries.
+    pub fn json(priced: Option<&PricedBy>) -> serde_json::Value {
+        match priced {
+            None => serde_json::Value::Null,
+            Some(p) => json!({
+                "quote_id": p.quote_id,
+                "decided_by": p.decided_by,
+                "plugin": p.plugin,
+                "plugin_version": p.plugin_version,
+            }),
+        }
+    }
 }
 
 impl Attempt {
@@ -35,8 +72,33 @@ impl Attempt {
             description: Some(format!("Invoice {} for {}", inv.id, sub.id)),
             metadata: Metadata::new(),
             invoice_id: Some(inv.id.clone()),
+            priced_by: None,
         }
     }
+}
+
+/// The domain event announcing `payment` in its current status, if that status has one.
+pub fn payment_event(
+    payment: &Payment,
+    priced_by: Option<&PricedBy>,
+    now: Timestamp,
+) -> Option<NewEvent> {
+    let kind = payment.status.event_kind()?;
+    Some(NewEvent::new(
+        kind,
+        &payment.id,
+        Some(payment.customer_id.clone()),
+        json!({
+            "payment_id": payment.id,
+            "customer_id": payment.customer_id,
+            "amount_minor": payment.amount.minor,
+            "currency": payment.amount.currency.code(),
+            "decline_code": payment.decline_code,
+            "invoice_id": payment.invoice_id,
+            "priced_by": PricedBy::json(priced_by),
+        }),
+        now,
+    ))
 }
 
 pub fn status_of(charge: &Charge) -> PaymentStatus {
@@ -75,6 +137,7 @@ pub async fn record(
         updated_at: now,
         gateway_event_at: None,
         invoice_id: attempt.invoice_id,
+        quote_id: attempt.priced_by.as_ref().map(|p| p.quote_id.clone()),
     };
     if payment.invoice_id.is_none() && charge.dispute.is_none() {
         // A one-time payment without a dispute is pointed at by nothing else in this
@@ -83,24 +146,8 @@ pub async fn record(
     } else {
         payments::insert(tx, &payment).await?;
     }
-    if let Some(kind) = status.event_kind() {
-        events::append(
-            tx,
-            NewEvent::new(
-                kind,
-                &payment.id,
-                Some(payment.customer_id.clone()),
-                json!({
-                    "payment_id": payment.id,
-                    "customer_id": payment.customer_id,
-                    "amount_minor": payment.amount.minor,
-                    "currency": payment.amount.currency.code(),
-                    "decline_code": payment.decline_code,
-                    "invoice_id": payment.invoice_id,
-                }),
-                now,
-            ),
-        );
+    if let Some(event) = payment_event(&payment, attempt.priced_by.as_ref(), now) {
+        events::append(tx, event);
     }
     if let Some(dispute) = &charge.dispute {
         disputes::apply(

@@ -51,6 +51,9 @@ pub struct RefundRequest {
     pub amount_minor: i64,
     /// The charge's currency, which says how a gateway counts the amount.
     pub currency: hephaestus_core::money::Currency,
+    /// `duplicate`, `fraudulent` or `requested_by_customer`, passed on to the gateway
+    /// (Stripe blocks a card refunded as fraudulent).
+    pub reason: Option<String>,
     pub idempotency_key: String,
 }
 
@@ -97,6 +100,8 @@ pub struct SubscriptionRequest {
     pub trial_days: i64,
     /// Made the customer's default at the gateway, which charges every invoice to it.
     pub payment_method: Option<String>,
+    /// The subscription's metadata, kept at the gateway beside the keys naming ours.
+    pub metadata: std::collections::BTreeMap<String, String>,
     pub idempotency_key: String,
 }
 

@@ -510,10 +510,16 @@ impl Gateway for StripeGateway {
             } else {
                 CreateRefund::new().charge(req.charge_id.clone())
             };
-            let params = refund.amount(to_stripe_amount(Money {
+            let mut params = refund.amount(to_stripe_amount(Money {
                 minor: req.amount_minor,
                 currency: req.currency,
             }));
+            if let Some(reason) = &req.reason {
+                let reason: stripe_core::refund::CreateRefundReason = reason
+                    .parse()
+                    .unwrap_or_else(|e: std::convert::Infallible| match e {});
+                params = params.reason(reason);
+            }
             let refund: RefundObject = self
                 .send(&params, Some(&req.idempotency_key))
                 .await

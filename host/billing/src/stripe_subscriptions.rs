@@ -273,13 +273,20 @@ impl SubscriptionGateway for StripeGateway {
                 .customer(customer)
                 .items(vec![item])
                 .payment_behavior(CreateSubscriptionPaymentBehavior::ErrorIfIncomplete)
-                .metadata(HashMap::from([
-                    (
-                        SUBSCRIPTION_METADATA_KEY.to_string(),
-                        req.subscription_id.clone(),
-                    ),
-                    (CUSTOMER_METADATA_KEY.to_string(), req.customer_id.clone()),
-                ]));
+                .metadata(
+                    // The client's own keys first: ours, which name the objects, win.
+                    req.metadata
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .chain([
+                            (
+                                SUBSCRIPTION_METADATA_KEY.to_string(),
+                                req.subscription_id.clone(),
+                            ),
+                            (CUSTOMER_METADATA_KEY.to_string(), req.customer_id.clone()),
+                        ])
+                        .collect::<HashMap<_, _>>(),
+                );
             if let Some(pm) = &req.payment_method {
                 params = params.default_payment_method(pm);
             }

@@ -103,6 +103,32 @@ pub fn total_of(price: &Price, quantity: i64) -> Option<i64> {
         .filter(|t| *t <= hephaestus_core::money::MAX_MINOR)
 }
 
+/// What one period of `sub` at `price` costs: the price's total for its quantity, less the
+/// discount of the quote it was started from (which lasts while price and quantity do).
+pub fn period_total(sub: &Subscription, price: &Price) -> Option<i64> {
+    total_of(price, sub.quantity).map(|t| t.saturating_sub(sub.discount_minor).max(0))
+}
+
+/// The invoice line taking a quote's discount off a period, if the subscription has one.
+fn quote_line(sub: &Subscription, start: Timestamp, end: Timestamp) -> Option<InvoiceLine> {
+    (sub.discount_minor > 0).then(|| InvoiceLine {
+        id: ids::new_id(prefix::INVOICE_LINE),
+        description: match &sub.quote_id {
+            Some(q) => format!("Quoted price ({q})"),
+            None => "Quoted price".to_string(),
+        },
+        price_id: None,
+        quantity: 1,
+        amount: Money {
+            minor: -sub.discount_minor,
+            currency: sub.currency,
+        },
+        proration: false,
+        period_start: start,
+        period_end: end,
+    })
+}
+
 fn recurring(price: &Price) -> Result<Recurring, StoreError> {
     price.recurring.ok_or_else(|| {
         StoreError::Corrupt(format!("subscription price {} is not recurring", price.id))
@@ -118,14 +144,7 @@ pub fn subscription_event(
     previous: Option<Value>,
     at: Timestamp,
 ) -> NewEvent {
-    let mrr = if sub.status.is_live() && sub.status != SubscriptionStatus::Trialing {
-        total_of(price, sub.quantity)
-            .zip(price.recurring)
-            .map(|(t, r)| monthly_minor(t, r))
-            .unwrap_or(0)
-    } else {
-        0
-    };
+    let mrr = subscription_mrr(sub, price);
     NewEvent::new(
         kind,
         &sub.id,
@@ -273,6 +292,9 @@ pub struct NewSubscription {
     pub payment_method: Option<String>,
     pub metadata: Metadata,
     pub gateway: String,
+    /// The stored quote it is started from, and the quote's discount on the list total
+    /// (charged off every period while price and quantity stay those quoted).
+    pub quote: Option<(String, i64)>,
 }
 
 /// A subscription about to start, and its first invoice: a zero invoice for a trial, or the
@@ -325,17 +347,21 @@ pub fn plan(new: NewSubscription, now: Timestamp) -> Result<Planned, StoreError>
         ended_at: None,
         next_action_at: None,
         metadata: new.metadata,
+        quote_id: new.quote.as_ref().map(|(q, _)| q.clone()),
+        discount_minor: new.quote.as_ref().map_or(0, |(_, d)| *d),
         created_at: now,
         updated_at: now,
     };
-    let line = match trial_end {
-        Some(_) => InvoiceLine {
+    let lines = match trial_end {
+        Some(_) => vec![InvoiceLine {
             description: format!("Trial period for {}", new.price.id),
             ..base_line(&new.price, new.quantity, start, end, 0)
-        },
-        None => base_line(&new.price, new.quantity, start, end, total),
+        }],
+        None => std::iter::once(base_line(&new.price, new.quantity, start, end, total))
+            .chain(quote_line(&sub, start, end))
+            .collect(),
     };
-    let (invoice, _) = build_invoice(&sub, "subscription_create", vec![line], now);
+    let (invoice, _) = build_invoice(&sub, "subscription_create", lines, now);
     sub.next_action_at = next_action(&sub, None);
     Ok(Planned {
         subscription: sub,
@@ -454,8 +480,12 @@ pub async fn update(
         next.metadata = m;
     }
     let plan_changed = next.price_id != sub.price_id || next.quantity != sub.quantity;
+    if plan_changed {
+        // The quoted price was for the plan quoted: a new plan is billed at its list price.
+        next.discount_minor = 0;
+    }
     if plan_changed && change.prorate && sub.status != SubscriptionStatus::Trialing {
-        let old_total = total_of(current_price, sub.quantity).unwrap_or(0);
+        let old_total = period_total(&sub, current_price).unwrap_or(0);
         let at = now.clamp(sub.current_period_start, sub.current_period_end);
         let p = prorate(
             old_total,
@@ -524,7 +554,7 @@ pub async fn update(
 
 pub(crate) fn subscription_mrr(sub: &Subscription, price: &Price) -> i64 {
     if sub.status.is_live() && sub.status != SubscriptionStatus::Trialing {
-        total_of(price, sub.quantity)
+        period_total(sub, price)
             .zip(price.recurring)
             .map(|(t, r)| monthly_minor(t, r))
             .unwrap_or(0)
@@ -833,6 +863,11 @@ async fn advance(
         sub.current_period_start,
         sub.current_period_end,
         total,
+    ));
+    lines.extend(quote_line(
+        &sub,
+        sub.current_period_start,
+        sub.current_period_end,
     ));
     let reason = if sub.status == SubscriptionStatus::Trialing {
         "subscription_trial_end"

@@ -21,6 +21,9 @@ pub struct Customer {
     pub email: Option<String>,
     pub name: Option<String>,
     pub metadata: Metadata,
+    /// The payment method a payment that names none is charged to (as Stripe's
+    /// `invoice_settings.default_payment_method`).
+    pub default_payment_method: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub erased_at: Option<Timestamp>,
@@ -36,6 +39,7 @@ pub struct NewCustomer {
     pub email_key: String,
     pub name: Option<String>,
     pub metadata: Metadata,
+    pub default_payment_method: Option<String>,
 }
 
 impl NewCustomer {
@@ -43,17 +47,22 @@ impl NewCustomer {
         email: String,
         name: Option<String>,
         metadata: Option<Metadata>,
+        default_payment_method: Option<String>,
     ) -> Result<Self, ValidationError> {
         let email = validate_email(email.trim())?;
         validate_name(name.as_deref())?;
         let metadata = metadata.unwrap_or_default();
         validate_metadata(&metadata)?;
+        if let Some(pm) = &default_payment_method {
+            validate_payment_method("default_payment_method", pm)?;
+        }
         Ok(Self {
             id: ids::new_id(ids::prefix::CUSTOMER),
             email_key: email.to_lowercase(),
             email,
             name,
             metadata,
+            default_payment_method,
         })
     }
 }
@@ -66,6 +75,8 @@ pub struct CustomerChanges {
     pub email: Option<String>,
     pub name: Option<String>,
     pub metadata: Option<Metadata>,
+    /// `Some("")` removes the default.
+    pub default_payment_method: Option<String>,
 }
 
 impl CustomerChanges {
@@ -73,6 +84,7 @@ impl CustomerChanges {
         email: Option<String>,
         name: Option<String>,
         metadata: Option<Metadata>,
+        default_payment_method: Option<String>,
     ) -> Result<Self, ValidationError> {
         let email = email.map(|e| validate_email(e.trim())).transpose()?;
         validate_name(name.as_deref())?;
@@ -80,16 +92,26 @@ impl CustomerChanges {
         if let Some(metadata) = &metadata {
             validate_metadata_entries(metadata)?;
         }
-        if email.is_none() && name.is_none() && metadata.is_none() {
+        if let Some(pm) = &default_payment_method
+            && !pm.is_empty()
+        {
+            validate_payment_method("default_payment_method", pm)?;
+        }
+        if email.is_none()
+            && name.is_none()
+            && metadata.is_none()
+            && default_payment_method.is_none()
+        {
             return Err(ValidationError::new(
                 "body",
-                "give at least one of email, name, metadata",
+                "give at least one of email, name, metadata, default_payment_method",
             ));
         }
         Ok(Self {
             email,
             name,
             metadata,
+            default_payment_method,
         })
     }
 
@@ -112,6 +134,13 @@ impl CustomerChanges {
             next.name = Some(name.clone());
             changed.push("name");
         }
+        if let Some(pm) = &self.default_payment_method {
+            let pm = (!pm.is_empty()).then(|| pm.clone());
+            if next.default_payment_method != pm {
+                next.default_payment_method = pm;
+                changed.push("default_payment_method");
+            }
+        }
         if let Some(metadata) = &self.metadata {
             for (key, value) in metadata {
                 if value.is_empty() {
@@ -127,6 +156,18 @@ impl CustomerChanges {
         }
         Ok((next, changed))
     }
+}
+
+/// A payment method reference: a sandbox test method (`pm_card_visa`) or a gateway's id
+/// (`pm_…`), 1 to 100 visible characters.
+pub fn validate_payment_method(field: &'static str, pm: &str) -> Result<(), ValidationError> {
+    if pm.is_empty() || pm.len() > 100 || !pm.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ValidationError::new(
+            field,
+            "must be a payment method like pm_card_visa: 1 to 100 visible ASCII characters",
+        ));
+    }
+    Ok(())
 }
 
 /// Accepts the addresses people actually use (`local@domain.tld`) and rejects display-name
@@ -210,6 +251,7 @@ mod tests {
             email: Some("a@example.com".into()),
             name: Some("Ada".into()),
             metadata: Metadata::from([("plan".into(), "pro".into()), ("seats".into(), "3".into())]),
+            default_payment_method: None,
             created_at: Timestamp::from_micros(0),
             updated_at: Timestamp::from_micros(0),
             erased_at: None,
@@ -225,6 +267,7 @@ mod tests {
                 ("plan".into(), "enterprise".into()),
                 ("seats".into(), String::new()),
             ])),
+            None,
         )
         .unwrap();
         let (next, changed) = changes.apply(&customer()).unwrap();
@@ -233,16 +276,17 @@ mod tests {
             next.metadata,
             Metadata::from([("plan".into(), "enterprise".into())])
         );
-        let same = CustomerChanges::validate(Some(" a@example.com ".into()), None, None).unwrap();
+        let same =
+            CustomerChanges::validate(Some(" a@example.com ".into()), None, None, None).unwrap();
         assert_eq!(same.apply(&customer()).unwrap().1, Vec::<&str>::new());
         assert_eq!(
-            CustomerChanges::validate(None, None, None)
+            CustomerChanges::validate(None, None, None, None)
                 .unwrap_err()
                 .field,
             "body"
         );
         assert_eq!(
-            CustomerChanges::validate(Some("nope".into()), None, None)
+            CustomerChanges::validate(Some("nope".into()), None, None, None)
                 .unwrap_err()
                 .field,
             "email"
@@ -250,7 +294,7 @@ mod tests {
         let many: Metadata = (0..=MAX_METADATA_KEYS)
             .map(|i| (format!("k{i}"), "v".into()))
             .collect();
-        let changes = CustomerChanges::validate(None, None, Some(many)).unwrap();
+        let changes = CustomerChanges::validate(None, None, Some(many), None).unwrap();
         assert_eq!(changes.apply(&customer()).unwrap_err().field, "metadata");
     }
 
@@ -290,8 +334,8 @@ mod tests {
 
     #[test]
     fn case_variants_share_one_key() {
-        let a = NewCustomer::validate("Ann@Example.com".into(), None, None).unwrap();
-        let b = NewCustomer::validate("ann@example.COM".into(), None, None).unwrap();
+        let a = NewCustomer::validate("Ann@Example.com".into(), None, None, None).unwrap();
+        let b = NewCustomer::validate("ann@example.COM".into(), None, None, None).unwrap();
         assert_eq!(a.email_key, b.email_key);
         assert_eq!(a.email, "Ann@Example.com");
     }

@@ -15,6 +15,7 @@ pub mod kind {
     pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
     pub const PAYMENT_FAILED: &str = "payment.failed";
     pub const PAYMENT_REQUIRES_ACTION: &str = "payment.requires_action";
+    pub const PAYMENT_REQUIRES_PAYMENT_METHOD: &str = "payment.requires_payment_method";
     pub const REFUND_CREATED: &str = "refund.created";
     pub const DISPUTE_CREATED: &str = "dispute.created";
     pub const DISPUTE_UPDATED: &str = "dispute.updated";

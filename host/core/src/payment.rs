@@ -9,6 +9,9 @@ use crate::money::Money;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PaymentStatus {
+    /// Created without a payment method (the customer has no default): nothing was
+    /// charged; `POST …/payments/{id}/confirm` with a method charges it.
+    RequiresPaymentMethod,
     Succeeded,
     /// The customer must act (e.g. 3-D Secure) before the charge can succeed.
     RequiresAction,
@@ -21,7 +24,8 @@ pub enum PaymentStatus {
 }
 
 impl PaymentStatus {
-    pub const ALL: [PaymentStatus; 7] = [
+    pub const ALL: [PaymentStatus; 8] = [
+        PaymentStatus::RequiresPaymentMethod,
         PaymentStatus::Succeeded,
         PaymentStatus::RequiresAction,
         PaymentStatus::Processing,
@@ -33,6 +37,7 @@ impl PaymentStatus {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            PaymentStatus::RequiresPaymentMethod => "requires_payment_method",
             PaymentStatus::Succeeded => "succeeded",
             PaymentStatus::RequiresAction => "requires_action",
             PaymentStatus::Processing => "processing",
@@ -47,6 +52,7 @@ impl PaymentStatus {
     /// when it is newer; never back (a late `payment_failed` cannot undo a success).
     pub fn progress(self) -> u8 {
         match self {
+            PaymentStatus::RequiresPaymentMethod => 0,
             PaymentStatus::Processing | PaymentStatus::RequiresAction | PaymentStatus::Failed => 1,
             PaymentStatus::Succeeded => 2,
             PaymentStatus::PartiallyRefunded => 3,
@@ -61,6 +67,9 @@ impl PaymentStatus {
             PaymentStatus::Succeeded => Some(crate::event::kind::PAYMENT_SUCCEEDED),
             PaymentStatus::Failed => Some(crate::event::kind::PAYMENT_FAILED),
             PaymentStatus::RequiresAction => Some(crate::event::kind::PAYMENT_REQUIRES_ACTION),
+            PaymentStatus::RequiresPaymentMethod => {
+                Some(crate::event::kind::PAYMENT_REQUIRES_PAYMENT_METHOD)
+            }
             _ => None,
         }
     }
@@ -117,6 +126,8 @@ pub struct Payment {
     pub gateway_event_at: Option<i64>,
     /// The invoice this payment was made to settle (a subscription's), if any.
     pub invoice_id: Option<String>,
+    /// The stored quote (`quo_…`) whose amount this payment charged, if any.
+    pub quote_id: Option<String>,
 }
 
 impl Payment {

@@ -94,6 +94,11 @@ pub struct Subscription {
     pub ended_at: Option<Timestamp>,
     pub next_action_at: Option<Timestamp>,
     pub metadata: Metadata,
+    /// The stored quote (`quo_…`) the subscription was started from, if any.
+    pub quote_id: Option<String>,
+    /// Taken off every period's invoice while the price and quantity stay those quoted:
+    /// list total − the quoted amount. A change of price or quantity ends it.
+    pub discount_minor: i64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }

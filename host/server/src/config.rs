@@ -168,6 +168,12 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub catalog_cache_ttl_ms: u64,
 
+    /// Seconds a stored quote can be turned into a payment or subscription (business time:
+    /// the sandbox clock moves it too).
+    #[arg(long, env = "HEPHAESTUS_QUOTE_TTL_SECS", default_value_t = 1800,
+          value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
+    pub quote_ttl_secs: u64,
+
     /// Seconds in-flight requests get to finish after SIGTERM before the process exits anyway.
     #[arg(long, env = "HEPHAESTUS_SHUTDOWN_GRACE_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
@@ -241,6 +247,7 @@ impl ServeArgs {
             cors_origins: self.cors_origins.clone(),
             key_cache_ttl: Duration::from_millis(self.key_cache_ttl_ms),
             catalog_cache_ttl: Duration::from_millis(self.catalog_cache_ttl_ms),
+            quote_ttl: Duration::from_secs(self.quote_ttl_secs),
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             // A claim must outlive any request that can still be running under it.
             idempotency_lock_secs: i64::try_from(self.request_timeout_secs).unwrap_or(3600) + 60,

@@ -10,6 +10,7 @@ pub(crate) struct CustomerRow {
     pub(crate) email: Option<String>,
     pub(crate) name: Option<String>,
     pub(crate) metadata: String,
+    pub(crate) default_payment_method: Option<String>,
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
     pub(crate) erased_at: Option<i64>,
@@ -24,6 +25,7 @@ impl TryFrom<CustomerRow> for Customer {
             email: r.email,
             name: r.name,
             metadata,
+            default_payment_method: r.default_payment_method,
             created_at: Timestamp::from_micros(r.created_at),
             updated_at: Timestamp::from_micros(r.updated_at),
             erased_at: r.erased_at.map(Timestamp::from_micros),
@@ -31,10 +33,11 @@ impl TryFrom<CustomerRow> for Customer {
     }
 }
 
-const COLUMNS: &str = "id, email, name, metadata, created_at, updated_at, erased_at";
+const COLUMNS: &str =
+    "id, email, name, metadata, default_payment_method, created_at, updated_at, erased_at";
 /// [`COLUMNS`] of a customer aliased `c`, for joins.
-const COLUMNS_OF_C: &str =
-    "c.id, c.email, c.name, c.metadata, c.created_at, c.updated_at, c.erased_at";
+const COLUMNS_OF_C: &str = "c.id, c.email, c.name, c.metadata, c.default_payment_method, c.created_at, c.updated_at, \
+     c.erased_at";
 
 /// Inserts a customer, or returns `Err(existing_id)` when the email is taken (compared
 /// case-insensitively). Never fails on a duplicate, so a PostgreSQL transaction stays usable.
@@ -45,8 +48,9 @@ pub async fn insert(
 ) -> Result<std::result::Result<Customer, String>> {
     let metadata = metadata_json(&new.metadata)?;
     let inserted = with_tx!(&mut *tx, |c| sqlx::query(
-        "INSERT INTO customers (id, email, email_key, name, metadata, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $6)
+        "INSERT INTO customers (id, email, email_key, name, metadata, created_at, updated_at,
+             default_payment_method)
+         VALUES ($1, $2, $3, $4, $5, $6, $6, $7)
          ON CONFLICT (email_key) DO NOTHING"
     )
     .bind(&new.id)
@@ -55,6 +59,7 @@ pub async fn insert(
     .bind(&new.name)
     .bind(&metadata)
     .bind(now.as_micros())
+    .bind(&new.default_payment_method)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
@@ -64,6 +69,7 @@ pub async fn insert(
             email: Some(new.email.clone()),
             name: new.name.clone(),
             metadata: new.metadata.clone(),
+            default_payment_method: new.default_payment_method.clone(),
             created_at: now,
             updated_at: now,
             erased_at: None,
@@ -185,7 +191,8 @@ pub async fn update(
         .map(|r| r.rows_affected()))?;
     let updated = with_tx!(&mut *tx, |c| {
         sqlx::query(
-        "UPDATE customers SET email = $2, email_key = $3, name = $4, metadata = $5, updated_at = $6
+        "UPDATE customers SET email = $2, email_key = $3, name = $4, metadata = $5, updated_at = $6,
+             default_payment_method = $7
           WHERE id = $1 AND erased_at IS NULL"
     )
     .bind(&next.id)
@@ -194,6 +201,7 @@ pub async fn update(
     .bind(&next.name)
     .bind(&metadata)
     .bind(now.as_micros())
+    .bind(&next.default_payment_method)
     .execute(c)
     .await
     .map(|r| r.rows_affected())
@@ -239,6 +247,7 @@ pub async fn erase(tx: &mut Tx, id: &str, now: Timestamp) -> Result<Option<Custo
     let sql = format!(
         "UPDATE customers
             SET email = NULL, email_key = NULL, name = NULL, metadata = '{{}}',
+                default_payment_method = NULL,
                 updated_at = $2, erased_at = $2
           WHERE id = $1 AND erased_at IS NULL
           RETURNING {COLUMNS}"
@@ -267,4 +276,24 @@ pub async fn count(store: &Store) -> Result<i64> {
     )
     .fetch_one(e)
     .await)?)
+}
+
+/// Saves `payment_method` as the customer's default (a successful payment asked for it).
+pub async fn set_default_payment_method(
+    tx: &mut Tx,
+    id: &str,
+    payment_method: &str,
+    now: Timestamp,
+) -> Result<()> {
+    with_tx!(tx, |c| sqlx::query(
+        "UPDATE customers SET default_payment_method = $2, updated_at = $3
+          WHERE id = $1 AND erased_at IS NULL"
+    )
+    .bind(id)
+    .bind(payment_method)
+    .bind(now.as_micros())
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
 }

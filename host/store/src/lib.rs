@@ -15,6 +15,7 @@
 //! - [`customers`]: customer records, lookup, listing and erasure.
 //! - [`payments`]: payments and refunds as the host records them.
 //! - [`profiles`]: a customer's activity and the sales per price, summarised for decisions.
+//! - [`quotes`]: quotes as decided, and their single use by a payment or subscription.
 //! - [`segments`]: customer segments as last decided.
 //! - [`subscriptions`]: subscriptions, invoices and their lines, and the business clock.
 //!
@@ -43,6 +44,7 @@ pub mod inbox;
 pub mod keys;
 pub mod payments;
 pub mod profiles;
+pub mod quotes;
 pub mod rate_limit;
 pub mod segments;
 pub mod subscriptions;

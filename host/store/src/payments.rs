@@ -25,6 +25,7 @@ struct PaymentRow {
     updated_at: i64,
     gateway_event_at: Option<i64>,
     invoice_id: Option<String>,
+    quote_id: Option<String>,
 }
 
 impl TryFrom<PaymentRow> for Payment {
@@ -52,13 +53,14 @@ impl TryFrom<PaymentRow> for Payment {
             updated_at: Timestamp::from_micros(r.updated_at),
             gateway_event_at: r.gateway_event_at,
             invoice_id: r.invoice_id,
+            quote_id: r.quote_id,
         })
     }
 }
 
 const COLUMNS: &str = "id, customer_id, amount_minor, currency, amount_refunded_minor, status, \
      payment_method, description, gateway, gateway_id, decline_code, failure_message, metadata, \
-     created_at, updated_at, gateway_event_at, invoice_id";
+     created_at, updated_at, gateway_event_at, invoice_id, quote_id";
 
 pub async fn insert(tx: &mut Tx, p: &Payment) -> Result<()> {
     insert_all(tx, &[NewPayment::of(p)?]).await
@@ -91,6 +93,7 @@ pub(crate) struct NewPayment {
     created_at: i64,
     updated_at: i64,
     invoice_id: Option<String>,
+    quote_id: Option<String>,
 }
 
 impl NewPayment {
@@ -112,6 +115,7 @@ impl NewPayment {
             created_at: p.created_at.as_micros(),
             updated_at: p.updated_at.as_micros(),
             invoice_id: p.invoice_id.clone(),
+            quote_id: p.quote_id.clone(),
         })
     }
 }
@@ -142,7 +146,7 @@ pub(crate) fn push_insert<'r, DB: sqlx::Database>(
     q.push(
         "INSERT INTO payments (id, customer_id, amount_minor, currency, amount_refunded_minor, \
          status, payment_method, description, gateway, gateway_id, decline_code, \
-         failure_message, metadata, created_at, updated_at, invoice_id) ",
+         failure_message, metadata, created_at, updated_at, invoice_id, quote_id) ",
     );
     q.push_values(rows, |mut row, p| {
         row.push_bind(p.id.clone())
@@ -160,7 +164,8 @@ pub(crate) fn push_insert<'r, DB: sqlx::Database>(
             .push_bind(p.metadata.clone())
             .push_bind(p.created_at)
             .push_bind(p.updated_at)
-            .push_bind(p.invoice_id.clone());
+            .push_bind(p.invoice_id.clone())
+            .push_bind(p.quote_id.clone());
     });
 }
 
@@ -372,6 +377,45 @@ pub async fn apply_gateway_state(tx: &mut Tx, p: &Payment, now: Timestamp) -> Re
     .await
     .map(|r| r.rows_affected()))?;
     Ok(())
+}
+
+/// Whether a payment waits for a method, and how many confirmations it has had (see
+/// [`confirm`]), read together: [`confirm`] changes both in one statement, so a reader never
+/// sees a waiting payment with the count of a confirmation that charged it.
+pub async fn confirm_state(store: &Store, id: &str) -> Result<Option<(bool, i64)>> {
+    let row: Option<(String, i64)> = with_read!(store, |e| sqlx::query_as(
+        "SELECT status, confirm_attempts FROM payments WHERE id = $1"
+    )
+    .bind(id)
+    .fetch_optional(e)
+    .await)?;
+    Ok(row.map(|(status, n)| (status == "requires_payment_method", n)))
+}
+
+/// Records the gateway's answer to confirmation number `attempt` of a payment that waited
+/// for a payment method (`p` carries the new status, method, gateway id and decline): only
+/// while it still waits and no other confirmation was recorded since, so two confirmations
+/// cannot both apply. A declined one leaves it waiting for another method, as Stripe does.
+/// `false` when it no longer waited.
+pub async fn confirm(tx: &mut Tx, p: &Payment, attempt: i64, now: Timestamp) -> Result<bool> {
+    let n = with_tx!(tx, |c| sqlx::query(
+        "UPDATE payments SET status = $2, payment_method = $3, gateway_id = $4,
+             decline_code = $5, failure_message = $6, updated_at = $7,
+             confirm_attempts = confirm_attempts + 1
+          WHERE id = $1 AND status = 'requires_payment_method' AND confirm_attempts = $8"
+    )
+    .bind(&p.id)
+    .bind(p.status.as_str())
+    .bind(&p.payment_method)
+    .bind(&p.gateway_id)
+    .bind(&p.decline_code)
+    .bind(&p.failure_message)
+    .bind(now.as_micros())
+    .bind(attempt)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(n == 1)
 }
 
 /// Whether a refund with this gateway id is already recorded.

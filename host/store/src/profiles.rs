@@ -52,6 +52,7 @@ struct Part {
     t1: Option<String>,
     t2: Option<String>,
     t3: Option<String>,
+    t4: Option<String>,
     n1: Option<i64>,
     n2: Option<i64>,
     n3: Option<i64>,
@@ -71,29 +72,29 @@ pub async fn snapshot(
     let since = now.add_secs(-30 * 24 * 60 * 60).as_micros();
     // The first SELECT fixes each column's type for PostgreSQL, hence the casts there.
     let sql = format!(
-        "SELECT 'c' AS part, email AS t1, name AS t2, metadata AS t3,
+        "SELECT 'c' AS part, email AS t1, name AS t2, metadata AS t3, default_payment_method AS t4,
                 created_at AS n1, updated_at AS n2, erased_at AS n3, CAST(NULL AS BIGINT) AS n4
            FROM customers WHERE id = $1
          UNION ALL
-         SELECT 'p', NULL, NULL, NULL,
+         SELECT 'p', NULL, NULL, NULL, NULL,
                 CAST(COALESCE(SUM(CASE WHEN status IN {CAPTURED} THEN 1 ELSE 0 END), 0) AS BIGINT),
                 CAST(COALESCE(SUM(CASE WHEN status IN {CAPTURED} AND created_at >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT),
                 CAST(COALESCE(SUM(CASE WHEN status = 'failed' AND created_at >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT),
                 MAX(CASE WHEN status IN {CAPTURED} THEN created_at END)
            FROM payments WHERE customer_id = $1
          UNION ALL
-         SELECT 'n', currency, NULL, NULL,
+         SELECT 'n', currency, NULL, NULL, NULL,
                 CAST(SUM(amount_minor - amount_refunded_minor) AS BIGINT), NULL, NULL, NULL
            FROM payments
           WHERE customer_id = $1 AND status IN ('succeeded', 'partially_refunded', 'refunded')
           GROUP BY currency
          UNION ALL
-         SELECT 's', s.status, p.currency, p.interval,
+         SELECT 's', s.status, p.currency, p.interval, NULL,
                 s.quantity, p.unit_amount_minor, p.interval_count, NULL
            FROM subscriptions s JOIN prices p ON p.id = s.price_id
           WHERE s.customer_id = $1
          UNION ALL
-         SELECT 'g', st.decided_by, seg.segment, NULL, st.computed_at, NULL, NULL, NULL
+         SELECT 'g', st.decided_by, seg.segment, NULL, NULL, st.computed_at, NULL, NULL, NULL
            FROM customer_segment_state st
            LEFT JOIN customer_segments seg ON seg.customer_id = st.customer_id
           WHERE st.customer_id = $1
@@ -116,6 +117,7 @@ pub async fn snapshot(
                     email: p.t1,
                     name: p.t2,
                     metadata: p.t3.ok_or_else(|| corrupt("metadata is null"))?,
+                    default_payment_method: p.t4,
                     created_at: p.n1.ok_or_else(|| corrupt("created_at is null"))?,
                     updated_at: p.n2.ok_or_else(|| corrupt("updated_at is null"))?,
                     erased_at: p.n3,
@@ -168,23 +170,35 @@ pub struct PriceEvidence {
     pub purchases: i64,
     pub failed: i64,
     pub revenue_minor: i64,
+    /// When the first and the last counted invoice were made (µs), if any was.
+    pub first_at: Option<i64>,
+    pub last_at: Option<i64>,
 }
 
-/// Evidence for every price of `product_id`, newest price first.
-pub async fn price_evidence(store: &Store, product_id: &str) -> Result<Vec<PriceEvidence>> {
+/// Evidence for every price of `product_id`, newest price first: its subscription
+/// invoices, only those of customers holding segment tag `segment` when one is given.
+pub async fn price_evidence(
+    store: &Store,
+    product_id: &str,
+    segment: Option<&str>,
+) -> Result<Vec<PriceEvidence>> {
     let sql = "SELECT p.id AS price_id, p.unit_amount_minor, p.currency,
                       COUNT(DISTINCT CASE WHEN i.status = 'paid' THEN i.customer_id END) AS customers,
                       COALESCE(SUM(CASE WHEN i.status = 'paid' THEN 1 ELSE 0 END), 0) AS purchases,
                       COALESCE(SUM(CASE WHEN i.status IN ('uncollectible', 'void') THEN 1 ELSE 0 END), 0) AS failed,
-                      CAST(COALESCE(SUM(CASE WHEN i.status = 'paid' THEN l.amount_minor ELSE 0 END), 0) AS BIGINT) AS revenue_minor
+                      CAST(COALESCE(SUM(CASE WHEN i.status = 'paid' THEN l.amount_minor ELSE 0 END), 0) AS BIGINT) AS revenue_minor,
+                      MIN(i.created_at) AS first_at, MAX(i.created_at) AS last_at
                  FROM prices p
                  LEFT JOIN invoice_lines l ON l.price_id = p.id AND l.proration = FALSE AND l.amount_minor > 0
                  LEFT JOIN invoices i ON i.id = l.invoice_id
+                      AND ($2 IS NULL OR EXISTS (SELECT 1 FROM customer_segments s
+                                                  WHERE s.customer_id = i.customer_id AND s.segment = $2))
                 WHERE p.product_id = $1
                 GROUP BY p.id, p.unit_amount_minor, p.currency
                 ORDER BY p.id DESC";
     Ok(with_read!(store, |e| sqlx::query_as(sql)
         .bind(product_id)
+        .bind(segment)
         .fetch_all(e)
         .await)?)
 }

@@ -54,6 +54,8 @@ struct SubscriptionRow {
     ended_at: Option<i64>,
     next_action_at: Option<i64>,
     metadata: String,
+    quote_id: Option<String>,
+    discount_minor: i64,
     created_at: i64,
     updated_at: i64,
 }
@@ -61,7 +63,7 @@ struct SubscriptionRow {
 const SUB_COLUMNS: &str = "id, customer_id, price_id, quantity, currency, status, payment_method, \
      gateway, gateway_id, billing_anchor, periods, current_period_start, current_period_end, \
      trial_start, trial_end, trial_notice_sent, cancel_at_period_end, canceled_at, ended_at, \
-     next_action_at, metadata, created_at, updated_at";
+     next_action_at, metadata, quote_id, discount_minor, created_at, updated_at";
 
 fn ts(micros: Option<i64>) -> Option<Timestamp> {
     micros.map(Timestamp::from_micros)
@@ -96,6 +98,8 @@ impl TryFrom<SubscriptionRow> for Subscription {
             canceled_at: ts(r.canceled_at),
             ended_at: ts(r.ended_at),
             next_action_at: ts(r.next_action_at),
+            quote_id: r.quote_id,
+            discount_minor: r.discount_minor,
             created_at: Timestamp::from_micros(r.created_at),
             updated_at: Timestamp::from_micros(r.updated_at),
         })
@@ -108,9 +112,10 @@ pub async fn insert(tx: &mut Tx, s: &Subscription) -> Result<()> {
         "INSERT INTO subscriptions (id, customer_id, price_id, quantity, currency, status,
              payment_method, gateway, gateway_id, billing_anchor, periods, current_period_start,
              current_period_end, trial_start, trial_end, trial_notice_sent, cancel_at_period_end,
-             canceled_at, ended_at, next_action_at, metadata, created_at, updated_at)
+             canceled_at, ended_at, next_action_at, metadata, created_at, updated_at,
+             quote_id, discount_minor)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                 $18, $19, $20, $21, $22, $23)"
+                 $18, $19, $20, $21, $22, $23, $24, $25)"
     )
     .bind(&s.id)
     .bind(&s.customer_id)
@@ -135,6 +140,8 @@ pub async fn insert(tx: &mut Tx, s: &Subscription) -> Result<()> {
     .bind(&metadata)
     .bind(s.created_at.as_micros())
     .bind(s.updated_at.as_micros())
+    .bind(&s.quote_id)
+    .bind(s.discount_minor)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
@@ -148,7 +155,8 @@ pub async fn update(tx: &mut Tx, s: &Subscription) -> Result<()> {
         "UPDATE subscriptions SET price_id = $2, quantity = $3, status = $4, payment_method = $5,
              periods = $6, current_period_start = $7, current_period_end = $8, trial_end = $9,
              trial_notice_sent = $10, cancel_at_period_end = $11, canceled_at = $12,
-             ended_at = $13, next_action_at = $14, metadata = $15, updated_at = $16
+             ended_at = $13, next_action_at = $14, metadata = $15, updated_at = $16,
+             discount_minor = $17
           WHERE id = $1"
     )
     .bind(&s.id)
@@ -167,6 +175,7 @@ pub async fn update(tx: &mut Tx, s: &Subscription) -> Result<()> {
     .bind(micros(s.next_action_at))
     .bind(&metadata)
     .bind(s.updated_at.as_micros())
+    .bind(s.discount_minor)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
