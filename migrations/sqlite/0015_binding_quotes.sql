@@ -19,6 +19,9 @@ CREATE TABLE quotes (
     plugin             TEXT,
     plugin_version     TEXT,
     default_reason     TEXT,
+    -- What deciding it cost: fuel burnt by the plugin and the decision's wall time.
+    fuel_used          INTEGER NOT NULL DEFAULT 0,
+    decide_us          INTEGER NOT NULL DEFAULT 0,
     created_at         INTEGER NOT NULL,
     expires_at         INTEGER NOT NULL,
     -- The request using the quote holds it from before its gateway call (its gateway
@@ -45,3 +48,90 @@ ALTER TABLE customers ADD COLUMN default_payment_method TEXT;
 -- idempotency key names its number, so two concurrent confirmations share one key (and the
 -- gateway charges once) while a retry after a decline gets a new one.
 ALTER TABLE payments ADD COLUMN confirm_attempts INTEGER NOT NULL DEFAULT 0;
+
+-- A customer's running figures, kept by triggers on `payments` in the same transaction as
+-- every change to a payment (whichever code path makes it), so a decision reads a few rows
+-- instead of summing the customer's whole payment history.
+--
+-- Captured payments (succeeded, partially_refunded, refunded, disputed): how many, and the
+-- newest one's time.
+CREATE TABLE customer_activity (
+    customer_id      TEXT PRIMARY KEY,
+    captured         INTEGER NOT NULL DEFAULT 0,
+    last_captured_at INTEGER
+);
+-- Net captured money per currency: payments that succeeded (even if refunded since) less
+-- their refunds; a disputed payment counts nothing.
+CREATE TABLE customer_net (
+    customer_id TEXT NOT NULL,
+    currency    TEXT NOT NULL,
+    net_minor   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (customer_id, currency)
+);
+-- Captured and failed payments per UTC day of their creation, for the 30-day counts.
+CREATE TABLE customer_daily (
+    customer_id TEXT NOT NULL,
+    day         INTEGER NOT NULL,
+    captured    INTEGER NOT NULL DEFAULT 0,
+    failed      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (customer_id, day)
+);
+
+-- What is already there.
+INSERT INTO customer_activity (customer_id, captured, last_captured_at)
+SELECT customer_id, SUM(CASE WHEN status IN ('succeeded', 'partially_refunded', 'refunded', 'disputed') THEN 1 ELSE 0 END),
+       MAX(CASE WHEN status IN ('succeeded', 'partially_refunded', 'refunded', 'disputed') THEN created_at END)
+  FROM payments GROUP BY customer_id;
+INSERT INTO customer_net (customer_id, currency, net_minor)
+SELECT customer_id, currency, SUM(amount_minor - amount_refunded_minor)
+  FROM payments WHERE status IN ('succeeded', 'partially_refunded', 'refunded') GROUP BY customer_id, currency;
+INSERT INTO customer_daily (customer_id, day, captured, failed)
+SELECT customer_id, created_at / 86400000000,
+       SUM(CASE WHEN status IN ('succeeded', 'partially_refunded', 'refunded', 'disputed') THEN 1 ELSE 0 END),
+       SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END)
+  FROM payments WHERE status IN ('succeeded', 'partially_refunded', 'refunded', 'disputed', 'failed')
+ GROUP BY customer_id, created_at / 86400000000;
+
+-- SQLite has one writer, so row triggers cost no contention here.
+CREATE TRIGGER payments_figures_insert AFTER INSERT ON payments BEGIN
+    INSERT INTO customer_activity (customer_id, captured, last_captured_at)
+    SELECT NEW.customer_id, 1, NEW.created_at WHERE NEW.status IN ('succeeded', 'partially_refunded', 'refunded', 'disputed')
+        ON CONFLICT (customer_id) DO UPDATE
+       SET captured = captured + 1,
+           last_captured_at = COALESCE(MAX(last_captured_at, excluded.last_captured_at),
+                                       last_captured_at, excluded.last_captured_at);
+    INSERT INTO customer_net (customer_id, currency, net_minor)
+    SELECT NEW.customer_id, NEW.currency, NEW.amount_minor - NEW.amount_refunded_minor
+     WHERE NEW.status IN ('succeeded', 'partially_refunded', 'refunded')
+        ON CONFLICT (customer_id, currency) DO UPDATE SET net_minor = net_minor + excluded.net_minor;
+    INSERT INTO customer_daily (customer_id, day, captured, failed)
+    SELECT NEW.customer_id, NEW.created_at / 86400000000, NEW.status IN ('succeeded', 'partially_refunded', 'refunded', 'disputed'), NEW.status = 'failed'
+     WHERE NEW.status IN ('succeeded', 'partially_refunded', 'refunded', 'disputed', 'failed')
+        ON CONFLICT (customer_id, day) DO UPDATE
+       SET captured = captured + excluded.captured, failed = failed + excluded.failed;
+END;
+
+CREATE TRIGGER payments_figures_update AFTER UPDATE OF status, amount_refunded_minor ON payments BEGIN
+    INSERT INTO customer_activity (customer_id, captured, last_captured_at)
+    SELECT NEW.customer_id, (NEW.status IN ('succeeded', 'partially_refunded', 'refunded', 'disputed')) - (OLD.status IN ('succeeded', 'partially_refunded', 'refunded', 'disputed')),
+           CASE WHEN NEW.status IN ('succeeded', 'partially_refunded', 'refunded', 'disputed') THEN NEW.created_at END
+     WHERE (NEW.status IN ('succeeded', 'partially_refunded', 'refunded', 'disputed')) <> (OLD.status IN ('succeeded', 'partially_refunded', 'refunded', 'disputed'))
+        ON CONFLICT (customer_id) DO UPDATE
+       SET captured = captured + excluded.captured,
+           last_captured_at = COALESCE(MAX(last_captured_at, excluded.last_captured_at),
+                                       last_captured_at, excluded.last_captured_at);
+    INSERT INTO customer_net (customer_id, currency, net_minor)
+    SELECT NEW.customer_id, NEW.currency,
+           (CASE WHEN NEW.status IN ('succeeded', 'partially_refunded', 'refunded') THEN NEW.amount_minor - NEW.amount_refunded_minor ELSE 0 END)
+         - (CASE WHEN OLD.status IN ('succeeded', 'partially_refunded', 'refunded') THEN OLD.amount_minor - OLD.amount_refunded_minor ELSE 0 END)
+     WHERE (OLD.status IN ('succeeded', 'partially_refunded', 'refunded')) OR (NEW.status IN ('succeeded', 'partially_refunded', 'refunded'))
+        ON CONFLICT (customer_id, currency) DO UPDATE SET net_minor = net_minor + excluded.net_minor;
+    INSERT INTO customer_daily (customer_id, day, captured, failed)
+    SELECT NEW.customer_id, NEW.created_at / 86400000000,
+           (NEW.status IN ('succeeded', 'partially_refunded', 'refunded', 'disputed')) - (OLD.status IN ('succeeded', 'partially_refunded', 'refunded', 'disputed')),
+           (NEW.status = 'failed') - (OLD.status = 'failed')
+     WHERE (NEW.status IN ('succeeded', 'partially_refunded', 'refunded', 'disputed')) <> (OLD.status IN ('succeeded', 'partially_refunded', 'refunded', 'disputed'))
+        OR (NEW.status = 'failed') <> (OLD.status = 'failed')
+        ON CONFLICT (customer_id, day) DO UPDATE
+       SET captured = captured + excluded.captured, failed = failed + excluded.failed;
+END;

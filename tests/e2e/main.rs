@@ -12,6 +12,7 @@ mod catalog;
 mod customers;
 mod engagement;
 mod event_log;
+mod figures;
 mod idempotency;
 mod ops;
 mod payments;

@@ -126,7 +126,10 @@ pub async fn profile(state: &AppState, snapshot: &Snapshot) -> ApiResult<Custome
                 SubscriptionStatus::Active | SubscriptionStatus::PastDue
             ),
         ) {
-            let total = s.unit_amount_minor.saturating_mul(s.quantity);
+            let total = s
+                .unit_amount_minor
+                .saturating_mul(s.quantity)
+                .saturating_sub(s.discount_minor);
             mrr.push((currency, monthly_minor(total, every)));
         }
     }
@@ -329,8 +332,8 @@ impl QuoteView {
                 plugin: q.plugin.clone(),
                 version: q.plugin_version.clone(),
                 reason: q.default_reason.clone(),
-                fuel_used: 0,
-                duration_us: 0,
+                fuel_used: u64::try_from(q.fuel_used).unwrap_or(0),
+                duration_us: u64::try_from(q.decide_us).unwrap_or(0),
             },
             status: if q.used_by.is_some() {
                 "used"
@@ -525,6 +528,8 @@ async fn decide_quote(state: &AppState, body: QuoteBody) -> ApiResult<quotes::Qu
         plugin: by.plugin,
         plugin_version: by.version,
         default_reason: by.reason,
+        fuel_used: i64::try_from(by.fuel_used).unwrap_or(i64::MAX),
+        decide_us: i64::try_from(by.duration_us).unwrap_or(i64::MAX),
         created_at: now.as_micros(),
         expires_at: now.as_micros().saturating_add(
             state

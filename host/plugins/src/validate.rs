@@ -95,9 +95,12 @@ fn quote(unit_price: &Money, quantity: u32, q: &Quote) -> Result<(), String> {
             "discount {discount} is larger than the list total {list_total}"
         ));
     }
-    if amount > list_total * 10 {
+    // The WIT defines `discount` as how much below the list total `amount` is. Holding
+    // plugins to exactly that means a stored quote always shows the customer a discount
+    // that adds up, and a plugin cannot charge above the list price by omitting one.
+    if amount + discount != list_total {
         return Err(format!(
-            "amount {amount} is more than ten times the list total {list_total}"
+            "amount {amount} + discount {discount} is not the list total {list_total}"
         ));
     }
     chars_at_most(&q.reason, MAX_REASON_CHARS, "reason")
@@ -299,7 +302,9 @@ mod tests {
             (q(usd(-1), usd(0), "x"), "negative"),
             (q(usd(1), usd(-1), "x"), "negative"),
             (q(usd(0), usd(3001), "x"), "larger than the list total"),
-            (q(usd(30_001), usd(0), "x"), "ten times"),
+            (q(usd(30_001), usd(0), "x"), "not the list total"),
+            (q(usd(2700), usd(200), "x"), "not the list total"),
+            (q(usd(2700), usd(0), "x"), "not the list total"),
             (q(usd(3000), usd(0), &"é".repeat(201)), "201 characters"),
         ];
         for (answer, expected) in cases {

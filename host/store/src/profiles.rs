@@ -8,17 +8,19 @@ use crate::customers::CustomerRow;
 use crate::segments::Segments;
 use crate::{Result, Store, StoreError, with_read};
 
-/// Payments that captured money (some may since have been refunded or disputed).
-const CAPTURED: &str = "('succeeded', 'partially_refunded', 'refunded', 'disputed')";
+const DAY_MICROS: i64 = 86_400 * 1_000_000;
 
-/// A customer's activity, as counts and sums straight from the billing tables.
+/// A customer's activity, from the running figures the database keeps beside every
+/// payment (migration 0015): what a decision reads does not grow with the customer's
+/// history.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
     pub payments: i64,
     pub payments_last_30_days: i64,
     pub failed_payments_last_30_days: i64,
     pub last_payment_at: Option<Timestamp>,
-    /// Net captured money (payments less refunds) per currency.
+    /// Net captured money (payments less refunds; disputed payments count nothing) per
+    /// currency.
     pub net_by_currency: Vec<(String, i64)>,
     pub subscriptions: Vec<SubscriptionFact>,
 }
@@ -32,6 +34,8 @@ pub struct SubscriptionFact {
     pub currency: String,
     pub interval: Option<String>,
     pub interval_count: Option<i64>,
+    /// A quote's discount taken off each period (see `Subscription::discount_minor`).
+    pub discount_minor: i64,
 }
 
 /// Everything a decision about one customer reads: the customer, its activity and its
@@ -69,28 +73,28 @@ pub async fn snapshot(
     customer_id: &str,
     now: Timestamp,
 ) -> Result<Option<Snapshot>> {
-    let since = now.add_secs(-30 * 24 * 60 * 60).as_micros();
+    // The 30-day counts are kept per UTC day: the window is the 30 whole days before
+    // today's, and today so far.
+    let since = now.as_micros().div_euclid(DAY_MICROS) - 30;
     // The first SELECT fixes each column's type for PostgreSQL, hence the casts there.
     let sql = format!(
         "SELECT 'c' AS part, email AS t1, name AS t2, metadata AS t3, default_payment_method AS t4,
                 created_at AS n1, updated_at AS n2, erased_at AS n3, CAST(NULL AS BIGINT) AS n4
            FROM customers WHERE id = $1
          UNION ALL
-         SELECT 'p', NULL, NULL, NULL, NULL,
-                CAST(COALESCE(SUM(CASE WHEN status IN {CAPTURED} THEN 1 ELSE 0 END), 0) AS BIGINT),
-                CAST(COALESCE(SUM(CASE WHEN status IN {CAPTURED} AND created_at >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT),
-                CAST(COALESCE(SUM(CASE WHEN status = 'failed' AND created_at >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT),
-                MAX(CASE WHEN status IN {CAPTURED} THEN created_at END)
-           FROM payments WHERE customer_id = $1
+         SELECT 'p', NULL, NULL, NULL, NULL, captured, NULL, NULL, last_captured_at
+           FROM customer_activity WHERE customer_id = $1
          UNION ALL
-         SELECT 'n', currency, NULL, NULL, NULL,
-                CAST(SUM(amount_minor - amount_refunded_minor) AS BIGINT), NULL, NULL, NULL
-           FROM payments
-          WHERE customer_id = $1 AND status IN ('succeeded', 'partially_refunded', 'refunded')
-          GROUP BY currency
+         SELECT 'd', NULL, NULL, NULL, NULL,
+                CAST(COALESCE(SUM(captured), 0) AS BIGINT), CAST(COALESCE(SUM(failed), 0) AS BIGINT),
+                NULL, NULL
+           FROM customer_daily WHERE customer_id = $1 AND day >= $2
+         UNION ALL
+         SELECT 'n', currency, NULL, NULL, NULL, net_minor, NULL, NULL, NULL
+           FROM customer_net WHERE customer_id = $1
          UNION ALL
          SELECT 's', s.status, p.currency, p.interval, NULL,
-                s.quantity, p.unit_amount_minor, p.interval_count, NULL
+                s.quantity, p.unit_amount_minor, p.interval_count, s.discount_minor
            FROM subscriptions s JOIN prices p ON p.id = s.price_id
           WHERE s.customer_id = $1
          UNION ALL
@@ -126,9 +130,11 @@ pub async fn snapshot(
             }
             "p" => {
                 facts.payments = p.n1.unwrap_or(0);
-                facts.payments_last_30_days = p.n2.unwrap_or(0);
-                facts.failed_payments_last_30_days = p.n3.unwrap_or(0);
                 facts.last_payment_at = p.n4.map(Timestamp::from_micros);
+            }
+            "d" => {
+                facts.payments_last_30_days = p.n1.unwrap_or(0);
+                facts.failed_payments_last_30_days = p.n2.unwrap_or(0);
             }
             "n" => facts.net_by_currency.push((
                 p.t1.ok_or_else(|| corrupt("payment currency is null"))?,
@@ -141,6 +147,7 @@ pub async fn snapshot(
                 quantity: p.n1.unwrap_or(0),
                 unit_amount_minor: p.n2.unwrap_or(0),
                 interval_count: p.n3,
+                discount_minor: p.n4.unwrap_or(0),
             }),
             "g" => {
                 let s = segments.get_or_insert_with(|| Segments {

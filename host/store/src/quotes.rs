@@ -32,6 +32,9 @@ pub struct Quote {
     pub plugin_version: Option<String>,
     /// Why the default decided (no_plugin, fault, …).
     pub default_reason: Option<String>,
+    pub fuel_used: i64,
+    /// How long deciding took, in µs.
+    pub decide_us: i64,
     pub created_at: i64,
     /// Business time after which it can no longer be used.
     pub expires_at: i64,
@@ -41,14 +44,17 @@ pub struct Quote {
 
 const COLUMNS: &str = "id, customer_id, product_id, price_id, quantity, currency, \
      list_amount_minor, amount_minor, discount_minor, reason, segments, decided_by, plugin, \
-     plugin_version, default_reason, created_at, expires_at, used_by, used_at";
+     plugin_version, default_reason, fuel_used, decide_us, created_at, expires_at, used_by, \
+     used_at";
 
 pub async fn insert(tx: &mut Tx, q: &Quote) -> Result<()> {
     with_tx!(tx, |c| sqlx::query(
         "INSERT INTO quotes (id, customer_id, product_id, price_id, quantity, currency,
              list_amount_minor, amount_minor, discount_minor, reason, segments, decided_by,
-             plugin, plugin_version, default_reason, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+             plugin, plugin_version, default_reason, created_at, expires_at, fuel_used,
+             decide_us)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                 $18, $19)"
     )
     .bind(&q.id)
     .bind(&q.customer_id)
@@ -67,6 +73,8 @@ pub async fn insert(tx: &mut Tx, q: &Quote) -> Result<()> {
     .bind(&q.default_reason)
     .bind(q.created_at)
     .bind(q.expires_at)
+    .bind(q.fuel_used)
+    .bind(q.decide_us)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
