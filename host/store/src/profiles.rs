@@ -77,8 +77,7 @@ pub async fn snapshot(
     // today's, and today so far.
     let since = now.as_micros().div_euclid(DAY_MICROS) - 30;
     // The first SELECT fixes each column's type for PostgreSQL, hence the casts there.
-    let sql = format!(
-        "SELECT 'c' AS part, email AS t1, name AS t2, metadata AS t3, default_payment_method AS t4,
+    let sql = "SELECT 'c' AS part, email AS t1, name AS t2, metadata AS t3, default_payment_method AS t4,
                 created_at AS n1, updated_at AS n2, erased_at AS n3, CAST(NULL AS BIGINT) AS n4
            FROM customers WHERE id = $1
          UNION ALL
@@ -102,9 +101,8 @@ pub async fn snapshot(
            FROM customer_segment_state st
            LEFT JOIN customer_segments seg ON seg.customer_id = st.customer_id
           WHERE st.customer_id = $1
-         ORDER BY 1, 2, 3"
-    );
-    let parts: Vec<Part> = with_read!(store, |e| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+         ORDER BY 1, 2, 3";
+    let parts: Vec<Part> = with_read!(store, |e| sqlx::query_as(sql)
         .bind(customer_id)
         .bind(since)
         .fetch_all(e)
