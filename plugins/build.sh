@@ -10,10 +10,12 @@
 #
 # It installs what it needs and fails if it cannot; no language is ever skipped:
 # - the Rust target wasm32-wasip2 (rustup);
-# - the JavaScript toolchain with `npm ci` from the committed package-lock.json (node and npm
-#   must be on PATH);
+# - the JavaScript toolchain with `npm ci` from the committed package-lock.json (Node.js 18
+#   or later and npm must be on PATH);
 # - componentize-py, pinned in python/lifecycle-segments/requirements.txt, in a virtualenv
-#   at <repo>/target/plugin-venv (python3 with venv must be on PATH).
+#   at <repo>/target/plugin-venv (Python 3.10 or later with venv must be on PATH).
+# It checks for those tools and their versions first, and stops with one line naming what
+# is missing.
 # Re-runs are quick: cargo is incremental, npm ci and pip run only when their lock changed,
 # and a JS or Python component is rebuilt only when its sources, lock or the WIT changed.
 set -euo pipefail
@@ -30,6 +32,28 @@ START=$SECONDS
 step() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'plugins/build.sh: %s\n' "$*" >&2; exit 1; }
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 is required ($2)"; }
+# need_version TOOL MIN FOUND WHAT: FOUND (like 18.19.0) must be at least MIN (like 18.0).
+need_version() {
+  local major minor want_major want_minor
+  IFS=. read -r major minor _ <<< "$3"
+  IFS=. read -r want_major want_minor <<< "$2"
+  if [ -z "$major" ] || [ "$major" -lt "$want_major" ] \
+    || { [ "$major" -eq "$want_major" ] && [ "${minor:-0}" -lt "${want_minor:-0}" ]; }; then
+    die "$1 $2 or later is required, found ${3:-an unknown version} ($4)"
+  fi
+}
+
+# Everything the three languages need, checked before any work starts, so a fresh machine
+# learns in one line what is missing instead of after the Rust build.
+need cargo "install Rust from https://rustup.rs"
+need node "Node.js 18 or later, with npm: https://nodejs.org"
+need_version "Node.js" 18.0 "$(node --version 2>/dev/null | sed 's/^v//')" "https://nodejs.org"
+need npm "npm comes with Node.js 18 or later"
+need python3 "Python 3.10 or later, with the venv module"
+need_version "Python" 3.10 "$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" \
+  "python3 on PATH"
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 \
+  || die "Python's venv module is required (on Debian/Ubuntu: apt-get install python3-venv)"
 
 # Copies $1 to $2 through a temporary file in the destination folder, then renames it.
 publish() {

@@ -7,6 +7,7 @@ use hephaestus_core::Timestamp;
 use hephaestus_core::customer::{Customer, CustomerChanges, Metadata, NewCustomer};
 use hephaestus_core::event::{NewEvent, kind};
 use hephaestus_core::ids::{self, prefix};
+use hephaestus_store::audit::{self, AuditEntry};
 use hephaestus_store::segments::{self, Segments};
 use hephaestus_store::{customers, events, gateway_ids, idempotency, profiles};
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,7 @@ use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::auth::{ReadKey, WriteKey};
+use crate::auth::{AdminKey, ReadKey, WriteKey};
 use crate::error::{ApiResult, AppError};
 use crate::extract::{Json, PathId, Query, load_by_id};
 use crate::write::{self, RequestMeta, Written};
@@ -389,19 +390,45 @@ pub async fn list(
     })))
 }
 
-/// Everything held on one customer: the record and every event about it.
+/// Everything held on one customer: the record and every event about it. A full copy of
+/// their personal data, so it needs an admin key and leaves an entry in the audit log
+/// naming the key, like every change does; no data is answered without that entry.
 #[utoipa::path(
     get, path = "/api/v1/revenue/customers/{id}/export", tag = "customers",
-    params(("id" = String, Path)),
-    responses((status = 200, description = "`{customer, events, exported_at}`"), (status = 404, body = crate::openapi::ErrorBody)),
+    params(("id" = String, Path, description = "`cus_…`")),
+    responses(
+        (status = 200, description = "`{customer, events, exported_at}`"),
+        (status = 403, body = crate::openapi::ErrorBody, description = "`insufficient_scope`: an admin key is needed"),
+        (status = 404, body = crate::openapi::ErrorBody),
+    ),
     security(("api_key" = []))
 )]
 pub async fn export(
     State(state): State<AppState>,
-    _auth: ReadKey,
+    auth: AdminKey,
+    meta: RequestMeta,
     PathId(id): PathId,
 ) -> ApiResult<axum::Json<Value>> {
-    let (customer, segments) = load(&state, id).await?;
+    let answer = export_of(&state, id).await;
+    let status = match &answer {
+        Ok(_) => StatusCode::OK,
+        Err(e) => e.status(),
+    };
+    // Reads are not audited, but an export is a copy of someone's personal data: who took
+    // it must be on record, so a failure to record fails the export.
+    let entry = AuditEntry::new(
+        Some(auth.0.key_id.clone()),
+        meta.method.as_str(),
+        &meta.path,
+        status.as_u16(),
+        meta.request_id.clone(),
+    );
+    audit::record_alone(&state.store, &entry).await?;
+    answer
+}
+
+async fn export_of(state: &AppState, id: String) -> ApiResult<axum::Json<Value>> {
+    let (customer, segments) = load(state, id).await?;
     let events: Vec<Value> = events::for_customer(&state.store, &customer.id)
         .await?
         .into_iter()
@@ -426,16 +453,21 @@ pub async fn export(
 /// Erases the customer's personal data (email, name, metadata) and keeps the anonymous
 /// record so payments and events still point at an id. Erasing twice is harmless. The
 /// gateway's copy of the customer (a Stripe customer) is deleted shortly after, in the
-/// background, which also ends the customer's Stripe-billed subscriptions.
+/// background, which also ends the customer's Stripe-billed subscriptions. Irreversible,
+/// so it needs an admin key; the audit log names the key.
 #[utoipa::path(
     delete, path = "/api/v1/revenue/customers/{id}", tag = "customers",
-    params(("id" = String, Path)),
-    responses((status = 200, body = CustomerView), (status = 404, body = crate::openapi::ErrorBody)),
+    params(("id" = String, Path, description = "`cus_…`")),
+    responses(
+        (status = 200, body = CustomerView),
+        (status = 403, body = crate::openapi::ErrorBody, description = "`insufficient_scope`: an admin key is needed"),
+        (status = 404, body = crate::openapi::ErrorBody),
+    ),
     security(("api_key" = []))
 )]
 pub async fn erase(
     State(state): State<AppState>,
-    auth: WriteKey,
+    auth: AdminKey,
     meta: RequestMeta,
     PathId(id): PathId,
 ) -> Response {

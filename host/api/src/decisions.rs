@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::auth::ReadKey;
+use crate::auth::{ReadKey, WriteKey};
 use crate::error::{ApiResult, AppError};
 use crate::extract::{Json, PathId, load_by_id};
 use crate::payments::{AmountText, amount_json};
@@ -437,7 +437,7 @@ fn quotable(price: Price) -> ApiResult<Price> {
 )]
 pub async fn quote(
     State(state): State<AppState>,
-    auth: ReadKey,
+    auth: WriteKey,
     meta: RequestMeta,
     body: Json<QuoteBody>,
 ) -> Response {

@@ -159,3 +159,135 @@ impl From<StoreError> for AppError {
 }
 
 pub type ApiResult<T> = Result<T, AppError>;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// One of each variant. The match below has no catch-all, so a new variant does not
+    /// compile until it is listed here, and so reaches the README check.
+    fn one_of_each() -> Vec<AppError> {
+        let all = vec![
+            AppError::invalid("f", "m"),
+            AppError::InvalidJson("m".into()),
+            AppError::UnsupportedMediaType,
+            AppError::PayloadTooLarge { limit: 1 },
+            AppError::Unauthorized("m"),
+            AppError::Forbidden {
+                have: Scope::Read,
+                need: Scope::Admin,
+            },
+            AppError::NotFound {
+                kind: "k",
+                id: "i".into(),
+            },
+            AppError::RouteNotFound {
+                method: "GET".into(),
+                path: "/".into(),
+            },
+            AppError::MethodNotAllowed,
+            AppError::RateLimited { retry_after: 1 },
+            AppError::Unavailable("m".into()),
+            AppError::Internal(anyhow::anyhow!("m")),
+        ];
+        for e in &all {
+            match e {
+                AppError::Invalid { .. }
+                | AppError::InvalidJson(_)
+                | AppError::UnsupportedMediaType
+                | AppError::PayloadTooLarge { .. }
+                | AppError::Unauthorized(_)
+                | AppError::Forbidden { .. }
+                | AppError::NotFound { .. }
+                | AppError::RouteNotFound { .. }
+                | AppError::MethodNotAllowed
+                | AppError::RateLimited { .. }
+                | AppError::Unavailable(_)
+                | AppError::Internal(_) => {}
+                // Its codes are the crate's literals, found below.
+                AppError::Conflict { .. } => {}
+            }
+        }
+        all
+    }
+
+    /// Every code written as a literal in this crate's sources: `code: "…"` (a `Conflict`
+    /// or an error struct), `"code": "…"` (a JSON body) and `conflict("…"` (the helpers
+    /// that build a `Conflict`). Read from the files themselves, so a module added later is
+    /// covered without being listed.
+    fn literal_codes() -> BTreeSet<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = 0;
+        let mut out = BTreeSet::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            files += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            for opening in ["code: \"", "\"code\": \"", "conflict(\"", "conflict( \""] {
+                for (at, _) in text.match_indices(opening) {
+                    let rest = &text[at + opening.len()..];
+                    let code = &rest[..rest.find('"').unwrap()];
+                    if code.chars().all(|c| c.is_ascii_lowercase() || c == '_') && !code.is_empty()
+                    {
+                        out.insert(code.to_string());
+                    }
+                }
+            }
+        }
+        assert!(files > 10, "read only {files} files in {}", dir.display());
+        out
+    }
+
+    /// The codes of the README's error table (rows like ``| `code` | 409 | … |``).
+    fn readme_codes() -> BTreeSet<String> {
+        let readme = include_str!("../../../README.md");
+        let mut lines = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| code | status |"));
+        assert!(
+            lines.next().is_some(),
+            "README has no `| code | status |` table"
+        );
+        lines
+            .skip(1)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let cell = l.split('|').nth(1).unwrap().trim();
+                cell.trim_matches('`').to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_lists_every_error_code_and_no_other() {
+        let mut codes: BTreeSet<String> =
+            one_of_each().iter().map(|e| e.code().to_string()).collect();
+        codes.extend(literal_codes());
+        for status in 400..600 {
+            let status = StatusCode::from_u16(status).unwrap();
+            codes.insert(crate::fallback_error(status).0.to_string());
+        }
+        // The scan must see the codes it claims to find.
+        for known in [
+            "customer_exists",
+            "quote_expired",
+            "idempotency_key_reused",
+            "not_ready",
+        ] {
+            assert!(codes.contains(known), "{known} not found in the sources");
+        }
+        let documented = readme_codes();
+        let missing: Vec<_> = codes.difference(&documented).collect();
+        let stale: Vec<_> = documented.difference(&codes).collect();
+        assert!(
+            missing.is_empty() && stale.is_empty(),
+            "README's error table lacks {missing:?} and lists codes the API never sends: {stale:?}"
+        );
+    }
+}

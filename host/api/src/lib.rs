@@ -432,7 +432,20 @@ async fn json_errors_only(req: Request, next: Next) -> Response {
     if is_json {
         return response;
     }
-    let (code, message) = match status {
+    let (code, message) = fallback_error(status);
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    Response::from_parts(parts, Body::from(body.to_string()))
+}
+
+/// The code and message [`json_errors_only`] gives an error response that was not JSON.
+pub(crate) fn fallback_error(status: StatusCode) -> (&'static str, &'static str) {
+    match status {
         StatusCode::REQUEST_TIMEOUT => (
             "request_timeout",
             "the request took too long and was abandoned",
@@ -448,13 +461,5 @@ async fn json_errors_only(req: Request, next: Next) -> Response {
         StatusCode::FORBIDDEN => ("forbidden", "forbidden"),
         s if s.is_server_error() => ("internal_error", "internal error"),
         _ => ("invalid_request", "the request could not be processed"),
-    };
-    let (mut parts, _) = response.into_parts();
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    let body = serde_json::json!({ "error": { "code": code, "message": message } });
-    Response::from_parts(parts, Body::from(body.to_string()))
+    }
 }

@@ -1,4 +1,9 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
+//!
+//! Amounts travel as JSON numbers read from their text into exact decimals, never through a
+//! float; their fields say `value_type = f64` only so the generator writes `type: number`.
+//! [`document`] then rewrites every such number as `format: decimal` with a description a
+//! client generator passes on, so no generated client is led to parse money as a double.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -43,7 +48,7 @@ impl Modify for BearerKey {
 #[openapi(
     info(
         title = "Hephaestus API",
-        description = "Self-hosted revenue engine: customers, billing, campaigns, analytics and WebAssembly decision plugins."
+        description = "Self-hosted revenue engine: customers, the product catalog, payments, subscriptions and invoices, reporting in one currency, and WebAssembly plugins that decide quotes, price recommendations, segments and campaign previews. Amounts are exact decimals in major units of their currency (`format: decimal`), with the same amount as an integer in minor units beside them (`*_minor`). Which key scope each route needs: docs/api.md in the repository."
     ),
     paths(
         crate::customers::create,
@@ -87,6 +92,11 @@ impl Modify for BearerKey {
         crate::ops::audit_list,
         crate::ops::health,
         crate::ops::ready,
+        crate::ops::metrics,
+        crate::ops::openapi,
+        crate::ops::docs,
+        crate::engagement::personalize,
+        crate::engagement::trigger,
     ),
     components(schemas(ErrorBody, ErrorDetail, crate::customers::CustomerView, crate::customers::CreateCustomer, crate::customers::UpdateCustomer,
         crate::payments::PaymentView, crate::payments::RefundView, crate::payments::CreatePayment, crate::payments::CreateRefund,
@@ -99,6 +109,8 @@ impl Modify for BearerKey {
         (name = "customers", description = "Customer records, export and erasure"),
         (name = "catalog", description = "Products and their immutable prices"),
         (name = "payments", description = "One-time payments and refunds, through the sandbox or Stripe"),
+        (name = "subscriptions", description = "Subscriptions, their invoices and dunning"),
+        (name = "decisions", description = "Quotes, price recommendations and previews decided by plugins"),
         (name = "reporting", description = "Exchange rates and totals in one reporting currency"),
         (name = "sandbox", description = "Test controls of the built-in sandbox gateway"),
         (name = "operations", description = "Health, readiness and the audit log"),
@@ -108,7 +120,242 @@ impl Modify for BearerKey {
 pub struct ApiDoc;
 
 pub fn document() -> String {
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    let mut doc = match serde_json::to_value(ApiDoc::openapi()) {
+        Ok(doc) => doc,
+        Err(e) => return format!("{{\"error\": \"{e}\"}}"),
+    };
+    exact_decimals(&mut doc);
+    operation_ids_by_tag(&mut doc);
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// Prefixes each operation's id (its handler's name, such as `list`, which several modules
+/// share) with its tag: `customers_list`, `payments_list`. OpenAPI requires them unique,
+/// and client generators name their methods after them.
+fn operation_ids_by_tag(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for operation in item.values_mut() {
+            let tag = operation["tags"][0].as_str().map(str::to_string);
+            if let (Some(tag), Some(id)) = (tag, operation["operationId"].as_str()) {
+                let id = format!("{tag}_{id}");
+                operation["operationId"] = serde_json::Value::from(id);
+            }
+        }
+    }
+}
+
+/// The `format` utoipa gives an `f64`, which every number field here stands in for.
+const FLOAT_FORMATS: [&str; 2] = ["double", "float"];
+
+/// Rewrites every floating-point number schema in `doc` as an exact decimal, and says in
+/// each one's description what it holds: money in major units (with its `*_minor` twin when
+/// it has one), a percentage, or a rate.
+fn exact_decimals(doc: &mut serde_json::Value) {
+    use serde_json::Value;
+    fn note(name: Option<&str>, has_minor: bool) -> String {
+        let name = name.unwrap_or("");
+        if name.ends_with("_percent") {
+            return "An exact decimal percentage: read it as a decimal, never a binary float."
+                .into();
+        }
+        if name == "rate" {
+            return "An exact decimal: read it as a decimal, never a binary float (sent as a \
+                    JSON number or string)."
+                .into();
+        }
+        if has_minor {
+            return format!(
+                "An exact decimal in major units of the currency, written with the \
+                 currency's decimals (`97.00` USD); read it as a decimal, never a binary \
+                 float. `{name}_minor` holds the same amount as an integer in minor units."
+            );
+        }
+        "An exact decimal in major units of the currency (`97.00` USD), as a JSON number or \
+         string; more decimals than the currency has is refused, never rounded."
+            .into()
+    }
+    fn is_float(schema: &serde_json::Map<String, Value>) -> bool {
+        schema
+            .get("format")
+            .and_then(Value::as_str)
+            .is_some_and(|f| FLOAT_FORMATS.contains(&f))
+    }
+    fn fix(schema: &mut serde_json::Map<String, Value>, text: String) {
+        schema.insert("format".into(), Value::from("decimal"));
+        let description = match schema.get("description").and_then(Value::as_str) {
+            Some(own) if !own.is_empty() => format!("{own}\n\n{text}"),
+            _ => text,
+        };
+        schema.insert("description".into(), Value::from(description));
+    }
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::Object(props)) = map.get_mut("properties") {
+                    let names: Vec<String> = props.keys().cloned().collect();
+                    for name in &names {
+                        let has_minor = props.contains_key(&format!("{name}_minor"));
+                        if let Some(Value::Object(field)) = props.get_mut(name)
+                            && is_float(field)
+                        {
+                            fix(field, note(Some(name), has_minor));
+                        }
+                        if name.ends_with("_minor")
+                            && let Some(Value::Object(field)) = props.get_mut(name)
+                            && field.get("description").is_none()
+                        {
+                            field.insert(
+                                "description".into(),
+                                Value::from(
+                                    "The same amount as an integer in the currency's minor \
+                                     units (cents for USD, yen for JPY).",
+                                ),
+                            );
+                        }
+                    }
+                }
+                if is_float(map) {
+                    fix(map, note(None, false));
+                }
+                for child in map.values_mut() {
+                    walk(child);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(doc);
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    fn doc() -> Value {
+        serde_json::from_str(&super::document()).unwrap()
+    }
+
+    /// Every number schema in `v`, with the property name it sits under.
+    fn numbers<'a>(v: &'a Value, name: &str, out: &mut Vec<(String, &'a Value)>) {
+        match v {
+            Value::Object(map) => {
+                let is_number = match map.get("type") {
+                    Some(Value::String(t)) => t == "number",
+                    Some(Value::Array(ts)) => ts.iter().any(|t| t == "number"),
+                    _ => false,
+                };
+                if is_number {
+                    out.push((name.to_string(), v));
+                }
+                for (k, child) in map {
+                    numbers(child, k, out);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| numbers(i, name, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn money_is_documented_as_exact_decimals() {
+        let doc = doc();
+        let mut found = Vec::new();
+        numbers(&doc, "", &mut found);
+        assert!(found.len() >= 10, "{found:?}");
+        for (name, schema) in &found {
+            assert_eq!(schema["format"], "decimal", "{name}: {schema}");
+            let description = schema["description"].as_str().unwrap_or("");
+            assert!(description.contains("exact decimal"), "{name}: {schema}");
+        }
+        let payment = &doc["components"]["schemas"]["PaymentView"]["properties"];
+        assert_eq!(payment["amount"]["format"], "decimal");
+        assert!(
+            payment["amount"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("`amount_minor`")
+        );
+        assert_eq!(payment["amount_minor"]["type"], "integer");
+        let text = doc.to_string();
+        assert!(!text.contains("\"double\"") && !text.contains("\"float\""));
+    }
+
+    /// Every route the router serves is in the document (the scope table in docs/api.md is
+    /// checked against the document, so a route missing here would escape it).
+    #[test]
+    fn every_route_is_documented() {
+        let doc = doc();
+        let router = include_str!("lib.rs")
+            .split_whitespace()
+            .collect::<String>();
+        let mut routes = 0;
+        for (at, _) in router.match_indices(".route(\"") {
+            let rest = &router[at + ".route(\"".len()..];
+            let path = &rest[..rest.find('"').unwrap()];
+            routes += 1;
+            let documented = doc["paths"].get(path).is_some()
+                || doc["paths"].get(format!("/api/v1{path}")).is_some();
+            assert!(
+                documented,
+                "{path} is served but not in the OpenAPI document"
+            );
+        }
+        assert!(routes > 30, "{routes}");
+    }
+
+    #[test]
+    fn operation_ids_are_unique() {
+        let doc = doc();
+        let mut seen = std::collections::BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let id = op["operationId"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{method} {path}"));
+                assert!(
+                    seen.insert(id.to_string()),
+                    "{id} ({method} {path}) is not unique"
+                );
+            }
+        }
+        assert!(
+            seen.contains("customers_list") && seen.contains("payments_list"),
+            "{seen:?}"
+        );
+    }
+
+    #[test]
+    fn minor_units_are_integers() {
+        fn walk(v: &Value, out: &mut usize) {
+            if let Value::Object(map) = v {
+                if let Some(Value::Object(props)) = map.get("properties") {
+                    for (name, field) in props {
+                        if name.ends_with("_minor") {
+                            *out += 1;
+                            let t = &field["type"];
+                            assert!(
+                                t == "integer"
+                                    || t.as_array()
+                                        .is_some_and(|ts| ts.iter().any(|t| t == "integer")),
+                                "{name}: {field}"
+                            );
+                        }
+                    }
+                }
+                map.values().for_each(|c| walk(c, out));
+            } else if let Value::Array(items) = v {
+                items.iter().for_each(|c| walk(c, out));
+            }
+        }
+        let mut seen = 0;
+        walk(&doc(), &mut seen);
+        assert!(seen >= 10, "{seen}");
+    }
 }

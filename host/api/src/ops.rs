@@ -42,6 +42,11 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Prometheus series in the OpenMetrics text format: requests and latency by route and
+/// status, plugin calls, and the database's write batches. No key: scrape it from inside
+/// the network.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.metrics.render();
     let mut scraped = crate::metrics::render_plugins(&state.plugins.metrics());
@@ -63,6 +68,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     response
 }
 
+/// This document: the API description, OpenAPI 3.1.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
 pub async fn openapi(State(state): State<AppState>) -> Response {
     let mut response = state.openapi.as_str().to_string().into_response();
     response.headers_mut().insert(
@@ -73,6 +81,8 @@ pub async fn openapi(State(state): State<AppState>) -> Response {
 }
 
 /// The API reference page: Swagger UI over `/openapi.json`, every asset from this host.
+#[utoipa::path(get, path = "/docs", tag = "operations",
+    responses((status = 200, description = "An HTML page", body = String, content_type = "text/html")))]
 pub async fn docs() -> axum::response::Html<&'static str> {
     axum::response::Html(
         r##"<!DOCTYPE html>

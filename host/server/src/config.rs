@@ -398,6 +398,65 @@ mod tests {
         assert!(known.iter().any(|k| k == LOG_SETTING));
     }
 
+    /// Every variable the program reads, whatever its prefix (`DATABASE_URL`, `STRIPE_…`
+    /// too): the `env` of every argument of every command, and the log filter.
+    fn every_setting() -> BTreeSet<String> {
+        fn walk(cmd: &clap::Command, out: &mut BTreeSet<String>) {
+            for arg in cmd.get_arguments() {
+                if let Some(env) = arg.get_env().and_then(|e| e.to_str()) {
+                    out.insert(env.to_string());
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, out);
+            }
+        }
+        let mut out = BTreeSet::from([LOG_SETTING.to_string()]);
+        walk(&crate::cli::Cli::command(), &mut out);
+        out
+    }
+
+    #[test]
+    fn the_readme_documents_every_setting() {
+        let readme = include_str!("../../../README.md");
+        let missing: Vec<String> = every_setting()
+            .into_iter()
+            .filter(|s| !readme.contains(&format!("| `{s}` |")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "not in a README settings table: {missing:?}"
+        );
+    }
+
+    /// `.env.sample` is where an operator learns what can be set: it lists every setting
+    /// (commented out, with its default or an example) and nothing the program does not read.
+    #[test]
+    fn env_sample_lists_every_setting_and_no_other() {
+        let sample = include_str!("../../../.env.sample");
+        let listed: BTreeSet<String> = sample
+            .lines()
+            .map(|l| l.trim_start_matches('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(name, _)| name)
+            .filter(|name| {
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            })
+            .map(str::to_string)
+            .collect();
+        let known = every_setting();
+        let missing: Vec<_> = known.difference(&listed).collect();
+        let unknown: Vec<_> = listed.difference(&known).collect();
+        assert!(
+            missing.is_empty() && unknown.is_empty(),
+            ".env.sample lacks {missing:?} and lists settings nothing reads: {unknown:?}"
+        );
+        assert!(listed.contains("DATABASE_URL") && listed.contains(LOG_SETTING));
+    }
+
     #[test]
     fn origins_are_checked() {
         assert!(parse_origin("https://app.example.com").is_ok());
