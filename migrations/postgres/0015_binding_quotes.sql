@@ -172,3 +172,7 @@ CREATE TRIGGER payments_figures_insert AFTER INSERT ON payments
 CREATE TRIGGER payments_figures_update AFTER UPDATE ON payments
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION payments_figures_update();
+
+-- Why a segment could not be judged (a lifetime value that left out a currency with no
+-- exchange rate to the reporting currency, say), shown with the customer's segments.
+ALTER TABLE customer_segment_state ADD COLUMN note TEXT;

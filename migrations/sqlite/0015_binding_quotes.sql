@@ -135,3 +135,7 @@ CREATE TRIGGER payments_figures_update AFTER UPDATE OF status, amount_refunded_m
         ON CONFLICT (customer_id, day) DO UPDATE
        SET captured = captured + excluded.captured, failed = failed + excluded.failed;
 END;
+
+-- Why a segment could not be judged (a lifetime value that left out a currency with no
+-- exchange rate to the reporting currency, say), shown with the customer's segments.
+ALTER TABLE customer_segment_state ADD COLUMN note TEXT;

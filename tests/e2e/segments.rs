@@ -13,6 +13,7 @@ use crate::both_dbs;
 use crate::common::{Db, TestDb, TestServer, plugin_dir, server_with};
 
 both_dbs!(
+    high_value_holds_in_any_reporting_currency,
     segments_follow_payments_and_attribute_changes,
     segments_are_recomputed_when_the_plugin_or_the_clock_changes,
     one_host_at_a_time_advances_a_consumer
@@ -357,4 +358,52 @@ async fn one_host_at_a_time_advances_a_consumer(db: Db) {
         consumers::position(&store, "test-consumer").await.unwrap(),
         9
     );
+}
+
+/// The built-in `high_value` rule (lifetime value above 5,000.00 USD) compared in the
+/// reporting currency through the stored rates, and a note when money is left out.
+async fn high_value_holds_in_any_reporting_currency(db: Db) {
+    let config = hephaestus_api::ApiConfig {
+        reporting_currency: hephaestus_core::money::Currency::parse("EUR", "currency").unwrap(),
+        ..crate::common::test_config()
+    };
+    let s = TestServer::start_with(db, config).await;
+    let ada = id(&s.create_customer("euro@example.com").await);
+    let pay = |amount: &'static str, currency: &'static str| {
+        json!({"customer_id": ada, "amount": amount, "currency": currency,
+               "payment_method": "pm_card_visa"})
+    };
+    let r = s
+        .post(&s.admin, "/api/v1/revenue/payments", &pay("5000.00", "eur"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // No USD/EUR rate: the threshold cannot be converted, and the customer says so.
+    let view = wait_for(&s, &ada, "a note on the missing rate", |v| {
+        v["segments_note"].as_str().is_some_and(|n| n.contains("USD/EUR"))
+    })
+    .await;
+    assert!(!tags(&view).contains(&"high_value"), "{view}");
+
+    // 1 EUR = 1.10 USD: the threshold is 4,545.45 EUR, and 5,000 EUR passes it.
+    let r = s
+        .post(
+            &s.admin,
+            "/api/v1/revenue/exchange-rates",
+            &json!({"base": "EUR", "quote": "USD", "rate": "1.10"}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // Money in a currency with no rate is left out, and said so.
+    let r = s
+        .post(&s.admin, "/api/v1/revenue/payments", &pay("10.00", "gbp"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let view = wait_for(&s, &ada, "high value in EUR", |v| {
+        tags(v).contains(&"high_value")
+    })
+    .await;
+    let note = view["segments_note"].as_str().unwrap_or_default();
+    assert!(note.contains("GBP"), "{view}");
+    assert!(!note.contains("USD/EUR"), "{view}");
 }

@@ -47,6 +47,9 @@ pub struct CustomerView {
     /// When the segments were last computed (business clock), or null if not yet.
     #[schema(value_type = Option<String>, format = DateTime)]
     pub segments_computed_at: Option<Timestamp>,
+    /// What the segments could not judge, and why: money in a currency with no exchange
+    /// rate to the reporting currency is left out of the lifetime value, and said so here.
+    pub segments_note: Option<String>,
 }
 
 impl CustomerView {
@@ -63,6 +66,7 @@ impl CustomerView {
             erased_at: c.erased_at,
             segments: segments.map(|s| s.tags.clone()).unwrap_or_default(),
             segments_computed_at: segments.map(|s| s.computed_at),
+            segments_note: segments.and_then(|s| s.note.clone()),
         }
     }
 }

@@ -86,9 +86,28 @@ fn count(n: i64) -> u32 {
     u32::try_from(n.max(0)).unwrap_or(u32::MAX)
 }
 
+/// What the host could and could not value for a customer's built-in segment rules.
+#[derive(Debug, Clone, Default)]
+pub struct Valuation {
+    /// The `high_value` threshold (5,000.00 USD) in the reporting currency, `None` when no
+    /// stored rate converts it.
+    pub high_value_threshold: Option<hephaestus_plugins::Money>,
+    /// What was left out and why, in words, when something was.
+    pub note: Option<String>,
+}
+
 /// The profile plugins see for the snapshot's customer, with segments left empty (see
 /// [`segmented_profile`]).
 pub async fn profile(state: &AppState, snapshot: &Snapshot) -> ApiResult<CustomerProfile> {
+    Ok(valued_profile(state, snapshot).await?.0)
+}
+
+/// [`profile`], with what could not be valued: money in a currency with no rate to the
+/// reporting currency is left out of the lifetime value and MRR, and said so.
+pub async fn valued_profile(
+    state: &AppState,
+    snapshot: &Snapshot,
+) -> ApiResult<(CustomerProfile, Valuation)> {
     let (customer, facts) = (&snapshot.customer, &snapshot.facts);
     let reporting = state.config.reporting_currency;
     let net: Vec<(Currency, i64)> = facts
@@ -134,12 +153,60 @@ pub async fn profile(state: &AppState, snapshot: &Snapshot) -> ApiResult<Custome
         }
     }
     // Most customers pay in the reporting currency: the rates are read only when needed.
-    let rates = if net.iter().chain(&mrr).any(|(c, _)| *c != reporting) {
+    let usd = Currency::parse("USD", "currency")
+        .map_err(|_| AppError::Internal(anyhow::anyhow!("USD is an ISO 4217 currency")))?;
+    let rates = if reporting != usd || net.iter().chain(&mrr).any(|(c, _)| *c != reporting) {
         exchange_rates::latest(&state.store).await?
     } else {
         Vec::new()
     };
-    Ok(CustomerProfile {
+    let threshold = Money {
+        minor: hephaestus_plugins::HIGH_VALUE_LTV_USD_MINOR,
+        currency: usd,
+    };
+    let high_value_threshold = if reporting == usd {
+        Some(threshold.minor)
+    } else {
+        convert(threshold, reporting, &rates).map(|(m, _, _)| m)
+    }
+    .map(|m| hephaestus_plugins::Money::new(m, reporting.code()));
+    let unrated: std::collections::BTreeSet<&str> = net
+        .iter()
+        .chain(&mrr)
+        .filter(|(c, m)| {
+            *m != 0
+                && *c != reporting
+                && convert(
+                    Money {
+                        minor: *m,
+                        currency: *c,
+                    },
+                    reporting,
+                    &rates,
+                )
+                .is_none()
+        })
+        .map(|(c, _)| c.code())
+        .collect();
+    let mut notes = Vec::new();
+    if !unrated.is_empty() {
+        notes.push(format!(
+            "lifetime value and MRR leave out money in {} (no exchange rate to {reporting}): \
+             high_value holds only if what was counted already passes the threshold",
+            unrated.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if high_value_threshold.is_none() {
+        notes.push(format!(
+            "no USD/{reporting} exchange rate converts the high_value threshold (5,000.00 USD): \
+             high_value was not judged"
+        ));
+    }
+    let valuation = Valuation {
+        high_value_threshold,
+        note: (!notes.is_empty()).then(|| notes.join("; ")),
+    };
+    let profile = CustomerProfile {
         id: customer.id.clone(),
         name: customer.name.clone(),
         email_domain: customer
@@ -171,24 +238,27 @@ pub async fn profile(state: &AppState, snapshot: &Snapshot) -> ApiResult<Custome
             .iter()
             .map(|(k, v)| Attribute::new(k.clone(), v.clone()))
             .collect(),
-    })
+    };
+    Ok((profile, valuation))
 }
 
-/// The customer's profile with the segments the segmentation slot gives it now.
+/// The customer's profile with the segments the segmentation slot gives it now, and what
+/// could not be valued for them.
 pub async fn segmented_profile(
     state: &AppState,
     snapshot: &Snapshot,
-) -> ApiResult<(CustomerProfile, Decision<Vec<String>>)> {
-    let mut p = profile(state, snapshot).await?;
+) -> ApiResult<(CustomerProfile, Decision<Vec<String>>, Valuation)> {
+    let (mut p, valuation) = valued_profile(state, snapshot).await?;
     let decision = decide(
         state,
         SegmentRequest {
             customer: p.clone(),
+            high_value_threshold: valuation.high_value_threshold.clone(),
         },
     )
     .await?;
     p.segments = decision.value.clone();
-    Ok((p, decision))
+    Ok((p, decision, valuation))
 }
 
 /// The customer's profile with segments for a decision made now: the stored ones when the

@@ -111,7 +111,7 @@ pub async fn personalize(
         check_text(&field, value, MAX_VARIABLE_VALUE_CHARS)?;
     }
     let snapshot = crate::customers::live_snapshot(&state, &body.customer_id).await?;
-    let (profile, _) = segmented_profile(&state, &snapshot).await?;
+    let (profile, ..) = segmented_profile(&state, &snapshot).await?;
     let segments = profile.segments.clone();
     let campaign = Campaign {
         id: c.id.clone(),

@@ -59,7 +59,7 @@ pub async fn recompute(state: &AppState, customer_id: &str) -> ApiResult<()> {
     if snapshot.customer.erased_at.is_some() {
         return Ok(());
     }
-    let (_, decision) = segmented_profile(state, &snapshot).await?;
+    let (_, decision, valuation) = segmented_profile(state, &snapshot).await?;
     let tags: Vec<String> = decision
         .value
         .into_iter()
@@ -70,6 +70,7 @@ pub async fn recompute(state: &AppState, customer_id: &str) -> ApiResult<()> {
         tags,
         decided_by,
         computed_at,
+        note: valuation.note,
     };
     let id = snapshot.customer.id;
     state

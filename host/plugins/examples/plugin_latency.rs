@@ -196,6 +196,7 @@ fn main() {
             let (samples, fuel, memory) = if case.file.contains("segments") {
                 let request = SegmentRequest {
                     customer: customer(),
+                    high_value_threshold: None,
                 };
                 run(&host, stem, &request, calls, pace)
             } else {

@@ -18,7 +18,9 @@ pub fn response(request: &Request, now: Timestamp) -> Response {
     match request {
         Request::Quote(r) => Response::Quote(quote(r)),
         Request::Recommend(r) => Response::Recommend(recommendation(r)),
-        Request::Segment(r) => Response::Segment(segments(&r.customer, now)),
+        Request::Segment(r) => {
+            Response::Segment(segments(&r.customer, now, r.high_value_threshold.as_ref()))
+        }
         Request::Personalize(_) => Response::Personalize(Personalization::default()),
         Request::OnEvent(_) => Response::OnEvent(Vec::new()),
     }
@@ -54,10 +56,15 @@ pub fn recommendation(r: &RecommendRequest) -> Recommendation {
 ///   subscriptions.
 /// - `at_risk`: past due now, or at least 2 failed payments in 30 days, or paid before
 ///   but not in the last 60 days.
-/// - `high_value`: lifetime value above 5,000.00 USD (only USD amounts are compared; the
-///   host's reporting currency is USD).
+/// - `high_value`: lifetime value above 5,000.00 USD: above `high_value_threshold` (the
+///   threshold in the lifetime value's currency, which the host converts through its rates)
+///   when given, else compared in USD only (none when the value is in another currency).
 /// - `enterprise`: attribute `plan` = `enterprise`, or attribute `seats` ≥ 100.
-pub fn segments(c: &CustomerProfile, now: Timestamp) -> Vec<String> {
+pub fn segments(
+    c: &CustomerProfile,
+    now: Timestamp,
+    high_value_threshold: Option<&Money>,
+) -> Vec<String> {
     let mut tags = Vec::new();
     let age = now.saturating_sub(c.created_at);
     if age < 30 * DAY_MICROS {
@@ -73,8 +80,11 @@ pub fn segments(c: &CustomerProfile, now: Timestamp) -> Vec<String> {
     if a.has_past_due || a.failed_payments_last_30_days >= 2 || lapsed {
         tags.push("at_risk");
     }
-    if c.lifetime_value.currency == "USD"
-        && c.lifetime_value.amount_minor > HIGH_VALUE_LTV_USD_MINOR
+    let threshold = high_value_threshold
+        .cloned()
+        .unwrap_or_else(|| Money::new(HIGH_VALUE_LTV_USD_MINOR, "USD"));
+    if c.lifetime_value.currency == threshold.currency
+        && c.lifetime_value.amount_minor > threshold.amount_minor
     {
         tags.push("high_value");
     }
@@ -117,49 +127,57 @@ mod tests {
 
     #[test]
     fn each_rule_fires_on_its_own_and_only_then() {
-        assert!(segments(&customer(), NOW).is_empty());
+        assert!(segments(&customer(), NOW, None).is_empty());
 
         let mut c = customer();
         c.created_at = NOW - 29 * DAY_MICROS;
-        assert_eq!(segments(&c, NOW), ["new"]);
+        assert_eq!(segments(&c, NOW, None), ["new"]);
         c.created_at = NOW - 30 * DAY_MICROS;
-        assert!(segments(&c, NOW).is_empty());
+        assert!(segments(&c, NOW, None).is_empty());
 
         let mut c = customer();
         c.activity.payments_last_30_days = 5;
-        assert_eq!(segments(&c, NOW), ["power_user"]);
+        assert_eq!(segments(&c, NOW, None), ["power_user"]);
         let mut c = customer();
         c.activity.active_subscriptions = 2;
-        assert_eq!(segments(&c, NOW), ["power_user"]);
+        assert_eq!(segments(&c, NOW, None), ["power_user"]);
 
         let mut c = customer();
         c.activity.has_past_due = true;
-        assert_eq!(segments(&c, NOW), ["at_risk"]);
+        assert_eq!(segments(&c, NOW, None), ["at_risk"]);
         let mut c = customer();
         c.activity.failed_payments_last_30_days = 2;
-        assert_eq!(segments(&c, NOW), ["at_risk"]);
+        assert_eq!(segments(&c, NOW, None), ["at_risk"]);
         let mut c = customer();
         c.activity.payments = 3;
         c.activity.last_payment_at = Some(NOW - 61 * DAY_MICROS);
-        assert_eq!(segments(&c, NOW), ["at_risk"]);
+        assert_eq!(segments(&c, NOW, None), ["at_risk"]);
         c.activity.last_payment_at = Some(NOW - 59 * DAY_MICROS);
-        assert!(segments(&c, NOW).is_empty());
+        assert!(segments(&c, NOW, None).is_empty());
 
         let mut c = customer();
         c.lifetime_value = Money::new(500_001, "USD");
-        assert_eq!(segments(&c, NOW), ["high_value"]);
+        assert_eq!(segments(&c, NOW, None), ["high_value"]);
+        // In another currency, against the threshold the host converted into it.
+        let mut eur = c.clone();
+        eur.lifetime_value = Money::new(460_001, "EUR");
+        assert!(segments(&eur, NOW, None).is_empty(), "no rate: not judged");
+        let threshold = Money::new(460_000, "EUR");
+        assert_eq!(segments(&eur, NOW, Some(&threshold)), ["high_value"]);
+        eur.lifetime_value = Money::new(460_000, "EUR");
+        assert!(segments(&eur, NOW, Some(&threshold)).is_empty());
         c.lifetime_value = Money::new(500_000, "USD");
-        assert!(segments(&c, NOW).is_empty());
+        assert!(segments(&c, NOW, None).is_empty());
         c.lifetime_value = Money::new(9_000_000, "EUR");
-        assert!(segments(&c, NOW).is_empty());
+        assert!(segments(&c, NOW, None).is_empty());
 
         let mut c = customer();
         c.attributes = vec![Attribute::new("plan", "enterprise")];
-        assert_eq!(segments(&c, NOW), ["enterprise"]);
+        assert_eq!(segments(&c, NOW, None), ["enterprise"]);
         c.attributes = vec![Attribute::new("seats", "100")];
-        assert_eq!(segments(&c, NOW), ["enterprise"]);
+        assert_eq!(segments(&c, NOW, None), ["enterprise"]);
         c.attributes = vec![Attribute::new("seats", "99")];
-        assert!(segments(&c, NOW).is_empty());
+        assert!(segments(&c, NOW, None).is_empty());
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub use call::{Fault, FaultKind, MAX_INPUT_BYTES};
 pub use capabilities::clock::{BusinessClock, system_clock};
 pub use capabilities::log::{LogLevel, LogLine, LogSource};
 pub use check::{CheckError, CheckReport};
-pub use defaults::segments as default_segments;
+pub use defaults::{HIGH_VALUE_LTV_USD_MINOR, segments as default_segments};
 pub use engine::HostConfig;
 pub use manifest::{
     DEFAULT_FUEL, DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT, Limits, Manifest, ManifestError,
@@ -137,7 +137,7 @@ decide!(RecommendRequest, Recommendation, Recommend, |r, _now| {
     defaults::recommendation(r)
 });
 decide!(SegmentRequest, Vec<String>, Segment, |r, now| {
-    defaults::segments(&r.customer, now)
+    defaults::segments(&r.customer, now, r.high_value_threshold.as_ref())
 });
 decide!(
     PersonalizeRequest,

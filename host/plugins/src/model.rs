@@ -155,6 +155,11 @@ pub struct Recommendation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentRequest {
     pub customer: CustomerProfile,
+    /// The built-in rules' `high_value` threshold (5,000.00 USD) in the currency of the
+    /// customer's lifetime value, converted by the host through its stored rates; `None`
+    /// when no rate converts it. Only the built-in rules read it: plugins get the profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_value_threshold: Option<Money>,
 }
 
 /// The campaign a message belongs to.

@@ -75,6 +75,7 @@ fn slow_starting_plugins_get_a_warm_pool_and_fast_ones_do_not() {
         "lifecycle-segments-py",
         &SegmentRequest {
             customer: customer(),
+            high_value_threshold: None,
         },
     );
     assert!(decision.by_plugin(), "{:?}", decision.decided_by);
@@ -113,7 +114,10 @@ fn a_warm_instance_decides_like_a_fresh_one_at_the_same_fuel() {
     ];
     for profile in profiles {
         assert!(wait_ready(&pooled.host, STEM, 2), "pool not full");
-        let request = SegmentRequest { customer: profile };
+        let request = SegmentRequest {
+            customer: profile,
+            high_value_threshold: None,
+        };
         let warm = pooled.host.decide_with(STEM, &request);
         let cold = fresh.host.decide_with(STEM, &request);
         assert!(warm.by_plugin() && cold.by_plugin(), "{warm:?} / {cold:?}");
@@ -127,6 +131,7 @@ fn a_warm_instance_decides_like_a_fresh_one_at_the_same_fuel() {
     assert!(wait_ready(&pooled.host, STEM, 2));
     let request = SegmentRequest {
         customer: customer(),
+        high_value_threshold: None,
     };
     let first = pooled.host.decide_with(STEM, &request);
     let second = pooled.host.decide_with(STEM, &request);
@@ -169,6 +174,7 @@ fn a_busy_machine_never_runs_a_pooled_plugin_out_of_instance_slots() {
         .collect();
     let request = SegmentRequest {
         customer: customer(),
+        high_value_threshold: None,
     };
     let decisions: Vec<_> = (0..300)
         .map(|_| t.host.decide_with("lifecycle-segments-py", &request))

@@ -166,6 +166,7 @@ fn segmentation_matches_between_rust_python_and_the_builtin_rules() {
     for customer in customers() {
         let request = SegmentRequest {
             customer: customer.clone(),
+            high_value_threshold: None,
         };
         let rust = t.host.decide_with("lifecycle-segments", &request);
         let python = t.host.decide_with("lifecycle-segments-py", &request);
@@ -175,7 +176,7 @@ fn segmentation_matches_between_rust_python_and_the_builtin_rules() {
             v.sort();
             v
         };
-        let builtin = sorted(default_segments(&customer, NOW));
+        let builtin = sorted(default_segments(&customer, NOW, None));
         assert_eq!(
             sorted(rust.value.clone()),
             builtin,

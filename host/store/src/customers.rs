@@ -100,6 +100,7 @@ struct CustomerSegmentRow {
     customer: CustomerRow,
     decided_by: Option<String>,
     computed_at: Option<i64>,
+    note: Option<String>,
     segment: Option<String>,
 }
 
@@ -110,7 +111,7 @@ pub async fn get_with_segments(
     id: &str,
 ) -> Result<Option<(Customer, Option<Segments>)>> {
     let sql = format!(
-        "SELECT {COLUMNS_OF_C}, st.decided_by, st.computed_at, seg.segment
+        "SELECT {COLUMNS_OF_C}, st.decided_by, st.computed_at, st.note, seg.segment
            FROM customers c
            LEFT JOIN customer_segment_state st ON st.customer_id = c.id
            LEFT JOIN customer_segments seg ON seg.customer_id = st.customer_id
@@ -135,6 +136,7 @@ pub async fn get_with_segments(
                 .collect(),
             decided_by,
             computed_at: Timestamp::from_micros(at),
+            note: first.note,
         }),
         _ => None,
     };

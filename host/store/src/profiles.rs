@@ -97,7 +97,7 @@ pub async fn snapshot(
            FROM subscriptions s JOIN prices p ON p.id = s.price_id
           WHERE s.customer_id = $1
          UNION ALL
-         SELECT 'g', st.decided_by, seg.segment, NULL, NULL, st.computed_at, NULL, NULL, NULL
+         SELECT 'g', st.decided_by, seg.segment, st.note, NULL, st.computed_at, NULL, NULL, NULL
            FROM customer_segment_state st
            LEFT JOIN customer_segments seg ON seg.customer_id = st.customer_id
           WHERE st.customer_id = $1
@@ -152,6 +152,7 @@ pub async fn snapshot(
                     tags: Vec::new(),
                     decided_by: p.t1.clone().unwrap_or_default(),
                     computed_at: Timestamp::from_micros(p.n1.unwrap_or(0)),
+                    note: p.t3.clone(),
                 });
                 s.tags.extend(p.t2);
             }

@@ -16,6 +16,8 @@ pub struct Segments {
     pub decided_by: String,
     /// Business-clock time of the computation.
     pub computed_at: Timestamp,
+    /// What could not be judged and why (money left out for want of an exchange rate).
+    pub note: Option<String>,
 }
 
 /// Replaces the customer's segments, unless what is stored was computed later (two hosts,
@@ -29,15 +31,17 @@ pub async fn replace(
     // The state row is written first: on PostgreSQL its row lock makes a concurrent
     // computation of the same customer wait here until this one commits.
     let written = with_tx!(tx, |c| sqlx::query(
-        "INSERT INTO customer_segment_state (customer_id, decided_by, computed_at)
-         VALUES ($1, $2, $3)
+        "INSERT INTO customer_segment_state (customer_id, decided_by, computed_at, note)
+         VALUES ($1, $2, $3, $4)
          ON CONFLICT (customer_id) DO UPDATE
-            SET decided_by = excluded.decided_by, computed_at = excluded.computed_at
+            SET decided_by = excluded.decided_by, computed_at = excluded.computed_at,
+                note = excluded.note
           WHERE customer_segment_state.computed_at <= excluded.computed_at"
     )
     .bind(customer_id)
     .bind(&segments.decided_by)
     .bind(segments.computed_at.as_micros())
+    .bind(&segments.note)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
@@ -96,9 +100,9 @@ pub async fn of_many(store: &Store, customer_ids: &[String]) -> Result<HashMap<S
     if customer_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let states: Vec<(String, String, i64)> = with_read!(store, |e| {
+    let states: Vec<(String, String, i64, Option<String>)> = with_read!(store, |e| {
         let mut q = sqlx::QueryBuilder::new(
-            "SELECT customer_id, decided_by, computed_at FROM customer_segment_state
+            "SELECT customer_id, decided_by, computed_at, note FROM customer_segment_state
               WHERE customer_id IN (",
         );
         let mut list = q.separated(", ");
@@ -121,13 +125,14 @@ pub async fn of_many(store: &Store, customer_ids: &[String]) -> Result<HashMap<S
     })?;
     let mut out: HashMap<String, Segments> = states
         .into_iter()
-        .map(|(id, decided_by, at)| {
+        .map(|(id, decided_by, at, note)| {
             (
                 id,
                 Segments {
                     tags: Vec::new(),
                     decided_by,
                     computed_at: Timestamp::from_micros(at),
+                    note,
                 },
             )
         })
