@@ -10,6 +10,7 @@ mod bad_requests;
 mod binary;
 mod catalog;
 mod customers;
+mod db_outage;
 mod engagement;
 mod event_log;
 mod idempotency;

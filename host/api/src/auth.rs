@@ -130,7 +130,16 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             response.status().as_u16(),
             request_id,
         );
-        if let Err(e) = audit::record_alone(&state.store, &entry).await {
+        if response.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+            // Most likely the database is away: writing the entry now would hold the answer
+            // for another acquire timeout, so it is tried once in the background instead.
+            let store = state.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = audit::record_alone(&store, &entry).await {
+                    tracing::warn!(error = %e, "could not write the audit entry of a 503");
+                }
+            });
+        } else if let Err(e) = audit::record_alone(&state.store, &entry).await {
             tracing::error!(error = %e, "could not write the audit entry");
         }
     }

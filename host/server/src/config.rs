@@ -34,6 +34,13 @@ pub struct StorageArgs {
     #[arg(long, env = "HEPHAESTUS_DB_MAX_CONNECTIONS", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: u32,
+
+    /// Milliseconds a request waits for a database connection (a free one, or a new one
+    /// while the database is unreachable) before it is answered 503 `service_unavailable`
+    /// with `Retry-After`.
+    #[arg(long, env = "HEPHAESTUS_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub db_acquire_timeout_ms: u64,
 }
 
 impl StorageArgs {
@@ -59,7 +66,7 @@ impl StorageArgs {
     pub fn pool_settings(&self) -> PoolSettings {
         PoolSettings {
             max_connections: self.db_max_connections,
-            ..PoolSettings::default()
+            acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
         }
     }
 }
