@@ -14,6 +14,7 @@ mod db_outage;
 mod engagement;
 mod event_log;
 mod idempotency;
+mod limits;
 mod ops;
 mod payments;
 mod plugins;
