@@ -9,6 +9,7 @@ mod auth;
 mod bad_requests;
 mod binary;
 mod catalog;
+mod connections;
 mod customers;
 mod db_outage;
 mod engagement;

@@ -357,12 +357,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })?;
     state.refresh_clock().await?;
     tracing::info!(dir = %plugin_dir.display(), plugins = state.plugins.list().len(), "plugin folder loaded");
-    server::run(
+    server::run_with(
         listener,
         state.clone(),
         hephaestus_api::app(state),
         shutdown,
         Duration::from_secs(args.shutdown_grace_secs),
+        args.connections(),
     )
     .await
 }
