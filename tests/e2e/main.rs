@@ -24,4 +24,5 @@ mod segments;
 mod stripe;
 mod stripe_subscriptions;
 mod subscriptions;
+mod two_hosts;
 mod webhooks;

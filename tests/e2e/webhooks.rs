@@ -119,7 +119,7 @@ pub(crate) async fn settled(s: &TestServer) {
 }
 
 /// A payment made through Stripe, as the Stripe gateway records it.
-async fn stripe_payment(s: &TestServer, intent: &str, status: PaymentStatus) -> String {
+pub(crate) async fn stripe_payment(s: &TestServer, intent: &str, status: PaymentStatus) -> String {
     let customer = s.create_customer(&format!("{intent}@example.com")).await;
     let now = Timestamp::now();
     let payment = Payment {
