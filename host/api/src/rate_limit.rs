@@ -10,8 +10,8 @@
 //! Windows are aligned to the epoch on each host's clock, so hosts whose clocks disagree
 //! can count a request near a boundary in the neighbouring window.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -100,6 +100,8 @@ struct KeyState {
     /// Leases that failed because the database was unreachable: requests that waited for
     /// a lease that failed so fail at once, rather than each waiting out a timeout in turn.
     unreachable: AtomicU64,
+    /// Used since the last flush, for `keys list`'s last-used time.
+    used: AtomicBool,
 }
 
 enum Take {
@@ -148,8 +150,6 @@ impl KeyState {
 pub struct RateLimiter {
     default: RateLimit,
     keys: Mutex<HashMap<String, Arc<KeyState>>>,
-    /// Keys used since the last flush, for `keys list`'s last-used time.
-    used: Mutex<HashSet<String>>,
 }
 
 /// The most one lease takes: a host never holds more than a twentieth of a window, so
@@ -163,7 +163,6 @@ impl RateLimiter {
         Self {
             default,
             keys: Mutex::new(HashMap::new()),
-            used: Mutex::new(HashSet::new()),
         }
     }
 
@@ -174,7 +173,8 @@ impl RateLimiter {
         key_id: &str,
         key_rate: Option<RateLimit>,
     ) -> Result<(), Refused> {
-        self.note_used(key_id);
+        let state = self.state_of(key_id);
+        state.used.store(true, Ordering::Relaxed);
         let rate = key_rate.unwrap_or(self.default);
         if rate.limit <= 0 {
             return Ok(());
@@ -184,7 +184,6 @@ impl RateLimiter {
         let window_start = now - now.rem_euclid(window);
         let retry_after =
             || Refused::Limited(u64::try_from((window_start + window - now).max(1)).unwrap_or(1));
-        let state = self.state_of(key_id);
         loop {
             match state.take(window_start) {
                 Take::Admitted => return Ok(()),
@@ -232,29 +231,23 @@ impl RateLimiter {
         }
     }
 
-    fn note_used(&self, key_id: &str) {
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        if !used.contains(key_id) {
-            used.insert(key_id.to_string());
-        }
-    }
-
     /// Records which keys were used, so `keys list` can show it without a write per
     /// request, and forgets the allowances of windows long past.
     pub async fn flush(&self, store: &Store) -> hephaestus_store::Result<()> {
+        let mut used = Vec::new();
         {
             let now = rate_limit::epoch_secs(Timestamp::now());
             let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-            keys.retain(|_, state| {
+            keys.retain(|id, state| {
+                let recent = state.used.swap(false, Ordering::Relaxed);
+                if recent {
+                    used.push(id.clone());
+                }
                 let a = state.allowance.lock().unwrap_or_else(|p| p.into_inner());
                 // An hour covers the longest window; a key in use is kept regardless.
-                a.window_start + 3600 > now || Arc::strong_count(state) > 1
+                recent || a.window_start + 3600 > now || Arc::strong_count(state) > 1
             });
         }
-        let mut used: Vec<String> = {
-            let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-            used.drain().collect()
-        };
         if used.is_empty() {
             return Ok(());
         }
@@ -269,8 +262,9 @@ impl RateLimiter {
         .await;
         if stored.is_err() {
             // Not stored: note them again next time rather than forget them.
-            let mut again = self.used.lock().unwrap_or_else(|p| p.into_inner());
-            again.extend(used);
+            for id in &used {
+                self.state_of(id).used.store(true, Ordering::Relaxed);
+            }
         }
         stored
     }
