@@ -15,9 +15,18 @@ use crate::common::{Db, TestDb, test_config};
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A host with short timeouts and room for `max_connections`; its address, and the sender
-/// that stops it when dropped.
-async fn host(max_connections: usize) -> (String, TestDb, oneshot::Sender<()>) {
+/// Short timeouts, room for `max_connections`.
+fn short(max_connections: usize) -> Connections {
+    Connections {
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        idle_timeout: Duration::from_secs(2),
+        max_connections,
+    }
+}
+
+/// A host treating connections as `connections` says; its address, and the sender that
+/// stops it when dropped.
+async fn host(connections: Connections) -> (String, TestDb, oneshot::Sender<()>) {
     let db = TestDb::new(Db::Sqlite).await;
     let store = db.store().await;
     let state = AppState::new(store, test_config()).unwrap();
@@ -32,11 +41,7 @@ async fn host(max_connections: usize) -> (String, TestDb, oneshot::Sender<()>) {
             let _ = stopped.await;
         },
         Duration::from_secs(1),
-        Connections {
-            header_read_timeout: HEADER_READ_TIMEOUT,
-            idle_timeout: Duration::from_secs(2),
-            max_connections,
-        },
+        connections,
     ));
     (addr, db, stop)
 }
@@ -66,7 +71,7 @@ async fn closed_after(conn: &mut TcpStream, since: Instant, deadline: Duration) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_headers_are_cut_off_at_the_header_read_timeout() {
-    let (addr, _db, _stop) = host(64).await;
+    let (addr, _db, _stop) = host(short(64)).await;
     let deadline = HEADER_READ_TIMEOUT + Duration::from_secs(2);
 
     // Part of a request, then silence.
@@ -120,7 +125,7 @@ async fn partial_headers_are_cut_off_at_the_header_read_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_wait_for_a_free_one() {
-    let (addr, _db, _stop) = host(2).await;
+    let (addr, _db, _stop) = host(short(2)).await;
     let mut holders = Vec::new();
     for _ in 0..2 {
         let mut c = TcpStream::connect(&addr).await.unwrap();
@@ -156,4 +161,32 @@ async fn connections_over_the_cap_wait_for_a_free_one() {
         "the third connection was served after {:?} with both held ones open",
         sent.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_doing_nothing_close_at_the_idle_timeout() {
+    // The header-read timeout is far off: what closes these is the idle timeout.
+    let idle = Duration::from_secs(1);
+    let (addr, _db, _stop) = host(Connections {
+        header_read_timeout: Duration::from_secs(60),
+        idle_timeout: idle,
+        max_connections: 64,
+    })
+    .await;
+    let deadline = idle + Duration::from_secs(3);
+
+    let mut mute = TcpStream::connect(&addr).await.unwrap();
+    let took = closed_after(&mut mute, Instant::now(), deadline).await;
+    assert!(took >= idle / 2, "closed after {took:?}");
+
+    let mut kept = TcpStream::connect(&addr).await.unwrap();
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let answered = Instant::now();
+    let took = closed_after(&mut kept, answered, deadline).await;
+    assert!(took >= idle / 2, "closed {took:?} after its answer");
 }
