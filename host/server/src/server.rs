@@ -109,7 +109,8 @@ async fn serve(
     limits: Connections,
     mut draining: watch::Receiver<bool>,
 ) {
-    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    // A million is the setting's own bound; it keeps the count a `u32` for the final wait.
+    let max = limits.max_connections.clamp(1, 1_000_000);
     let permits = Arc::new(Semaphore::new(max));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -178,7 +179,7 @@ async fn serve(
     drop(listener);
     // Every permit back: every connection has closed.
     let _ = permits
-        .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
+        .acquire_many(u32::try_from(max).unwrap_or(1_000_000))
         .await;
 }
 
