@@ -374,12 +374,19 @@ async fn high_value_holds_in_any_reporting_currency(db: Db) {
                "payment_method": "pm_card_visa"})
     };
     let r = s
-        .post(&s.admin, "/api/v1/revenue/payments", &pay("5000.00", "eur"), None)
+        .post(
+            &s.admin,
+            "/api/v1/revenue/payments",
+            &pay("5000.00", "eur"),
+            None,
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     // No USD/EUR rate: the threshold cannot be converted, and the customer says so.
     let view = wait_for(&s, &ada, "a note on the missing rate", |v| {
-        v["segments_note"].as_str().is_some_and(|n| n.contains("USD/EUR"))
+        v["segments_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("USD/EUR"))
     })
     .await;
     assert!(!tags(&view).contains(&"high_value"), "{view}");
@@ -396,7 +403,12 @@ async fn high_value_holds_in_any_reporting_currency(db: Db) {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     // Money in a currency with no rate is left out, and said so.
     let r = s
-        .post(&s.admin, "/api/v1/revenue/payments", &pay("10.00", "gbp"), None)
+        .post(
+            &s.admin,
+            "/api/v1/revenue/payments",
+            &pay("10.00", "gbp"),
+            None,
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let view = wait_for(&s, &ada, "high value in EUR", |v| {

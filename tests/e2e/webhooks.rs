@@ -25,7 +25,8 @@ both_dbs!(
     a_refund_before_the_success_is_counted_once,
     unknown_types_and_objects_are_stored_and_ignored,
     an_event_about_an_unknown_payment_waits_three_days,
-    disputes_in_any_order
+    disputes_in_any_order,
+    an_event_nested_deeper_than_the_worker_reads_is_refused
 );
 
 const HOOK: &str = "/api/v1/revenue/webhooks/stripe";
@@ -118,7 +119,7 @@ pub(crate) async fn settled(s: &TestServer) {
 }
 
 /// A payment made through Stripe, as the Stripe gateway records it.
-async fn stripe_payment(s: &TestServer, intent: &str, status: PaymentStatus) -> String {
+pub(crate) async fn stripe_payment(s: &TestServer, intent: &str, status: PaymentStatus) -> String {
     let customer = s.create_customer(&format!("{intent}@example.com")).await;
     let now = Timestamp::now();
     let payment = Payment {
@@ -869,4 +870,35 @@ async fn disputes_in_any_order(db: Db) {
         ["dispute.created", "dispute.closed"],
         "each fact once"
     );
+}
+
+/// An event whose unknown field nests 130,000 levels deep is signed correctly, but the
+/// worker could never read it back: it is refused at intake, and nothing is stored. One
+/// nested a few dozen levels is taken and applied as usual.
+async fn an_event_nested_deeper_than_the_worker_reads_is_refused(db: Db) {
+    let s = server(db).await;
+    let now = now_secs();
+    let with_field = |id: &str, depth: usize| {
+        let base = event(id, "customer.created", now, json!({"id": "cus_deep"})).to_string();
+        format!(
+            "{},\"unknown\":{}{}}}",
+            &base[..base.len() - 1],
+            "[".repeat(depth),
+            "]".repeat(depth)
+        )
+    };
+    let deep = with_field("evt_too_deep", 130_000);
+    let r = deliver(&s, &deep, Some(&stripe_sign(&deep, SECRET, now))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.code(), "invalid_json");
+    assert_eq!(s.count("webhook_events").await, 0, "nothing stored");
+
+    let fine = with_field("evt_deep_enough", 40);
+    let r = deliver(&s, &fine, Some(&stripe_sign(&fine, SECRET, now))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    settled(&s).await;
+    let stored = s
+        .count("webhook_events WHERE id = 'evt_deep_enough' AND status <> 'failed'")
+        .await;
+    assert_eq!(stored, 1);
 }

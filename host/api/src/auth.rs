@@ -20,6 +20,7 @@ use hephaestus_store::keys::ApiKey;
 
 use crate::AppState;
 use crate::error::AppError;
+use crate::rate_limit::{RateLimit, Refused};
 use crate::ttl_cache::TtlCache;
 
 /// The key a request was made with, once authenticated.
@@ -104,12 +105,19 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         Ok(key) => key,
         Err(e) => return e.into_response(),
     };
-    if let Err(retry_after) = state
-        .limiter
-        .check(&state.store, &key.id, key.rate_limit)
-        .await
-    {
-        return AppError::RateLimited { retry_after }.into_response();
+    // A key made before keys stored their window counts in the server's window.
+    let key_rate = key.rate_limit.map(|limit| RateLimit {
+        limit,
+        window_secs: key
+            .rate_limit_window_secs
+            .unwrap_or(state.config.rate_limit.window_secs),
+    });
+    match state.limiter.check(&state.store, &key.id, key_rate).await {
+        Ok(()) => {}
+        Err(Refused::Limited(retry_after)) => {
+            return AppError::RateLimited { retry_after }.into_response();
+        }
+        Err(Refused::Unavailable(e)) => return AppError::from(e).into_response(),
     }
     let method = req.method().clone();
     let path = original_path(&req);
@@ -130,7 +138,16 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             response.status().as_u16(),
             request_id,
         );
-        if let Err(e) = audit::record_alone(&state.store, &entry).await {
+        if response.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+            // Most likely the database is away: writing the entry now would hold the answer
+            // for another acquire timeout, so it is tried once in the background instead.
+            let store = state.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = audit::record_alone(&store, &entry).await {
+                    tracing::warn!(error = %e, "could not write the audit entry of a 503");
+                }
+            });
+        } else if let Err(e) = audit::record_alone(&state.store, &entry).await {
             tracing::error!(error = %e, "could not write the audit entry");
         }
     }

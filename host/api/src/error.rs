@@ -44,8 +44,12 @@ pub enum AppError {
     #[error("service unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
 }
+
+/// Seconds a client is told to wait before retrying a 503: about how long the pool takes to
+/// reconnect once the database is back.
+const RETRY_UNAVAILABLE_SECS: u64 = 1;
 
 impl AppError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -128,12 +132,37 @@ impl IntoResponse for AppError {
             _ => tracing::debug!(code = self.code(), "request rejected"),
         }
         let mut response = (status, axum::Json(self.body())).into_response();
-        if let AppError::RateLimited { retry_after } = self {
+        let retry_after = match self {
+            AppError::RateLimited { retry_after } => Some(retry_after),
+            AppError::Unavailable(_) => Some(RETRY_UNAVAILABLE_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+/// An error from below is a 503 when the database was unreachable, wherever in its chain
+/// that shows (a gateway or billing error wrapping the store's), and a 500 otherwise.
+impl From<anyhow::Error> for AppError {
+    fn from(e: anyhow::Error) -> Self {
+        let unavailable = e.chain().any(|cause| {
+            cause
+                .downcast_ref::<StoreError>()
+                .is_some_and(StoreError::is_unavailable)
+                || cause
+                    .downcast_ref::<hephaestus_store::SqlxError>()
+                    .is_some_and(hephaestus_store::is_unavailable)
+        });
+        if unavailable {
+            AppError::Unavailable(format!("{e:#}"))
+        } else {
+            AppError::Internal(e)
+        }
     }
 }
 
@@ -148,12 +177,10 @@ impl From<ValidationError> for AppError {
 
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Database(
-                sqlx_err @ (hephaestus_store::SqlxError::PoolTimedOut
-                | hephaestus_store::SqlxError::PoolClosed),
-            ) => AppError::Unavailable(sqlx_err.to_string()),
-            other => AppError::Internal(other.into()),
+        if e.is_unavailable() {
+            AppError::Unavailable(e.to_string())
+        } else {
+            AppError::Internal(e.into())
         }
     }
 }
@@ -165,6 +192,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use hephaestus_store::SqlxError;
 
     /// One of each variant. The match below has no catch-all, so a new variant does not
     /// compile until it is listed here, and so reaches the README check.
@@ -289,5 +317,33 @@ mod tests {
             missing.is_empty() && stale.is_empty(),
             "README's error table lacks {missing:?} and lists codes the API never sends: {stale:?}"
         );
+    }
+
+    #[test]
+    fn an_unreachable_database_is_a_503_wherever_it_shows() {
+        let refused = || {
+            SqlxError::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset by peer",
+            ))
+        };
+        for e in [
+            AppError::from(StoreError::Database(SqlxError::PoolTimedOut)),
+            AppError::from(StoreError::Database(refused())),
+            AppError::from(StoreError::Unavailable("batch".into())),
+            AppError::from(anyhow::Error::new(StoreError::Database(refused()))),
+            AppError::from(anyhow::Error::new(refused()).context("loading a payment")),
+        ] {
+            assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE, "{e:?}");
+            let response = e.into_response();
+            assert!(response.headers().contains_key(header::RETRY_AFTER));
+        }
+        for e in [
+            AppError::from(StoreError::Database(SqlxError::RowNotFound)),
+            AppError::from(StoreError::Corrupt("x".into())),
+            AppError::from(anyhow::anyhow!("something else")),
+        ] {
+            assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR, "{e:?}");
+        }
     }
 }

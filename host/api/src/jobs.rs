@@ -1,5 +1,5 @@
 //! Background work for one host. Every job here is safe to run on many hosts at once:
-//! flushes add to shared counters, purges are plain deletes of expired rows, due
+//! flushes record when keys were last used, purges are plain deletes of expired rows, due
 //! subscriptions are leased, webhook events are claimed (`FOR UPDATE SKIP LOCKED` on
 //! PostgreSQL) before they are applied, the segment consumer is leased in the database,
 //! segment computations never overwrite newer ones, and the gateway copies of erased

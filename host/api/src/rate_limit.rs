@@ -1,19 +1,22 @@
-//! Per-key rate limiting whose counts live in the database, so every host sharing it
-//! enforces one limit per key.
+//! Per-key rate limiting that holds across every host sharing the database.
 //!
-//! A database write per request would cap the whole API at the database's commit rate, so
-//! each host counts locally and adds its counts to the shared window every `flush_every`
-//! (one upsert per active key), reading back the total across hosts. A host admits a
-//! request while `shared total + its own unflushed count < limit`. With one host this is
-//! exact; with N hosts the overshoot is bounded by what the other hosts admitted since
-//! their last flush, at most a window's limit and in practice a few flush intervals' worth.
+//! The count of a key's window lives in one database row, and a host admits a request only
+//! with an allowance it took from that row beforehand: it takes them in small blocks (a
+//! lease: one statement adds the block to the row unless the row has reached the limit, and
+//! grants what still fitted), so most requests cost no database round trip, and the hosts
+//! together never admit more than the limit in a window, however many there are. What a
+//! host leased and did not use by the window's end is lost, so the limit can be undershot
+//! by up to a block per host (a twentieth of the limit; blocks shrink as the window fills).
+//! Windows are aligned to the epoch on each host's clock, so hosts whose clocks disagree
+//! can count a request near a boundary in the neighbouring window.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hephaestus_core::Timestamp;
-use hephaestus_store::{Store, keys, rate_limit};
+use hephaestus_store::{Store, StoreError, keys, rate_limit};
 
 /// The server-wide limit: `limit` requests per `window_secs` per key, unless a key has its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,157 +57,230 @@ impl std::str::FromStr for RateLimit {
     }
 }
 
+/// Written back the way it is parsed: `20/s`, `600/m`, `off`.
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.limit, self.window_secs) {
+            (limit, _) if limit <= 0 => f.write_str("off"),
+            (limit, 1) => write!(f, "{limit}/s"),
+            (limit, 60) => write!(f, "{limit}/m"),
+            (limit, 3600) => write!(f, "{limit}/h"),
+            (limit, secs) => write!(f, "{limit} per {secs} s"),
+        }
+    }
+}
+
+/// Why a request was not admitted.
+#[derive(Debug)]
+pub enum Refused {
+    /// Over the limit: seconds until the window reopens.
+    Limited(u64),
+    /// The shared count could not be reached.
+    Unavailable(StoreError),
+}
+
+/// What this host holds of a key's current window.
 #[derive(Debug, Default)]
-struct KeyWindow {
+struct Allowance {
     window_start: i64,
-    /// The shared total for this window as of this host's last flush.
-    shared: i64,
-    /// Counted here and being added to the shared total right now.
-    in_flight: i64,
-    /// Counted here, not yet sent.
-    pending: i64,
-    /// Whether `shared` has been read from the database for this window.
-    synced: bool,
+    /// Leased and not yet used.
+    tokens: i64,
+    /// The window's total across hosts as of this host's last lease.
+    seen_total: i64,
+    /// The window's limit has been given out: refuse without asking again.
+    exhausted: bool,
+}
+
+#[derive(Debug, Default)]
+struct KeyState {
+    allowance: Mutex<Allowance>,
+    /// One lease at a time per key on this host; requests arriving meanwhile wait for it
+    /// rather than each taking a block of their own.
+    leasing: tokio::sync::Mutex<()>,
+    /// Leases that failed because the database was unreachable: requests that waited for
+    /// a lease that failed so fail at once, rather than each waiting out a timeout in turn.
+    unreachable: AtomicU64,
+    /// Used since the last flush, for `keys list`'s last-used time.
+    used: AtomicBool,
+}
+
+enum Take {
+    Admitted,
+    Refused,
+    Empty { window_start: i64, seen_total: i64 },
+}
+
+impl KeyState {
+    /// Uses a token of the window starting at `window_start` (or of a newer one this host
+    /// has already moved to: a request that computed its window just before a boundary is
+    /// counted in the current one).
+    fn take(&self, window_start: i64) -> Take {
+        let mut a = self.allowance.lock().unwrap_or_else(|p| p.into_inner());
+        if window_start > a.window_start {
+            *a = Allowance {
+                window_start,
+                ..Allowance::default()
+            };
+        }
+        if a.tokens > 0 {
+            a.tokens -= 1;
+            Take::Admitted
+        } else if a.exhausted {
+            Take::Refused
+        } else {
+            Take::Empty {
+                window_start: a.window_start,
+                seen_total: a.seen_total,
+            }
+        }
+    }
+
+    fn add(&self, window_start: i64, lease: rate_limit::Lease) {
+        let mut a = self.allowance.lock().unwrap_or_else(|p| p.into_inner());
+        if a.window_start != window_start {
+            return;
+        }
+        a.tokens += lease.granted;
+        a.seen_total = a.seen_total.max(lease.total);
+        a.exhausted = lease.granted == 0;
+    }
 }
 
 #[derive(Debug)]
 pub struct RateLimiter {
     default: RateLimit,
-    windows: Mutex<HashMap<String, KeyWindow>>,
+    keys: Mutex<HashMap<String, Arc<KeyState>>>,
 }
+
+/// The most one lease takes: a host never holds more than a twentieth of a window, so
+/// another host is not starved while this one sits on unused allowance.
+const LEASE_DIVISOR: i64 = 20;
+/// And never more than this, however large the limit.
+const MAX_LEASE: i64 = 1000;
 
 impl RateLimiter {
     pub fn new(default: RateLimit) -> Self {
         Self {
             default,
-            windows: Mutex::new(HashMap::new()),
+            keys: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Counts one request for `key_id`. `Err(seconds)` says when the window reopens.
-    ///
-    /// The first request of a window on this host reads the window's shared total, so a
-    /// host that just started (or just saw the key) does not grant a full budget of its own.
+    /// Counts one request for `key_id`, under the key's own rate if it has one.
     pub async fn check(
         &self,
         store: &Store,
         key_id: &str,
-        key_limit: Option<i64>,
-    ) -> Result<(), u64> {
-        let limit = key_limit.unwrap_or(self.default.limit);
-        if limit <= 0 {
+        key_rate: Option<RateLimit>,
+    ) -> Result<(), Refused> {
+        let state = self.state_of(key_id);
+        state.used.store(true, Ordering::Relaxed);
+        let rate = key_rate.unwrap_or(self.default);
+        if rate.limit <= 0 {
             return Ok(());
         }
-        let window = self.default.window_secs.max(1);
+        let window = rate.window_secs.max(1);
         let now = rate_limit::epoch_secs(Timestamp::now());
         let window_start = now - now.rem_euclid(window);
-        let synced = self.with_window(key_id, window_start, |w| w.synced);
-        if !synced {
-            match rate_limit::total(store, key_id, window_start).await {
-                Ok(total) => self.with_window(key_id, window_start, |w| {
-                    w.shared = w.shared.max(total);
-                    w.synced = true;
-                }),
-                // Count locally until the next flush brings the total; never fail the request.
-                Err(e) => tracing::warn!(error = %e, "could not read the shared rate-limit count"),
+        let retry_after =
+            || Refused::Limited(u64::try_from((window_start + window - now).max(1)).unwrap_or(1));
+        loop {
+            match state.take(window_start) {
+                Take::Admitted => return Ok(()),
+                Take::Refused => return Err(retry_after()),
+                Take::Empty { .. } => {}
             }
-        }
-        self.with_window(key_id, window_start, |w| {
-            if w.shared + w.in_flight + w.pending >= limit {
-                let retry_after = (window_start + window - now).max(1);
-                return Err(u64::try_from(retry_after).unwrap_or(1));
+            let failures = state.unreachable.load(Ordering::Acquire);
+            let _leasing = state.leasing.lock().await;
+            if state.unreachable.load(Ordering::Acquire) != failures {
+                return Err(Refused::Unavailable(StoreError::Unavailable(
+                    "the shared rate-limit count is unreachable".into(),
+                )));
             }
-            w.pending += 1;
-            Ok(())
-        })
-    }
-
-    /// Runs `f` on the key's counters for the window starting at `window_start`, starting
-    /// them afresh when the key's window has moved on.
-    fn with_window<T>(
-        &self,
-        key_id: &str,
-        window_start: i64,
-        f: impl FnOnce(&mut KeyWindow) -> T,
-    ) -> T {
-        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let w = match windows.get_mut(key_id) {
-            Some(w) => w,
-            None => windows.entry(key_id.to_string()).or_default(),
-        };
-        // Only a newer window starts afresh: a request that computed its window just before
-        // a boundary and got here after it is counted in the current one.
-        if window_start > w.window_start {
-            *w = KeyWindow {
-                window_start,
-                ..KeyWindow::default()
+            // Another request may have leased while this one waited.
+            let (lease_window, seen_total) = match state.take(window_start) {
+                Take::Admitted => return Ok(()),
+                Take::Refused => return Err(retry_after()),
+                Take::Empty {
+                    window_start,
+                    seen_total,
+                } => (window_start, seen_total),
             };
+            let want = lease_size(rate.limit, seen_total);
+            match rate_limit::lease(store, key_id, lease_window, want, rate.limit).await {
+                Ok(lease) => state.add(lease_window, lease),
+                Err(e) if e.is_unavailable() => {
+                    state.unreachable.fetch_add(1, Ordering::Release);
+                    return Err(Refused::Unavailable(e));
+                }
+                Err(e) => {
+                    // A fault in the counter must not take the API down with it: admit, and
+                    // let the next request try again.
+                    tracing::warn!(error = %e, "could not lease from the shared rate-limit count");
+                    return Ok(());
+                }
+            }
         }
-        f(w)
     }
 
-    /// Adds this host's counts to the shared windows and learns the totals. Also records
-    /// which keys were used, so `keys list` can show it without a write per request.
+    fn state_of(&self, key_id: &str) -> Arc<KeyState> {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        match keys.get(key_id) {
+            Some(state) => state.clone(),
+            None => keys.entry(key_id.to_string()).or_default().clone(),
+        }
+    }
+
+    /// Records which keys were used, so `keys list` can show it without a write per
+    /// request, and forgets the allowances of windows long past.
     pub async fn flush(&self, store: &Store) -> hephaestus_store::Result<()> {
-        let batch: Vec<(String, i64, i64)> = {
-            let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let mut used = Vec::new();
+        {
             let now = rate_limit::epoch_secs(Timestamp::now());
-            let window = self.default.window_secs.max(1);
-            windows.retain(|_, w| w.window_start + window > now || w.pending > 0);
-            windows
-                .iter_mut()
-                .filter(|(_, w)| w.pending > 0)
-                .map(|(k, w)| {
-                    w.in_flight = w.pending;
-                    w.pending = 0;
-                    (k.clone(), w.window_start, w.in_flight)
-                })
-                .collect()
-        };
-        if batch.is_empty() {
+            let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            keys.retain(|id, state| {
+                let recent = state.used.swap(false, Ordering::Relaxed);
+                if recent {
+                    used.push(id.clone());
+                }
+                let a = state.allowance.lock().unwrap_or_else(|p| p.into_inner());
+                // An hour covers the longest window; a key in use is kept regardless.
+                recent || a.window_start + 3600 > now || Arc::strong_count(state) > 1
+            });
+        }
+        if used.is_empty() {
             return Ok(());
         }
         // Keys in one order on every host, so two hosts' flushes cannot deadlock on
         // PostgreSQL by locking the same rows in opposite orders.
-        let mut batch = batch;
-        batch.sort_by(|a, b| a.0.cmp(&b.0));
-        let stored: hephaestus_store::Result<Vec<i64>> = async {
+        used.sort();
+        let stored: hephaestus_store::Result<()> = async {
             let mut tx = store.begin().await?;
-            let mut totals = Vec::with_capacity(batch.len());
-            for (key, window_start, delta) in &batch {
-                totals.push(rate_limit::add(&mut tx, key, *window_start, *delta).await?);
-            }
-            let used: Vec<String> = batch.iter().map(|(k, _, _)| k.clone()).collect();
             keys::touch(&mut tx, &used, Timestamp::now()).await?;
-            tx.commit().await?;
-            Ok(totals)
+            tx.commit().await
         }
         .await;
-        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        for (i, (key, window_start, delta)) in batch.iter().enumerate() {
-            if let Some(w) = windows.get_mut(key)
-                && w.window_start == *window_start
-            {
-                w.in_flight = 0;
-                match &stored {
-                    Ok(totals) => w.shared = w.shared.max(totals[i]),
-                    // Not stored: count it again next time rather than forget it.
-                    Err(_) => w.pending += delta,
-                }
+        if stored.is_err() {
+            // Not stored: note them again next time rather than forget them.
+            for id in &used {
+                self.state_of(id).used.store(true, Ordering::Relaxed);
             }
         }
-        stored.map(|_| ())
+        stored
     }
 
-    /// How often to flush: often enough that hosts see each other's counts within a small
-    /// fraction of a window.
+    /// How often to flush: last-used times are shown to the second at most.
     pub fn flush_interval(&self) -> Duration {
-        Duration::from_millis(if self.default.window_secs <= 1 {
-            50
-        } else {
-            200
-        })
+        Duration::from_secs(1)
     }
+}
+
+/// How much to lease of a window of `limit` whose total across hosts was `seen_total` at
+/// this host's last lease: a twentieth of the limit, and less as the window fills (a quarter
+/// of what was left), so what hosts hold unused at the window's end stays small.
+fn lease_size(limit: i64, seen_total: i64) -> i64 {
+    let left = (limit - seen_total).max(0);
+    (limit / LEASE_DIVISOR).min(left / 4).clamp(1, MAX_LEASE)
 }
 
 #[cfg(test)]
@@ -225,40 +301,62 @@ mod tests {
         for bad in ["", "100", "-1/s", "x/s", "10/d", "0/s"] {
             assert!(bad.parse::<RateLimit>().is_err(), "{bad}");
         }
+        for text in ["20/s", "600/m", "1000/h", "off"] {
+            assert_eq!(text.parse::<RateLimit>().unwrap().to_string(), text);
+        }
+    }
+
+    #[test]
+    fn leases_are_small_and_shrink_as_the_window_fills() {
+        assert_eq!(lease_size(20, 0), 1);
+        assert_eq!(lease_size(100, 0), 5);
+        assert_eq!(lease_size(100, 90), 2);
+        assert_eq!(lease_size(100, 100), 1);
+        assert_eq!(lease_size(10_000_000, 0), MAX_LEASE);
     }
 
     #[tokio::test]
-    async fn limits_within_one_host_exactly() {
+    async fn limits_across_hosts_exactly() {
         let dir = std::env::temp_dir().join(format!("rl-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}", dir.join("rl.db").display());
         let store = Store::connect(&url, &Default::default()).await.unwrap();
         store.migrate().await.unwrap();
-        let rl = RateLimiter::new(RateLimit {
-            limit: 3,
+        let hour = |limit| RateLimit {
+            limit,
             window_secs: 3600,
-        });
+        };
+        let rl = RateLimiter::new(hour(3));
         for _ in 0..3 {
             assert!(rl.check(&store, "k", None).await.is_ok());
         }
-        let retry = rl.check(&store, "k", None).await.unwrap_err();
-        assert!((1..=3600).contains(&retry));
+        match rl.check(&store, "k", None).await {
+            Err(Refused::Limited(retry)) => assert!((1..=3600).contains(&retry), "{retry}"),
+            other => panic!("the fourth request got {other:?}"),
+        }
         assert!(
             rl.check(&store, "other", None).await.is_ok(),
             "keys are counted apart"
         );
         assert!(
-            rl.check(&store, "big", Some(10)).await.is_ok(),
+            rl.check(&store, "big", Some(hour(10))).await.is_ok(),
             "a key's own limit wins"
         );
-        rl.flush(&store).await.unwrap();
-        // A second host on the same database sees what the first admitted.
-        let second = RateLimiter::new(RateLimit {
-            limit: 3,
-            window_secs: 3600,
-        });
+        assert!(
+            rl.check(&store, "free", Some(hour(0))).await.is_ok(),
+            "a key's own `off` wins"
+        );
+        // A second host on the same database shares the window at once, with no flush.
+        let second = RateLimiter::new(hour(3));
         assert!(second.check(&store, "k", None).await.is_err());
-        assert!(second.check(&store, "big", Some(10)).await.is_ok());
+        let mut admitted = 1;
+        while second.check(&store, "big", Some(hour(10))).await.is_ok() {
+            admitted += 1;
+        }
+        assert_eq!(admitted, 10, "the two hosts admitted {admitted} of 10");
+        rl.flush(&store).await.unwrap();
+        store.close().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

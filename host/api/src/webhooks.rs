@@ -46,7 +46,7 @@ fn signature_error(e: SignatureError) -> AppError {
     params(("Stripe-Signature" = String, Header, description = "t=…,v1=… as Stripe signs it")),
     responses(
         (status = 200, description = "`{received: true, duplicate}`: stored, processed shortly"),
-        (status = 400, body = crate::openapi::ErrorBody, description = "bad, stale or missing signature; nothing stored"),
+        (status = 400, body = crate::openapi::ErrorBody, description = "bad, stale or missing signature, or a body the worker could not read (nested more than 64 levels); nothing stored"),
     )
 )]
 pub async fn stripe(State(state): State<AppState>, req: Request) -> Response {
@@ -79,6 +79,13 @@ async fn receive(state: &AppState, req: Request) -> Result<Response, AppError> {
         webhook::DEFAULT_TOLERANCE_SECS,
     )
     .map_err(signature_error)?;
+    if webhook::nests_deeper_than(&body, webhook::MAX_NESTING) {
+        return Err(AppError::InvalidJson(format!(
+            "the event nests arrays and objects more than {} levels deep: it could not be \
+             read back to be applied",
+            webhook::MAX_NESTING
+        )));
+    }
     let head: EventHead = parse_json(&body)?;
     let payload = String::from_utf8(body.to_vec())
         .map_err(|_| AppError::InvalidJson("the body is not UTF-8".into()))?;

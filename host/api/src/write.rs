@@ -279,6 +279,12 @@ async fn finish<C: Change>(
             let Some(k) = idem else {
                 return err.into_response();
             };
+            if matches!(err, AppError::Unavailable(_)) {
+                // The database is away: releasing now would wait out the acquire timeout
+                // again before answering. It is released as soon as the database is back.
+                release_later(&state, k);
+                return err.into_response();
+            }
             if !err.status().is_client_error() {
                 // A server-side failure is not the request's answer: let a retry run it.
                 if let Err(e) = idempotency::release(&state.store, &k).await {
@@ -305,6 +311,10 @@ async fn finish<C: Change>(
                 Ok(()) => {
                     response.extensions_mut().insert(Audited);
                 }
+                Err(e) if e.is_unavailable() => {
+                    tracing::warn!(error = %e, "could not store a failed request's response");
+                    release_later(&state, k);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not store a failed request's response");
                     let _ = idempotency::release(&state.store, &k).await;
@@ -313,6 +323,31 @@ async fn finish<C: Change>(
             response
         }
     }
+}
+
+/// Releases a claimed key in the background, trying until the database answers or the
+/// claim would have expired anyway: the failed request is answered at once, and its retry
+/// can run as soon as the database is back rather than after the claim's lock time.
+fn release_later(state: &AppState, k: IdemKey) {
+    let store = state.store.clone();
+    let give_up = std::time::Instant::now()
+        + std::time::Duration::from_secs(
+            u64::try_from(state.config.idempotency_lock_secs).unwrap_or(0),
+        );
+    tokio::spawn(async move {
+        loop {
+            match idempotency::release(&store, &k).await {
+                Ok(()) => return,
+                Err(e) if e.is_unavailable() && std::time::Instant::now() < give_up => {
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not release an idempotency key");
+                    return;
+                }
+            }
+        }
+    });
 }
 
 fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hephaestus_api::AppState;
+use hephaestus_api::rate_limit::RateLimit;
 use hephaestus_billing::reconcile;
 use hephaestus_core::keys::Scope;
 use hephaestus_store::{Store, keys, redact_url};
@@ -113,9 +114,10 @@ pub enum KeysCommand {
         /// read, write or admin; each includes the ones before it.
         #[arg(long)]
         scope: Scope,
-        /// Requests per window for this key, instead of the server's default.
-        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
-        rate_limit: Option<i64>,
+        /// This key's own limit instead of the server's `HEPHAESTUS_RATE_LIMIT`, in the same
+        /// syntax: `20/s`, `600/m`, `1000/h`, or `off` for none.
+        #[arg(long)]
+        rate_limit: Option<RateLimit>,
     },
     /// List keys (never their secrets).
     List {
@@ -355,12 +357,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })?;
     state.refresh_clock().await?;
     tracing::info!(dir = %plugin_dir.display(), plugins = state.plugins.list().len(), "plugin folder loaded");
-    server::run(
+    server::run_with(
         listener,
         state.clone(),
         hephaestus_api::app(state),
         shutdown,
         Duration::from_secs(args.shutdown_grace_secs),
+        args.connections(),
     )
     .await
 }
@@ -400,7 +403,11 @@ async fn keys_command(store: &Store, action: KeysCommand) -> anyhow::Result<()> 
             if name.trim().is_empty() || name.chars().count() > 100 {
                 anyhow::bail!("--name must be 1 to 100 characters");
             }
-            let created = keys::create(store, &name, scope, rate_limit).await?;
+            let rate = rate_limit.map(|r| keys::KeyRate {
+                limit: r.limit,
+                window_secs: r.window_secs,
+            });
+            let created = keys::create_with_rate(store, &name, scope, rate).await?;
             eprintln!(
                 "created {} ({}, scope {}); the key is shown once:",
                 created.key.id, created.key.name, created.key.scope
@@ -415,7 +422,7 @@ async fn keys_command(store: &Store, action: KeysCommand) -> anyhow::Result<()> 
                     .map(|k| {
                         serde_json::json!({
                             "id": k.id, "name": k.name, "scope": k.scope,
-                            "prefix": k.display_prefix, "rate_limit": k.rate_limit,
+                            "prefix": k.display_prefix, "rate_limit": rate_text(k),
                             "created_at": k.created_at, "last_used_at": k.last_used_at,
                             "revoked_at": k.revoked_at,
                         })
@@ -453,4 +460,16 @@ async fn keys_command(store: &Store, action: KeysCommand) -> anyhow::Result<()> 
         },
     }
     Ok(())
+}
+
+/// A key's own limit as it was given (`20/s`, `off`); a bare count for a key made before
+/// keys stored their window (it counts in the server's window); `null` for the server's.
+fn rate_text(k: &keys::ApiKey) -> serde_json::Value {
+    match (k.rate_limit, k.rate_limit_window_secs) {
+        (None, _) => serde_json::Value::Null,
+        (Some(limit), None) => serde_json::json!(limit),
+        (Some(limit), Some(window_secs)) => {
+            serde_json::json!(RateLimit { limit, window_secs }.to_string())
+        }
+    }
 }

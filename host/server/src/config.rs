@@ -34,6 +34,13 @@ pub struct StorageArgs {
     #[arg(long, env = "HEPHAESTUS_DB_MAX_CONNECTIONS", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: u32,
+
+    /// Milliseconds a request waits for a database connection (a free one, or a new one
+    /// while the database is unreachable) before it is answered 503 `service_unavailable`
+    /// with `Retry-After`.
+    #[arg(long, env = "HEPHAESTUS_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub db_acquire_timeout_ms: u64,
 }
 
 impl StorageArgs {
@@ -59,7 +66,7 @@ impl StorageArgs {
     pub fn pool_settings(&self) -> PoolSettings {
         PoolSettings {
             max_connections: self.db_max_connections,
-            ..PoolSettings::default()
+            acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
         }
     }
 }
@@ -155,6 +162,24 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_secs: u64,
 
+    /// Seconds a client has to send a request's headers, counted from when the connection
+    /// opens or its previous response was sent: a client trickling its headers, or holding
+    /// a connection open without sending a request, is disconnected after this long.
+    #[arg(long, env = "HEPHAESTUS_HEADER_READ_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a connection may go with no request being handled and nothing received or
+    /// sent (a client that stops reading its response) before it is closed.
+    #[arg(long, env = "HEPHAESTUS_IDLE_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout_secs: u64,
+
+    /// Open client connections at most; further ones wait to be accepted until one closes.
+    #[arg(long, env = "HEPHAESTUS_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
     /// Milliseconds an authenticated key is trusted before it is looked up again; bounds how
     /// long a revocation made by another process takes to apply. 0 looks up every request.
     #[arg(long, env = "HEPHAESTUS_KEY_CACHE_TTL_MS", default_value_t = 1000,
@@ -238,6 +263,14 @@ impl ServeArgs {
         self.plugin_dir
             .clone()
             .unwrap_or_else(|| self.storage.data_dir.join("plugins"))
+    }
+
+    pub fn connections(&self) -> crate::server::Connections {
+        crate::server::Connections {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+        }
     }
 
     pub fn api_config(&self) -> ApiConfig {

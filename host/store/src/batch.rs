@@ -152,7 +152,9 @@ async fn work<J: Batchable>(
 async fn send<J: Batchable>(pool: &PgPool, jobs: &[J], stats: &Counters) -> Vec<Result<J::Out>> {
     match run(pool, jobs, stats).await {
         Ok(outs) => outs.into_iter().map(Ok).collect(),
-        Err(sqlx::Error::Database(_)) if jobs.len() > 1 => {
+        // A refusal is about one job's row; a server going away is about none of them, and
+        // sending each job again would only wait for it once per job.
+        Err(e @ sqlx::Error::Database(_)) if jobs.len() > 1 && !crate::is_unavailable(&e) => {
             let mut outs = Vec::with_capacity(jobs.len());
             for job in jobs {
                 outs.push(match run(pool, std::slice::from_ref(job), stats).await {
@@ -164,9 +166,16 @@ async fn send<J: Batchable>(pool: &PgPool, jobs: &[J], stats: &Counters) -> Vec<
         }
         Err(e) => {
             let message = e.to_string();
+            let unavailable = crate::is_unavailable(&e);
             let mut outs: Vec<Result<J::Out>> = Vec::with_capacity(jobs.len());
             outs.push(Err(e.into()));
-            outs.extend((1..jobs.len()).map(|_| Err(StoreError::BatchFailed(message.clone()))));
+            outs.extend((1..jobs.len()).map(|_| {
+                Err(if unavailable {
+                    StoreError::Unavailable(message.clone())
+                } else {
+                    StoreError::BatchFailed(message.clone())
+                })
+            }));
             outs
         }
     }

@@ -11,8 +11,12 @@ pub struct ApiKey {
     pub name: String,
     pub scope: Scope,
     pub display_prefix: String,
-    /// Requests per rate-limit window for this key; `None` uses the server's setting.
+    /// Requests per rate-limit window for this key; `None` uses the server's setting, `0`
+    /// turns limiting off for the key.
     pub rate_limit: Option<i64>,
+    /// The window `rate_limit` counts in, in seconds; `None` (keys made before windows
+    /// were stored with them) counts in the server's window.
+    pub rate_limit_window_secs: Option<i64>,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
     pub last_used_at: Option<Timestamp>,
@@ -25,6 +29,7 @@ struct KeyRow {
     scope: String,
     display_prefix: String,
     rate_limit: Option<i64>,
+    rate_limit_window_secs: Option<i64>,
     created_at: i64,
     revoked_at: Option<i64>,
     last_used_at: Option<i64>,
@@ -39,6 +44,7 @@ impl TryFrom<KeyRow> for ApiKey {
             name: row.name,
             display_prefix: row.display_prefix,
             rate_limit: row.rate_limit,
+            rate_limit_window_secs: row.rate_limit_window_secs,
             created_at: Timestamp::from_micros(row.created_at),
             revoked_at: row.revoked_at.map(Timestamp::from_micros),
             last_used_at: row.last_used_at.map(Timestamp::from_micros),
@@ -46,8 +52,8 @@ impl TryFrom<KeyRow> for ApiKey {
     }
 }
 
-const COLUMNS: &str =
-    "id, name, scope, display_prefix, rate_limit, created_at, revoked_at, last_used_at";
+const COLUMNS: &str = "id, name, scope, display_prefix, rate_limit, rate_limit_window_secs, \
+     created_at, revoked_at, last_used_at";
 
 /// A key just made, with its secret: shown once, then only the hash remains.
 #[derive(Debug)]
@@ -56,7 +62,19 @@ pub struct CreatedKey {
     pub secret: keygen::NewKeySecret,
 }
 
-fn new_key(name: &str, scope: Scope, rate_limit: Option<i64>) -> CreatedKey {
+/// A key's own rate limit: `limit` requests per `window_secs` (`limit` 0: unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRate {
+    pub limit: i64,
+    pub window_secs: i64,
+}
+
+fn new_key(
+    name: &str,
+    scope: Scope,
+    rate_limit: Option<i64>,
+    rate_limit_window_secs: Option<i64>,
+) -> CreatedKey {
     let secret = keygen::generate();
     CreatedKey {
         key: ApiKey {
@@ -65,6 +83,7 @@ fn new_key(name: &str, scope: Scope, rate_limit: Option<i64>) -> CreatedKey {
             scope,
             display_prefix: secret.display_prefix.clone(),
             rate_limit,
+            rate_limit_window_secs,
             created_at: Timestamp::now(),
             revoked_at: None,
             last_used_at: None,
@@ -73,17 +92,37 @@ fn new_key(name: &str, scope: Scope, rate_limit: Option<i64>) -> CreatedKey {
     }
 }
 
-const INSERT: &str =
-    "INSERT INTO api_keys (id, name, scope, key_hash, display_prefix, rate_limit, created_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+const INSERT: &str = "INSERT INTO api_keys
+     (id, name, scope, key_hash, display_prefix, rate_limit, created_at, rate_limit_window_secs)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
+/// Creates a key whose own limit, if any, counts in the server's window.
 pub async fn create(
     store: &Store,
     name: &str,
     scope: Scope,
     rate_limit: Option<i64>,
 ) -> Result<CreatedKey> {
-    let created = new_key(name, scope, rate_limit);
+    let created = new_key(name, scope, rate_limit, None);
+    let mut tx = store.begin().await?;
+    insert(&mut tx, &created, INSERT).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// Creates a key with a rate of its own (`20/s`, `600/m`, or unlimited), or the server's.
+pub async fn create_with_rate(
+    store: &Store,
+    name: &str,
+    scope: Scope,
+    rate: Option<KeyRate>,
+) -> Result<CreatedKey> {
+    let created = new_key(
+        name,
+        scope,
+        rate.map(|r| r.limit),
+        rate.map(|r| r.window_secs),
+    );
     let mut tx = store.begin().await?;
     insert(&mut tx, &created, INSERT).await?;
     tx.commit().await?;
@@ -100,6 +139,7 @@ async fn insert(tx: &mut crate::Tx, created: &CreatedKey, sql: &str) -> Result<u
         .bind(&k.display_prefix)
         .bind(k.rate_limit)
         .bind(k.created_at.as_micros())
+        .bind(k.rate_limit_window_secs)
         .execute(c)
         .await
         .map(|r| r.rows_affected()))?;
@@ -109,7 +149,7 @@ async fn insert(tx: &mut crate::Tx, created: &CreatedKey, sql: &str) -> Result<u
 /// Creates an admin key if and only if no key exists at all, atomically across hosts that
 /// start together on one database. Returns the key when this call made it.
 pub async fn bootstrap_admin(store: &Store) -> Result<Option<CreatedKey>> {
-    let created = new_key("bootstrap admin", Scope::Admin, None);
+    let created = new_key("bootstrap admin", Scope::Admin, None, None);
     let mut tx = store.begin().await?;
     if matches!(store.backend(), Backend::Postgres(_)) {
         // READ COMMITTED would let two hosts both see an empty table; serialise them.
@@ -120,9 +160,9 @@ pub async fn bootstrap_admin(store: &Store) -> Result<Option<CreatedKey>> {
         .await
         .map(|r| r.rows_affected()))?;
     }
-    let sql =
-        "INSERT INTO api_keys (id, name, scope, key_hash, display_prefix, rate_limit, created_at)
-         SELECT $1, $2, $3, $4, $5, $6, $7 WHERE NOT EXISTS (SELECT 1 FROM api_keys)";
+    let sql = "INSERT INTO api_keys
+         (id, name, scope, key_hash, display_prefix, rate_limit, created_at, rate_limit_window_secs)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS (SELECT 1 FROM api_keys)";
     let inserted = insert(&mut tx, &created, sql).await?;
     tx.commit().await?;
     Ok((inserted == 1).then_some(created))

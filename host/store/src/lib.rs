@@ -76,6 +76,9 @@ pub enum StoreError {
     WriterGone,
     #[error("the write batch failed to commit: {0}")]
     BatchFailed(String),
+    /// The database could not be reached (a batch this write shared lost its connection).
+    #[error("the database is unreachable: {0}")]
+    Unavailable(String),
     #[error("cannot start the writer thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error("unsupported database url `{0}`: use sqlite://PATH or postgres://…")]
@@ -84,12 +87,44 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+impl StoreError {
+    /// Whether the database was unreachable rather than the write wrong: the request may be
+    /// retried as it is once the database answers again.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => is_unavailable(e),
+            StoreError::Unavailable(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Whether `e` says the database cannot be reached right now (no connection within the
+/// acquire timeout, a connection lost or refused, the server shutting down or starting up),
+/// as opposed to an answer about the statement.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
+        // Class 08: connection exceptions. 57P01/02/03: the server is shutting down
+        // (`terminating connection due to administrator command`), crashed, or not yet
+        // accepting connections. 53300: no connection slot left.
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
 /// How to size the pools.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
     /// Connections for PostgreSQL, readers for SQLite.
     pub max_connections: u32,
-    /// How long a request waits for a connection before failing with 503.
+    /// How long a request waits for a connection (a free one, or a new one while the
+    /// database is unreachable) before failing with 503. Also bounds opening a connection.
     pub acquire_timeout: Duration,
 }
 
@@ -97,7 +132,7 @@ impl Default for PoolSettings {
     fn default() -> Self {
         Self {
             max_connections: 16,
-            acquire_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -124,6 +159,8 @@ pub struct Store {
     appends: Option<batch::Batcher<appends::Appends>>,
     /// PostgreSQL's group commit of webhook deliveries into the inbox; `None` on SQLite.
     intake: Option<batch::Batcher<inbox::NewInboxEvent>>,
+    /// The pool's acquire timeout, which also bounds a readiness check.
+    acquire_timeout: Duration,
 }
 
 /// Runs `$body` with `$e` bound to a read executor of the store's database.
@@ -339,9 +376,16 @@ impl Store {
             Backend::Sqlite(SqliteDb { write, read })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)?;
+            // A connection is tested when taken from the pool (and when returned), and a
+            // broken one is dropped rather than handed out: after PostgreSQL restarts, no
+            // request runs on a connection the old server closed. While the server is away,
+            // opening a new one is retried until the acquire timeout, then the request fails
+            // with 503; once it is back the next attempt (at most a fifth of the timeout
+            // later) connects.
             let pool = PgPoolOptions::new()
                 .max_connections(settings.max_connections.max(1))
                 .acquire_timeout(settings.acquire_timeout)
+                .test_before_acquire(true)
                 .connect_with(options)
                 .await?;
             Backend::Postgres(pool)
@@ -361,6 +405,7 @@ impl Store {
             writer,
             appends,
             intake,
+            acquire_timeout: settings.acquire_timeout,
         })
     }
 
@@ -451,12 +496,35 @@ impl Store {
         Ok(Tx::new(inner))
     }
 
-    /// A cheap round trip, for readiness checks.
+    /// A cheap round trip, for readiness checks. On PostgreSQL it never waits for the pool:
+    /// an idle pooled connection is pinged if there is one, otherwise (or if that one is
+    /// broken) a fresh connection is opened, so an unreachable server is reported at once
+    /// (a refused connection fails immediately) rather than after the acquire timeout, and
+    /// a server that is back is reported at once too.
     pub async fn ping(&self) -> Result<()> {
-        with_read!(self, |e| sqlx::query("SELECT 1")
-            .execute(e)
-            .await
-            .map(|_| ()))?;
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                sqlx::query("SELECT 1").execute(&db.read).await?;
+            }
+            Backend::Postgres(pool) => {
+                use sqlx::Connection;
+                if let Some(mut conn) = pool.try_acquire() {
+                    match tokio::time::timeout(self.acquire_timeout, conn.ping()).await {
+                        Ok(Ok(())) => return Ok(()),
+                        _ => conn.close_on_drop(),
+                    }
+                }
+                let options = pool.connect_options();
+                let check = async {
+                    let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+                    conn.ping().await?;
+                    conn.close().await
+                };
+                tokio::time::timeout(self.acquire_timeout, check)
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)??;
+            }
+        }
         Ok(())
     }
 
