@@ -20,7 +20,8 @@ both_dbs!(
     hot_reload_under_load_never_fails_a_request
 );
 
-async fn catalog(s: &TestServer, amount: Value) -> (String, String) {
+/// A new product with one one-time USD price of `amount`: (product id, price id).
+pub(crate) async fn catalog(s: &TestServer, amount: Value) -> (String, String) {
     let product = s
         .post(
             &s.admin,

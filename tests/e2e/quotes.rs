@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::both_dbs;
-use crate::common::{Db, TestServer, plugin_dir, recurring_price, server_with};
+use crate::common::{Db, Reply, TestServer, plugin_dir, recurring_price, server_with};
 use crate::stripe::{LocalStripe, VISA, stripe_config};
 
 both_dbs!(
@@ -24,25 +24,7 @@ const QUOTES: &str = "/api/v1/revenue/quotes";
 
 /// A product with one one-time USD price of `amount`; the price's id.
 async fn one_time_price(s: &TestServer, amount: Value) -> String {
-    let product = s
-        .post(
-            &s.admin,
-            "/api/v1/revenue/products",
-            &json!({"name": format!("Seats {}", uuid::Uuid::now_v7().simple())}),
-            None,
-        )
-        .await;
-    assert_eq!(product.status, StatusCode::CREATED, "{}", product.body);
-    let price = s
-        .post(
-            &s.admin,
-            "/api/v1/revenue/prices",
-            &json!({"product_id": product.body["id"], "currency": "usd", "unit_amount": amount}),
-            None,
-        )
-        .await;
-    assert_eq!(price.status, StatusCode::CREATED, "{}", price.body);
-    price.body["id"].as_str().unwrap().to_string()
+    crate::plugins::catalog(s, amount).await.1
 }
 
 async fn quote(s: &TestServer, customer: &str, price: &str, quantity: u32) -> Value {
@@ -56,6 +38,28 @@ async fn quote(s: &TestServer, customer: &str, price: &str, quantity: u32) -> Va
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     r.body
+}
+
+/// Sends `body` to `path` `n` times at once; exactly one must be answered `won`. Returns
+/// the others' answers.
+async fn one_wins(
+    s: &TestServer,
+    path: &str,
+    body: &Value,
+    n: usize,
+    won: StatusCode,
+) -> Vec<Reply> {
+    let replies =
+        futures::future::join_all((0..n).map(|_| s.post(&s.admin, path, body, None))).await;
+    let (winners, losers): (Vec<Reply>, Vec<Reply>) =
+        replies.into_iter().partition(|r| r.status == won);
+    assert_eq!(
+        winners.len(),
+        1,
+        "{:?}",
+        losers.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    losers
 }
 
 async fn customer(s: &TestServer, email: &str) -> String {
@@ -256,20 +260,8 @@ async fn quotes_are_refused_when_expired_foreign_or_used(db: Db) {
 
     // Ten requests race for one quote: one payment.
     let q = quote(&s, &ann, &price, 1).await;
-    let body = pay(&ann, &q);
-    let replies =
-        futures::future::join_all((0..10).map(|_| s.post(&s.admin, PAYMENTS, &body, None))).await;
-    let created = replies
-        .iter()
-        .filter(|r| r.status == StatusCode::CREATED)
-        .count();
-    assert_eq!(
-        created,
-        1,
-        "{:?}",
-        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
-    );
-    for r in replies.iter().filter(|r| r.status != StatusCode::CREATED) {
+    let losers = one_wins(&s, PAYMENTS, &pay(&ann, &q), 10, StatusCode::CREATED).await;
+    for r in &losers {
         assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
         assert!(
             matches!(r.code(), "quote_used" | "quote_in_use"),
@@ -396,19 +388,8 @@ async fn the_documented_payment_call_without_a_payment_method(db: Db) {
     );
     let charges_before = s.count("sandbox_charges").await;
     let visa = json!({"payment_method": "pm_card_visa"});
-    let replies =
-        futures::future::join_all((0..8).map(|_| s.post(&s.admin, &confirm, &visa, None))).await;
-    let ok = replies
-        .iter()
-        .filter(|r| r.status == StatusCode::OK)
-        .count();
-    assert_eq!(
-        ok,
-        1,
-        "{:?}",
-        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
-    );
-    for r in replies.iter().filter(|r| r.status != StatusCode::OK) {
+    let losers = one_wins(&s, &confirm, &visa, 8, StatusCode::OK).await;
+    for r in &losers {
         assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
     }
     assert_eq!(s.count("sandbox_charges").await, charges_before + 1);
