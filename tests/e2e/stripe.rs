@@ -37,6 +37,7 @@ both_dbs!(
     reconciliation_and_off_session_charges_through_localstripe,
     stripe_shaped_answers_map_to_our_api,
     erasing_a_customer_deletes_their_stripe_customer,
+    answers_that_are_not_stripe_json_are_read_by_their_status,
     a_failed_stripe_erasure_is_retried_until_stripe_has_no_such_customer
 );
 
@@ -712,7 +713,11 @@ async fn stub_handler(State(stub): State<Stub>, req: Request) -> axum::response:
         ));
     }
     let status = AxumStatus::from_u16(next.status).unwrap();
-    (status, axum::Json(next.body)).into_response()
+    match next.body {
+        // A body that is not Stripe's JSON: a proxy's page, say.
+        Value::String(text) => (status, text).into_response(),
+        body => (status, axum::Json(body)).into_response(),
+    }
 }
 
 pub(crate) async fn start_stub(expected: Vec<Expect>) -> (String, Stub) {
@@ -1223,4 +1228,55 @@ async fn a_failed_stripe_erasure_is_retried_until_stripe_has_no_such_customer(db
     for attempt in &script.seen[2..] {
         assert_eq!(attempt.idempotency_key.as_deref(), Some(key.as_str()));
     }
+}
+
+/// An error answer whose body is not Stripe's JSON (a proxy's bare 404, a load balancer's
+/// 502 page) is read by its HTTP status, like Stripe's own answer of that status.
+async fn answers_that_are_not_stripe_json_are_read_by_their_status(db: Db) {
+    let text = |status: u16, method, path, body: &str| Expect {
+        method,
+        path,
+        status,
+        body: Value::String(body.to_string()),
+    };
+    let (base, stub) = start_stub(vec![
+        ok("POST", "/v1/customers", stripe_customer()),
+        text(404, "POST", "/v1/payment_intents", "Not Found"),
+        text(
+            502,
+            "POST",
+            "/v1/payment_intents",
+            "<html>502 Bad Gateway</html>",
+        ),
+        text(404, "GET", "/v1/payment_intents/pi_3Gone", "Not Found"),
+    ])
+    .await;
+    let args = stripe_at(base);
+    let s = server(db, args.clone()).await;
+    let c = customer(&s, "proxy@example.com").await;
+
+    let r = pay(&s, &c, "5.00", "pm_1StubCard", None).await;
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "a 404 is not an outage: {}",
+        r.body
+    );
+    assert!(
+        r.body["error"]["message"].as_str().unwrap().contains("404"),
+        "{}",
+        r.body
+    );
+    let r = pay(&s, &c, "5.00", "pm_1StubCard", None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(r.code(), "service_unavailable");
+    let gateway = args.gateway(&s.store).unwrap();
+    assert!(
+        gateway.fetch("pi_3Gone".into()).await.unwrap().is_none(),
+        "a bare 404 for an intent means there is no such intent"
+    );
+    assert_eq!(s.count("payments").await, 0);
+    let script = stub.lock().unwrap();
+    assert!(script.mismatches.is_empty(), "{:?}", script.mismatches);
+    assert!(script.expected.is_empty(), "answers never asked for");
 }

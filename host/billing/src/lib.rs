@@ -7,6 +7,8 @@
 //! - [`sandbox`]: the built-in gateway that behaves like Stripe's test mode, with a ledger
 //!   of its own, so the product runs and is tested with no account.
 //! - [`stripe`]: the Stripe gateway (async-stripe), selected by `STRIPE_SECRET_KEY`.
+//! - `stripe_http`: the HTTP client it sends async-stripe's requests with, which reads an
+//!   error answer by its status even when its body is not Stripe's JSON.
 //! - [`stripe_subscriptions`]: subscriptions billed by Stripe itself, and its price mirror.
 //! - [`stripe_invoices`]: Stripe's invoices, read from its events and refetched.
 //! - [`gateway_subscriptions`]: applying a gateway's view of a subscription or invoice to
@@ -28,6 +30,7 @@ pub mod reconcile;
 pub mod sandbox;
 pub mod stripe;
 pub mod stripe_events;
+mod stripe_http;
 pub mod stripe_invoices;
 pub mod stripe_subscriptions;
 pub mod subscriptions;

@@ -33,8 +33,11 @@
 //! | Stripe error | here |
 //! |---|---|
 //! | HTTP 402 or `type: card_error` (declined, `authentication_required` off-session, expired card, …) | `Ok` with a `Declined` charge: the PaymentIntent named by the error (or by its charge), Stripe's `decline_code` and message |
-//! | HTTP 429 (rate limited), 409 (the same key in flight), 401/403 (key refused), 5xx, unreadable answer, network failure, timeout | [`GatewayError::Unavailable`]: retry later with the same key |
+//! | HTTP 429 (rate limited), 409 (the same key in flight), 401/403 (key refused), 5xx, an unreadable success, network failure, timeout | [`GatewayError::Unavailable`]: retry later with the same key |
 //! | any other 4xx (`invalid_request_error`, `idempotency_error`, unknown object) | [`GatewayError::InvalidRequest`], naming our field when Stripe's `param` is one of ours (`payment_method`, `amount`, `currency`) |
+//!
+//! An error answer whose body is not Stripe's JSON is read by its status all the same
+//! ([`crate::stripe_http`] keeps it): a bare 404 is a 4xx, a proxy's 502 page a 5xx.
 //!
 //! A decline's reason is Stripe's `decline_code`; when Stripe gives only an error `code`, the
 //! code is the reason (`expired_card`, `incorrect_cvc`, …), `card_declined` alone is
@@ -57,8 +60,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use ::stripe::{
-    ApiErrors, ApiErrorsType, Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError,
-    StripeRequest,
+    ApiErrors, ApiErrorsType, IdempotencyKey, RequestStrategy, StripeError, StripeRequest,
 };
 use futures::future::BoxFuture;
 use hephaestus_core::money::{Currency, Money};
@@ -94,7 +96,7 @@ const GENERIC_DECLINE: &str = "generic_decline";
 
 #[derive(Clone)]
 pub struct StripeGateway {
-    client: Client,
+    client: crate::stripe_http::StripeHttp,
     pub(crate) store: Store,
     /// Where the client sends requests, for logs (never the key).
     api_base: String,
@@ -132,16 +134,9 @@ impl StripeGateway {
     /// A gateway using `secret_key`, talking to `api_base` (Stripe itself when `None`).
     pub fn new(store: Store, secret_key: &Secret, api_base: Option<&str>) -> Result<Self, String> {
         let api_base = normalize_api_base(api_base.unwrap_or(DEFAULT_API_BASE))?;
-        let client = ClientBuilder::new(secret_key.expose())
-            .url(api_base.clone())
-            .timeout(TIMEOUT)
-            .app_info(
-                "hephaestus",
-                Some(env!("CARGO_PKG_VERSION").to_string()),
-                None,
-            )
-            .build()
-            .map_err(|e| format!("cannot set up the Stripe client: {e}"))?;
+        let client =
+            crate::stripe_http::StripeHttp::new(secret_key.expose(), api_base.clone(), TIMEOUT)
+                .map_err(|e| format!("cannot set up the Stripe client: {e}"))?;
         Ok(Self {
             client,
             store,
