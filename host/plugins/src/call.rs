@@ -362,6 +362,11 @@ pub(crate) fn execute(
         );
     }
     let duration = started.elapsed();
+    // After the epoch deadline stops a call this is the fuel burnt up to the guest's last
+    // call or return, not up to where it stopped: wasmtime 48 keeps the running function's
+    // count in a register and writes it back at calls, returns and out-of-fuel checks but
+    // not at epoch checks, so what a loop without calls burnt is lost with its frame
+    // (bytecodealliance/wasmtime#13802). No setting of the synchronous API changes that.
     let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
     if let Err(fault) = &mut result
         && fault.kind == FaultKind::Trap

@@ -220,6 +220,17 @@ impl PluginHost {
             .map(|response| request.output(response, now))
     }
 
+    /// [`PluginHost::decide`] for async callers: the call runs on a plugin worker thread
+    /// and this waits for it (up to the deadline) without holding a thread, one hand-off
+    /// in all, where `spawn_blocking(|| host.decide(..))` makes two.
+    pub async fn decide_async<R: Decide + Sync>(&self, request: &R) -> Decision<R::Output> {
+        let now = (self.registry.runtime.clock)();
+        self.registry
+            .decide_async(&request.to_request(), None)
+            .await
+            .map(|response| request.output(response, now))
+    }
+
     /// The untyped form of [`PluginHost::decide`] / [`PluginHost::decide_with`].
     pub fn decide_request(&self, request: &Request, plugin: Option<&str>) -> Decision<Response> {
         self.registry.decide(request, plugin)

@@ -76,6 +76,32 @@ impl Drop for Slot {
     }
 }
 
+/// The sending half of a call's reply channel: hands the outcome to the caller, or gives
+/// it back when the caller has stopped waiting.
+type Reply = Box<dyn FnOnce(Box<CallOutcome>) -> Result<(), Box<CallOutcome>> + Send>;
+
+/// How waiting for a call ended.
+enum Waited {
+    Answered(Box<CallOutcome>),
+    TimedOut,
+    /// The worker dropped the reply without answering (a panic: a host bug).
+    Lost,
+}
+
+/// A call handed to a worker, to be waited for until `wait` has passed.
+struct Pending {
+    plugin: Arc<LoadedPlugin>,
+    state: Arc<AtomicU8>,
+    started: Instant,
+    wait: Duration,
+}
+
+/// What [`Registry::begin`] did.
+enum Begun {
+    Decided(Decision<Response>),
+    Pending(Pending),
+}
+
 /// Where a call handed to a worker is: the caller and the worker race to move it out of
 /// `QUEUED`, so a call whose caller has given up before it started never runs.
 const QUEUED: u8 = 0;
@@ -511,20 +537,20 @@ impl Registry {
         })
     }
 
-    /// Answers `request` with the plugin serving it (or the one named), falling back to
-    /// the built-in default on any fault.
-    pub fn decide(&self, request: &Request, plugin: Option<&str>) -> Decision<Response> {
+    /// Resolves, admits and hands the call to a worker, or decides at once (no plugin,
+    /// switched off, busy). `reply` carries the call's outcome back to the caller.
+    fn begin(&self, request: &Request, plugin: Option<&str>, reply: Reply) -> Begun {
         let snapshot = self.current.load();
         let chosen = match plugin {
             Some(name) => match snapshot.by_name.get(name) {
                 Some(p) => Some(p.clone()),
                 None => {
-                    return self.default(
+                    return Begun::Decided(self.default(
                         request,
                         DefaultReason::UnknownPlugin {
                             plugin: name.to_owned(),
                         },
-                    );
+                    ));
                 }
             },
             None => snapshot.resolve(request).cloned(),
@@ -532,27 +558,27 @@ impl Registry {
         // Release the snapshot guard: the call holds only its own plugin's Arc.
         drop(snapshot);
         let Some(plugin) = chosen else {
-            return self.default(request, DefaultReason::NoPlugin);
+            return Begun::Decided(self.default(request, DefaultReason::NoPlugin));
         };
         if plugin.world != request.world() {
-            return self.default(
+            return Begun::Decided(self.default(
                 request,
                 DefaultReason::WrongWorld {
                     plugin: plugin.name.to_string(),
                     world: plugin.world,
                 },
-            );
+            ));
         }
         let probe = match plugin.stats.admit(Instant::now()) {
             Ok(probe) => probe,
             Err(until) => {
-                return self.default(
+                return Begun::Decided(self.default(
                     request,
                     DefaultReason::Disabled {
                         plugin: plugin.name.to_string(),
                         until,
                     },
-                );
+                ));
             }
         };
         let Some(slot) = plugin.calls.try_acquire() else {
@@ -560,16 +586,15 @@ impl Registry {
                 plugin.stats.release_probe();
             }
             plugin.stats.record_busy();
-            return self.default(
+            return Begun::Decided(self.default(
                 request,
                 DefaultReason::Busy {
                     plugin: plugin.name.to_string(),
                 },
-            );
+            ));
         };
         let started = Instant::now();
         let state = Arc::new(AtomicU8::new(QUEUED));
-        let (tx, rx) = mpsc::sync_channel::<CallOutcome>(1);
         let job = {
             let (plugin, state) = (plugin.clone(), state.clone());
             let (engine, clock) = (self.runtime.engine.clone(), self.runtime.clock.clone());
@@ -593,10 +618,9 @@ impl Registry {
                 // lock.
                 refiller.request(&plugin);
                 drop(slot);
-                if let Err(late) = tx.send(outcome) {
+                if let Err(late) = reply(Box::new(outcome)) {
                     // The caller stopped waiting and counted the fault; what the call
                     // burnt and logged still counts.
-                    let late = late.0;
                     plugin.stats.record_late(
                         late.fuel_used,
                         late.log_dropped,
@@ -613,17 +637,75 @@ impl Registry {
                 ),
                 started.elapsed(),
             );
-            return self.finish(&plugin, request, outcome);
+            return Begun::Decided(self.finish(&plugin, request, outcome));
         }
         let wait = plugin.limits.timeout + grace(plugin.limits.timeout);
-        let outcome = match rx.recv_timeout(wait) {
-            Ok(outcome) => outcome,
-            Err(RecvTimeoutError::Timeout) => {
+        Begun::Pending(Pending {
+            plugin,
+            state,
+            started,
+            wait,
+        })
+    }
+
+    /// Answers `request` with the plugin serving it (or the one named), falling back to
+    /// the built-in default on any fault; returns by the plugin's deadline (plus a few
+    /// milliseconds) whatever the call does.
+    pub fn decide(&self, request: &Request, plugin: Option<&str>) -> Decision<Response> {
+        let (tx, rx) = mpsc::sync_channel::<Box<CallOutcome>>(1);
+        let reply: Reply = Box::new(move |outcome| tx.send(outcome).map_err(|e| e.0));
+        match self.begin(request, plugin, reply) {
+            Begun::Decided(decision) => decision,
+            Begun::Pending(pending) => {
+                let waited = match rx.recv_timeout(pending.wait) {
+                    Ok(outcome) => Waited::Answered(outcome),
+                    Err(RecvTimeoutError::Timeout) => Waited::TimedOut,
+                    Err(RecvTimeoutError::Disconnected) => Waited::Lost,
+                };
+                // Dropped before the call is marked abandoned: from here on, an answer
+                // that comes is late and counted as such.
+                drop(rx);
+                self.end(pending, request, waited)
+            }
+        }
+    }
+
+    /// [`Registry::decide`] for async callers: waits for the worker without holding a
+    /// thread, so a decision costs one hand-off, as `spawn_blocking` did.
+    pub async fn decide_async(
+        &self,
+        request: &Request,
+        plugin: Option<&str>,
+    ) -> Decision<Response> {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Box<CallOutcome>>();
+        let reply: Reply = Box::new(move |outcome| tx.send(outcome));
+        match self.begin(request, plugin, reply) {
+            Begun::Decided(decision) => decision,
+            Begun::Pending(pending) => {
+                let waited = match tokio::time::timeout(pending.wait, rx).await {
+                    Ok(Ok(outcome)) => Waited::Answered(outcome),
+                    Ok(Err(_)) => Waited::Lost,
+                    Err(_) => Waited::TimedOut,
+                };
+                self.end(pending, request, waited)
+            }
+        }
+    }
+
+    /// The decision once waiting for a call has ended.
+    fn end(&self, pending: Pending, request: &Request, waited: Waited) -> Decision<Response> {
+        let Pending {
+            plugin,
+            state,
+            started,
+            ..
+        } = pending;
+        let outcome = match waited {
+            Waited::Answered(outcome) => *outcome,
+            Waited::TimedOut => {
                 let never_started = state
                     .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok();
-                // Dropping the receiver now tells the worker its answer is late.
-                drop(rx);
                 let fault = if never_started {
                     // The host was too busy to start the call in time: not the plugin's
                     // doing, so it leaves the breaker alone.
@@ -645,7 +727,7 @@ impl Registry {
                 };
                 CallOutcome::failed(fault, started.elapsed())
             }
-            Err(RecvTimeoutError::Disconnected) => CallOutcome::failed(
+            Waited::Lost => CallOutcome::failed(
                 Fault::new(
                     FaultKind::HostBusy,
                     "the call's thread stopped without an answer (a host bug)",

@@ -285,3 +285,40 @@ fn an_oversized_answer_is_refused_before_it_is_copied_out() {
     let s = status(&t, "oversized");
     assert_eq!(s.fault_kinds.get(&FaultKind::OutputTooLarge), Some(&2));
 }
+
+/// The async form waits for the worker without a thread of its own, and is held to the
+/// same deadline: a call asleep in a host call is abandoned by it too.
+#[test]
+fn decide_async_answers_by_the_deadline_too() {
+    let t = test_host(|c| {
+        c.limits.ceilings.timeout_ms = PerWorld::parse_over("pricing:100", 1000).unwrap();
+    });
+    t.load(
+        "hostile/greedy-spin.wasm",
+        "greedy-spin",
+        Some("name = \"greedy-spin\"\nworld = \"pricing\"\nproducts = [\"prod_sleepy\"]\n[config]\nmode = \"sleep\""),
+    );
+    t.load(
+        "volume-pricing.wasm",
+        "volume-pricing",
+        Some(&relaxed("volume-pricing.wasm")),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut sleepy = quote_request(1000, 2, &[]);
+    sleepy.product_id = "prod_sleepy".into();
+    let ten = quote_request(1000, 10, &[]);
+    let started = Instant::now();
+    let (stuck, good) = runtime
+        .block_on(async { tokio::join!(t.host.decide_async(&sleepy), t.host.decide_async(&ten)) });
+    assert!(started.elapsed() < Duration::from_millis(100) + SLACK);
+    let (kind, message) = fault_of(&stuck);
+    assert_eq!(kind, FaultKind::Timeout, "{message}");
+    assert!(message.contains("stopped waiting"), "{message}");
+    assert!(good.by_plugin(), "{good:?}");
+    assert_eq!(good.value.amount, usd(9000));
+    assert_eq!(status(&t, "greedy-spin").faults, 1);
+}
