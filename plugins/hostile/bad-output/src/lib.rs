@@ -38,7 +38,9 @@ impl Mode {
             Some("discount") => Ok(Mode::Discount),
             Some("oversized") => {
                 let bytes = config::get_u64_or("bytes", DEFAULT_OVERSIZED_BYTES as u64)?;
-                Ok(Mode::Oversized(usize::try_from(bytes).map_err(|e| e.to_string())?))
+                Ok(Mode::Oversized(
+                    usize::try_from(bytes).map_err(|e| e.to_string())?,
+                ))
             }
             Some(other) => Err(format!(
                 "config `mode` = {other:?}: expected negative, currency, discount or oversized"
