@@ -1,6 +1,6 @@
 //! Decisions made by real WebAssembly plugins (built from `plugins/` by `plugins/build.sh`),
-//! through the HTTP API: quotes, price recommendations, the plugin list, and hot reload
-//! while quotes keep flowing.
+//! through the HTTP API: quotes, price recommendations, the plugin list, hot reload while
+//! quotes keep flowing, and a hostile plugin held to the operator's ceilings.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,14 +10,18 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use hephaestus_api::ApiConfig;
+use hephaestus_plugins::{Ceilings, HostLimits, PerWorld};
+
 use crate::both_dbs;
-use crate::common::{Db, TestServer, built_plugins, plugin_dir, server_with};
+use crate::common::{Db, TestServer, built_plugins, plugin_dir, server_with, test_config};
 
 both_dbs!(
     quotes_come_from_the_pricing_plugin,
     without_a_plugin_the_list_price_decides,
     pricing_recommendation_reports_evidence,
-    hot_reload_under_load_never_fails_a_request
+    hot_reload_under_load_never_fails_a_request,
+    a_looping_plugin_costs_only_its_own_quotes
 );
 
 /// A new product with one one-time USD price of `amount`: (product id, price id).
@@ -447,4 +451,125 @@ async fn hot_reload_under_load_never_fails_a_request(db: Db) {
         );
     }
     assert_eq!(served.len(), 16);
+}
+
+/// A pricing plugin whose manifest asks for a minute and 10^18 fuel per call and then loops
+/// serves product A; volume-pricing serves product B. Quotes for A answer with the list
+/// price by the host's 200 ms ceiling, each counted as a fault at once, until the breaker
+/// switches the plugin off; quotes for B keep coming from their plugin; the status says
+/// what was cut.
+async fn a_looping_plugin_costs_only_its_own_quotes(db: Db) {
+    let dir = plugin_dir(&[]);
+    let config = ApiConfig {
+        plugin_dir: Some(dir.path().to_path_buf()),
+        plugin_limits: HostLimits {
+            ceilings: Ceilings {
+                timeout_ms: PerWorld::parse_over("pricing:200", 1000).unwrap(),
+                ..Ceilings::default()
+            },
+            ..HostLimits::default()
+        },
+        ..test_config()
+    };
+    let s = TestServer::start_with(db, config).await;
+    let (product_a, price_a) = catalog(&s, json!(10.00)).await;
+    let (product_b, price_b) = catalog(&s, json!(10.00)).await;
+    let c = s.create_customer("loops@example.com").await;
+    let c = c["id"].as_str().unwrap();
+
+    let hostile = built_plugins().join("hostile");
+    let greedy = std::fs::read_to_string(hostile.join("greedy-spin.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("greedy-spin.toml"),
+        greedy.replace(
+            "world = \"pricing\"",
+            &format!("world = \"pricing\"\nproducts = [\"{product_a}\"]"),
+        ),
+    )
+    .unwrap();
+    std::fs::copy(
+        hostile.join("greedy-spin.wasm"),
+        dir.path().join("greedy-spin.wasm"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("volume-pricing.toml"),
+        format!(
+            "name = \"volume-pricing\"\nworld = \"pricing\"\nproducts = [\"{product_b}\"]\n[limits]\ntimeout_ms = 200\n[config]\ntier_1_quantity = \"10\"\ntier_1_discount_bp = \"1000\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::copy(
+        built_plugins().join("volume-pricing.wasm"),
+        dir.path().join("volume-pricing.wasm"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = s.get(&s.admin, "/api/v1/plugins").await;
+        let active = list.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["state"]["state"] == "active")
+            .count();
+        if active == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "plugins never loaded: {}",
+            list.body
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    for call in 1..=5 {
+        let started = Instant::now();
+        let r = quote(&s, c, &price_a, 10).await;
+        let took = started.elapsed();
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["amount_minor"], 10000, "the list price: {}", r.body);
+        assert_eq!(r.body["decided_by"]["kind"], "default", "{}", r.body);
+        assert_eq!(r.body["decided_by"]["reason"], "timeout", "{}", r.body);
+        assert_eq!(r.body["decided_by"]["plugin"], "greedy-spin", "{}", r.body);
+        // Bounded by the host's 200 ms ceiling, not the manifest's minute (or the 30 s
+        // request timeout); the slack is for a loaded machine.
+        assert!(took < Duration::from_secs(5), "quote {call} took {took:?}");
+        let b = quote(&s, c, &price_b, 10).await;
+        assert_eq!(b.body["decided_by"]["kind"], "plugin", "{}", b.body);
+        assert_eq!(b.body["amount_minor"], 9000, "{}", b.body);
+    }
+    // Five faults in a row: switched off, and quotes for A no longer wait at all.
+    let r = quote(&s, c, &price_a, 10).await;
+    assert_eq!(r.body["decided_by"]["reason"], "disabled", "{}", r.body);
+
+    let list = s.get(&s.admin, "/api/v1/plugins").await;
+    let greedy = list.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "greedy-spin")
+        .unwrap()
+        .clone();
+    assert_eq!(greedy["state"]["state"], "disabled", "{greedy}");
+    assert_eq!(greedy["faults"], 5, "{greedy}");
+    assert_eq!(greedy["fault_kinds"]["timeout"], 5, "{greedy}");
+    assert_eq!(greedy["limits"]["timeout_ms"], 200, "{greedy}");
+    let warnings = greedy["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 2, "{greedy}");
+    assert!(
+        warnings[0].as_str().unwrap().contains("timeout_ms = 60000"),
+        "{greedy}"
+    );
+    assert_eq!(greedy["busy"], 0, "{greedy}");
+
+    let metrics = s.text_of("/metrics").await;
+    for line in [
+        "hephaestus_plugin_default_decisions_total{world=\"pricing\",reason=\"timeout\"} 5",
+        "hephaestus_plugin_busy_total{plugin=\"greedy-spin\",world=\"pricing\"} 0",
+        "hephaestus_plugin_log_lines_dropped_total{plugin=\"greedy-spin\",world=\"pricing\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} not in /metrics:\n{metrics}");
+    }
 }

@@ -1,5 +1,5 @@
--- wrk script: exactly PAYMENTS successful POST /api/v1/revenue/payments for CUSTOMER_ID (one
--- thread), then stops: builds a long payment history quickly.
+-- wrk script: PAYMENTS successful POST /api/v1/revenue/payments for CUSTOMER_ID (one thread),
+-- then stops sending (wrk itself runs out its duration: tests/load/history.sh stops it).
 -- Env: HEPHAESTUS_KEY (write scope), CUSTOMER_ID, PAYMENTS.
 local key = os.getenv("HEPHAESTUS_KEY")
 local want = tonumber(os.getenv("PAYMENTS"))

@@ -42,17 +42,14 @@ pub fn business_now(state: &AppState) -> Timestamp {
     )
 }
 
-/// Runs a plugin decision off the async workers: a call is bounded (10 ms by default) but
-/// synchronous.
+/// Runs a plugin decision on the plugin host's worker threads and waits for it without
+/// holding an async worker: it answers by its deadline whatever the call does.
 pub async fn decide<R>(state: &AppState, request: R) -> ApiResult<Decision<R::Output>>
 where
-    R: Decide + Send + 'static,
+    R: Decide + Send + Sync + 'static,
     R::Output: Send + 'static,
 {
-    let plugins = state.plugins.clone();
-    tokio::task::spawn_blocking(move || plugins.decide(&request))
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("plugin call task failed: {e}")))
+    Ok(state.plugins.decide_async(&request).await)
 }
 
 fn model_money(m: Money) -> hephaestus_plugins::Money {

@@ -105,6 +105,8 @@ pub struct ApiConfig {
     pub plugin_dir: Option<std::path::PathBuf>,
     /// Where precompiled plugins are kept between starts; `None` compiles on every start.
     pub plugin_cache_dir: Option<std::path::PathBuf>,
+    /// What the operator allows every plugin, whatever its manifest asks.
+    pub plugin_limits: hephaestus_plugins::HostLimits,
 }
 
 impl Default for ApiConfig {
@@ -128,6 +130,7 @@ impl Default for ApiConfig {
             dunning: hephaestus_billing::subscriptions::Dunning::default(),
             plugin_dir: None,
             plugin_cache_dir: None,
+            plugin_limits: hephaestus_plugins::HostLimits::default(),
             reporting_currency: hephaestus_core::money::Currency::parse("USD", "currency")
                 .unwrap_or_else(|_| unreachable!("USD is an ISO 4217 currency")),
         }
@@ -191,6 +194,7 @@ impl AppState {
         let mut host_config = HostConfig::new(plugin_dir);
         host_config.cache_dir = config.plugin_cache_dir.clone();
         host_config.clock = clock;
+        host_config.limits = config.plugin_limits.clone();
         let plugins = PluginHost::new(host_config)?;
         if config.plugin_dir.is_some() {
             for (stem, result) in plugins.load_all() {

@@ -164,6 +164,24 @@ pub fn render_plugins(snapshot: &hephaestus_plugins::MetricsSnapshot) -> String 
             .collect(),
     );
     family(
+        "hephaestus_plugin_log_lines_dropped",
+        "counter",
+        "Guest log lines kept out of the host's log (over a call's cap or the plugin's rate).",
+        loaded
+            .iter()
+            .map(|p| (label(p), p.log_lines_dropped.to_string()))
+            .collect(),
+    );
+    family(
+        "hephaestus_plugin_busy",
+        "counter",
+        "Calls answered by the default at once because the plugin had its maximum of concurrent calls running.",
+        loaded
+            .iter()
+            .map(|p| (label(p), p.busy.to_string()))
+            .collect(),
+    );
+    family(
         "hephaestus_plugin_latency_p50_seconds",
         "gauge",
         "Median duration of a plugin call (instantiate, call, validate).",

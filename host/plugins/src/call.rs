@@ -17,7 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::capabilities::clock::{BusinessClock, WasiBusinessClock};
 use crate::capabilities::config::PluginConfig;
-use crate::capabilities::log::{CallLog, LogLevel, LogLine, LogSource};
+use crate::capabilities::log::{CallLog, LogBudget, LogLevel, LogLine, LogSource};
 use crate::capabilities::stdio::CapturedPipe;
 use crate::manifest::EffectiveLimits;
 use crate::model::{Request, Response};
@@ -52,6 +52,9 @@ pub enum FaultKind {
     GuestError,
     /// The answer broke the contract documented in the WIT.
     InvalidOutput,
+    /// The answer (or one log line or stdout write) was larger than `limits.output_bytes`;
+    /// refused before it was copied out of the guest.
+    OutputTooLarge,
     /// The plugin answers another world than the one asked for.
     WrongWorld,
     /// The request was larger than [`MAX_INPUT_BYTES`]; the caller's fault, not the plugin's.
@@ -74,6 +77,7 @@ impl FaultKind {
             FaultKind::Memory => "memory",
             FaultKind::GuestError => "guest_error",
             FaultKind::InvalidOutput => "invalid_output",
+            FaultKind::OutputTooLarge => "output_too_large",
             FaultKind::WrongWorld => "wrong_world",
             FaultKind::InputTooLarge => "input_too_large",
             FaultKind::HostBusy => "host_busy",
@@ -200,6 +204,8 @@ pub(crate) struct CallTarget<'a> {
     pub pre: &'a TypedPre,
     pub limits: EffectiveLimits,
     pub config: &'a PluginConfig,
+    /// The plugin's allowance of lines in the host's log, shared by its calls.
+    pub log_budget: &'a Arc<LogBudget>,
 }
 
 /// What one call produced.
@@ -211,9 +217,27 @@ pub(crate) struct CallOutcome {
     pub peak_memory: u64,
     pub log: Vec<LogLine>,
     pub log_dropped: u32,
+    /// Of `log_dropped`, the lines dropped by the plugin's rate across calls.
+    pub log_rate_limited: u32,
     /// The used store. Dropping it frees the instance (for a large interpreter, a
     /// noticeable unmapping), so the caller decides where that happens.
     pub spent: Option<Spent>,
+}
+
+impl CallOutcome {
+    /// A call that produced nothing but `fault` (its caller gave up, or it never ran).
+    pub fn failed(fault: Fault, duration: Duration) -> Self {
+        Self {
+            result: Err(fault),
+            fuel_used: 0,
+            duration,
+            peak_memory: 0,
+            log: Vec::new(),
+            log_dropped: 0,
+            log_rate_limited: 0,
+            spent: None,
+        }
+    }
 }
 
 /// A store whose call is over; only good for dropping.
@@ -277,6 +301,7 @@ pub(crate) fn execute(
             peak_memory: 0,
             log: Vec::new(),
             log_dropped: 0,
+            log_rate_limited: 0,
             spent: None,
         };
     }
@@ -296,6 +321,7 @@ pub(crate) fn execute(
             peak_memory: 0,
             log: Vec::new(),
             log_dropped: 0,
+            log_rate_limited: 0,
             spent: None,
         };
     }
@@ -327,7 +353,20 @@ pub(crate) fn execute(
         }
         Err(error) => Err(classify(&error, store.data().limiter.refused.as_deref())),
     };
+    if let Err(fault) = &mut result
+        && fault.kind == FaultKind::OutputTooLarge
+    {
+        fault.message = format!(
+            "the plugin handed the host more than {} bytes (limits.output_bytes) at once; refused before copying",
+            target.limits.output_bytes
+        );
+    }
     let duration = started.elapsed();
+    // After the epoch deadline stops a call this is the fuel burnt up to the guest's last
+    // call or return, not up to where it stopped: wasmtime 48 keeps the running function's
+    // count in a register and writes it back at calls, returns and out-of-fuel checks but
+    // not at epoch checks, so what a loop without calls burnt is lost with its frame
+    // (bytecodealliance/wasmtime#13802). No setting of the synchronous API changes that.
     let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
     if let Err(fault) = &mut result
         && fault.kind == FaultKind::Trap
@@ -376,6 +415,7 @@ pub(crate) fn execute(
     }
     let peak_memory = state.limiter.memory_total as u64;
     let (log, log_dropped) = state.log.finish();
+    let log_rate_limited = state.log.rate_limited();
     CallOutcome {
         result,
         fuel_used,
@@ -383,6 +423,7 @@ pub(crate) fn execute(
         peak_memory,
         log,
         log_dropped,
+        log_rate_limited,
         spent: Some(Spent(store)),
     }
 }
@@ -413,12 +454,20 @@ pub(crate) fn new_store(
             memory_total: 0,
             refused: None,
         },
-        log: CallLog::new(target.name.clone(), target.version.clone()),
+        log: CallLog::new(
+            target.name.clone(),
+            target.version.clone(),
+            target.log_budget.clone(),
+        ),
         clock: clock.clone(),
         config: target.config.clone(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
+    // Every string and list the guest hands the host (the answer, a log line, a stdout
+    // write) is charged against this before wasmtime copies it out of the guest's memory:
+    // an oversized answer is refused where it lies, never duplicated into the host's heap.
+    store.set_hostcall_fuel(target.limits.output_bytes);
     (store, stdout, stderr)
 }
 
@@ -451,9 +500,23 @@ pub(crate) fn instantiate_once(
     }
 }
 
+/// What wasmtime 48 says when a string or list from the guest exceeds the store's hostcall
+/// fuel (its error type is private, so its message is what can be matched; a test with a
+/// real oversized answer pins it).
+const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
+
 fn classify(error: &wasmtime::Error, refused: Option<&str>) -> Fault {
     if let Some(refused) = refused {
         return Fault::new(FaultKind::Memory, refused);
+    }
+    if error
+        .chain()
+        .any(|cause| cause.to_string().contains(HOSTCALL_FUEL_EXHAUSTED))
+    {
+        return Fault::new(
+            FaultKind::OutputTooLarge,
+            "the plugin handed the host more bytes than limits.output_bytes allows (refused before copying)",
+        );
     }
     if error.is::<wasmtime::PoolConcurrencyLimitError>() {
         return Fault::new(FaultKind::HostBusy, error.to_string());

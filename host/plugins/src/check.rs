@@ -12,7 +12,7 @@ use crate::cache::{Origin, content_hash};
 use crate::call::{self, CallTarget};
 use crate::capabilities::config::PluginConfig;
 use crate::engine::Runtime;
-use crate::manifest::EffectiveLimits;
+use crate::manifest::{EffectiveLimits, Limits};
 use crate::model::World;
 use crate::v0_1_0::{self, TypedPre};
 use crate::warm;
@@ -50,6 +50,10 @@ pub struct CheckReport {
     /// pays before the plugin runs, unless an instance was made ahead of it.
     #[serde(with = "crate::stats::duration_micros")]
     pub start_time: Duration,
+    /// The limits each call runs under: the manifest's, cut to the host's ceilings.
+    pub limits: EffectiveLimits,
+    /// What the manifest asked beyond the host's ceilings, one sentence each.
+    pub warnings: Vec<String>,
 }
 
 /// Why a file is not a usable plugin. `Display` is the explanation an author reads.
@@ -112,13 +116,14 @@ pub(crate) struct Checked {
 }
 
 /// Classifies, compiles (through the cache) and inspects `bytes`, then instantiates it
-/// once under `limits`. `declared` is the manifest's `world`, if any.
+/// once under the manifest's `limits` cut to the host's ceilings for its world.
+/// `declared` is the manifest's `world`, if any.
 pub(crate) fn check(
     runtime: &Runtime,
     bytes: &[u8],
     declared: Option<World>,
     label: &str,
-    limits: EffectiveLimits,
+    limits: &Limits,
     config: &PluginConfig,
 ) -> Result<Checked, CheckError> {
     // Layer bytes after the version: 0x0001 is a core module, 0x0d00 0x0100 a component.
@@ -155,6 +160,9 @@ pub(crate) fn check(
         Some(world) => world,
         None => infer_world(&exports)?,
     };
+    let resolved = limits
+        .resolve(world, &runtime.limits.ceilings)
+        .map_err(|e| CheckError::Manifest(e.to_string()))?;
     let interface = v0_1_0::export_name(world);
     let Some(export) = ty.get_export(engine, &interface) else {
         return Err(CheckError::MissingExport {
@@ -200,14 +208,17 @@ pub(crate) fn check(
     // Starting a large interpreted component takes about a millisecond, but a load must
     // not fail because the machine was briefly busy: the load-time instantiation gets at
     // least a second (fuel still bounds a start function that loops).
-    let mut limits = limits;
+    let mut limits = resolved.limits;
     limits.timeout = limits.timeout.max(LOAD_DEADLINE);
+    // One instantiation: its start code's lines are capped like any call's.
+    let log_budget = Arc::new(crate::capabilities::log::LogBudget::unlimited());
     let target = CallTarget {
         name: &name,
         version: &version,
         pre: &pre,
         limits,
         config,
+        log_budget: &log_budget,
     };
     let mut start_time = call::instantiate_once(&runtime.engine, &runtime.clock, &target).map_err(
         |(fault, trapped)| {
@@ -240,6 +251,8 @@ pub(crate) fn check(
             compile_time,
             from_cache: origin == Origin::Cache,
             start_time,
+            limits: resolved.limits,
+            warnings: resolved.warnings,
         },
     })
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -16,7 +16,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use crate::cache::ArtifactCache;
 use crate::call::CallState;
 use crate::capabilities::clock::{BusinessClock, system_clock};
-use crate::manifest::DEFAULT_MEMORY_MIB;
+use crate::manifest::Ceilings;
 use crate::v0_1_0;
 
 /// Bytes of each pooled linear memory (and table) reset in place rather than returned to
@@ -34,9 +34,9 @@ pub struct HostConfig {
     pub cache_dir: Option<PathBuf>,
     /// The business clock (µs since the epoch) plugins read through `clock.now` and WASI.
     pub clock: BusinessClock,
-    /// Ceiling for any plugin's `limits.memory_mib`; also the size of each pooled memory
-    /// slot.
-    pub memory_ceiling_mib: u32,
+    /// What the operator allows any plugin, whatever its manifest asks. The largest memory
+    /// ceiling is also the size of each pooled memory slot.
+    pub limits: HostLimits,
     /// Plugin instances that may exist at once (concurrent calls). Calls beyond it get the
     /// default decision with fault kind `host_busy`.
     pub max_instances: u32,
@@ -57,7 +57,7 @@ impl std::fmt::Debug for HostConfig {
         f.debug_struct("HostConfig")
             .field("plugin_dir", &self.plugin_dir)
             .field("cache_dir", &self.cache_dir)
-            .field("memory_ceiling_mib", &self.memory_ceiling_mib)
+            .field("limits", &self.limits)
             .field("max_instances", &self.max_instances)
             .field("breaker_threshold", &self.breaker_threshold)
             .field("breaker_cooldown", &self.breaker_cooldown)
@@ -67,15 +67,47 @@ impl std::fmt::Debug for HostConfig {
     }
 }
 
+/// What the operator allows every plugin, whatever its manifest says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostLimits {
+    /// Per-world ceilings on each call's deadline, fuel, memory and output.
+    pub ceilings: Ceilings,
+    /// Calls one loaded plugin may have running at once. A call beyond it gets the default
+    /// decision at once (reason `busy`), so a plugin that spins or hangs holds at most this
+    /// many threads and leaves the cores to every other decision.
+    pub max_concurrent_calls: u32,
+    /// Guest log lines (log writes and stdout/stderr lines) per second, per plugin, that
+    /// reach the host's log, in bursts of up to ten seconds' worth; the rest are dropped
+    /// and counted. 0 drops every line.
+    pub log_lines_per_sec: u32,
+}
+
+/// Concurrent calls per plugin unless the operator sets another number.
+pub const DEFAULT_MAX_CONCURRENT_CALLS: u32 = 16;
+/// Guest log lines per second per plugin unless the operator sets another number.
+pub const DEFAULT_LOG_LINES_PER_SEC: u32 = 10;
+
+impl Default for HostLimits {
+    fn default() -> Self {
+        Self {
+            ceilings: Ceilings::default(),
+            max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+            log_lines_per_sec: DEFAULT_LOG_LINES_PER_SEC,
+        }
+    }
+}
+
 impl HostConfig {
-    /// Defaults: no cache, system clock, 64 MiB ceiling, 100 instances, breaker after 5
-    /// consecutive faults for 60 s, 150 ms debounce, 4 warm instances per slow plugin.
+    /// Defaults: no cache, system clock, the default [`HostLimits`] (1 s, 10^10 fuel,
+    /// 64 MiB and 1 MiB of output per call; 16 concurrent calls and 10 log lines a second
+    /// per plugin), 100 instances, breaker after 5 consecutive faults for 60 s, 150 ms
+    /// debounce, 4 warm instances per slow plugin.
     pub fn new(plugin_dir: impl Into<PathBuf>) -> Self {
         Self {
             plugin_dir: plugin_dir.into(),
             cache_dir: None,
             clock: system_clock(),
-            memory_ceiling_mib: DEFAULT_MEMORY_MIB,
+            limits: HostLimits::default(),
             max_instances: 100,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(60),
@@ -85,7 +117,10 @@ impl HostConfig {
     }
 }
 
-/// Advances the engine's epoch every millisecond, so a deadline of N ticks is ~N ms.
+/// Keeps the engine's epoch at the number of milliseconds since the ticker started, so a
+/// deadline of N ticks is N ms of wall time. A thread asked to sleep 1 ms wakes after 1–2 ms
+/// (more on a busy machine), so the ticker counts elapsed time rather than wake-ups: counting
+/// wake-ups let a 300 ms deadline run for 650 ms while the machine was compiling.
 /// Stopped and joined on drop.
 #[derive(Debug)]
 struct EpochTicker {
@@ -100,9 +135,15 @@ impl EpochTicker {
         let thread = std::thread::Builder::new()
             .name("plugin-epoch".into())
             .spawn(move || {
+                let started = Instant::now();
+                let mut ticks: u128 = 0;
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(1));
-                    engine.increment_epoch();
+                    let due = started.elapsed().as_millis();
+                    while ticks < due {
+                        engine.increment_epoch();
+                        ticks += 1;
+                    }
                 }
             })?;
         Ok(Self {
@@ -127,7 +168,7 @@ pub(crate) struct Runtime {
     pub linker: Linker<CallState>,
     pub cache: ArtifactCache,
     pub clock: BusinessClock,
-    pub memory_ceiling_mib: u32,
+    pub limits: HostLimits,
     _ticker: EpochTicker,
 }
 
@@ -135,13 +176,18 @@ impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
             .field("cache", &self.cache)
-            .field("memory_ceiling_mib", &self.memory_ceiling_mib)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
 
 impl Runtime {
     pub fn new(config: &HostConfig) -> wasmtime::Result<Self> {
+        config
+            .limits
+            .ceilings
+            .validate()
+            .map_err(|e| wasmtime::format_err!("plugin limits: {e}"))?;
         let max_instances = config.max_instances.max(1);
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(max_instances)
@@ -154,7 +200,7 @@ impl Runtime {
             .table_elements(100_000)
             .max_core_instance_size(4 << 20)
             .max_component_instance_size(4 << 20)
-            .max_memory_size(config.memory_ceiling_mib as usize * 1024 * 1024);
+            .max_memory_size(config.limits.ceilings.memory_mib.max() as usize * 1024 * 1024);
         // A slot is reused for every call, so how it is reset dominates a small plugin's
         // call: by default each teardown `madvise`s the memory away (a TLB shootdown on
         // every core) and the next call page-faults it back in. Instead the pages a call
@@ -185,7 +231,7 @@ impl Runtime {
             linker,
             cache,
             clock: config.clock.clone(),
-            memory_ceiling_mib: config.memory_ceiling_mib,
+            limits: config.limits.clone(),
             _ticker: ticker,
         })
     }

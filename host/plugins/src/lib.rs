@@ -14,7 +14,9 @@
 //!   interruption + fuel), its linker and the 1 ms epoch ticker.
 //! - `cache`: precompiled artifacts keyed by content hash and engine settings.
 //! - `check`: is a file a plugin, of which world, and if not, why (in plain words).
-//! - `call`: one call in a fresh store, bounded by fuel, deadline and memory; faults.
+//! - `call`: one call in a fresh store, bounded by fuel, deadline, memory and output; faults.
+//! - `workers`: the threads calls run on, so a caller stops waiting at the deadline
+//!   whatever the call does.
 //! - `validate`: the WIT's documented rules for each answer, and the input cap.
 //! - `defaults`: the built-in decisions, including the Rust segmentation rules.
 //! - `registry`: the loaded plugins behind an `ArcSwap`, slot resolution, breaker.
@@ -23,7 +25,9 @@
 //! - `tools`: `check` and `call_once` for plugin authors (the CLI wraps them).
 //!
 //! Calls are synchronous and take tens of microseconds (Rust) to about a millisecond
-//! (Python): call them from `tokio::task::spawn_blocking` or `block_in_place`.
+//! (Python): call them from `tokio::task::spawn_blocking` or `block_in_place`. A decision
+//! returns within its plugin's deadline whatever the plugin does: the call runs on a
+//! worker thread and the caller stops waiting at the deadline.
 
 mod cache;
 mod call;
@@ -41,6 +45,7 @@ mod v0_1_0;
 mod validate;
 mod warm;
 mod watcher;
+mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,9 +56,11 @@ pub use capabilities::clock::{BusinessClock, system_clock};
 pub use capabilities::log::{LogLevel, LogLine, LogSource};
 pub use check::{CheckError, CheckReport};
 pub use defaults::{HIGH_VALUE_LTV_USD_MINOR, segments as default_segments};
-pub use engine::HostConfig;
+pub use engine::{DEFAULT_LOG_LINES_PER_SEC, DEFAULT_MAX_CONCURRENT_CALLS, HostConfig, HostLimits};
 pub use manifest::{
-    DEFAULT_FUEL, DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT, Limits, Manifest, ManifestError,
+    Ceilings, DEFAULT_FUEL, DEFAULT_MAX_FUEL, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_TIMEOUT_MS,
+    DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT, EffectiveLimits, Limits, MIN_OUTPUT_BYTES, Manifest,
+    ManifestError, PerWorld,
 };
 pub use model::{
     Action, CustomerProfile, DomainEvent, EventRequest, Money, Personalization, PersonalizeRequest,
@@ -213,6 +220,17 @@ impl PluginHost {
             .map(|response| request.output(response, now))
     }
 
+    /// [`PluginHost::decide`] for async callers: the call runs on a plugin worker thread
+    /// and this waits for it (up to the deadline) without holding a thread, one hand-off
+    /// in all, where `spawn_blocking(|| host.decide(..))` makes two.
+    pub async fn decide_async<R: Decide + Sync>(&self, request: &R) -> Decision<R::Output> {
+        let now = (self.registry.runtime.clock)();
+        self.registry
+            .decide_async(&request.to_request(), None)
+            .await
+            .map(|response| request.output(response, now))
+    }
+
     /// The untyped form of [`PluginHost::decide`] / [`PluginHost::decide_with`].
     pub fn decide_request(&self, request: &Request, plugin: Option<&str>) -> Decision<Response> {
         self.registry.decide(request, plugin)
@@ -344,6 +362,11 @@ fn status_list(registry: &Registry) -> Vec<PluginStatus> {
                 fuel_last: stats.fuel_last,
                 fuel_avg: stats.fuel_total.checked_div(stats.calls).unwrap_or(0),
                 log_lines_dropped: stats.log_lines_dropped,
+                log_lines_rate_limited: stats.log_lines_rate_limited,
+                busy: stats.busy,
+                in_flight: plugin.map_or(0, |p| p.calls.in_flight()),
+                limits: plugin.map(|p| p.limits),
+                warnings: plugin.map(|p| p.warnings.clone()).unwrap_or_default(),
                 from_cache: plugin.map(|p| p.from_cache),
                 compile_time: plugin.map(|p| p.compile_time).unwrap_or_default(),
                 start_time: plugin.map(|p| p.start_time).unwrap_or_default(),

@@ -8,14 +8,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
 use crate::cache::content_hash;
-use crate::call::{self, CallOutcome, CallTarget, Fault};
+use crate::call::{self, CallOutcome, CallTarget, Fault, FaultKind};
 use crate::capabilities::config::PluginConfig;
+use crate::capabilities::log::LogBudget;
 use crate::check;
 use crate::defaults;
 use crate::engine::{HostConfig, Runtime};
@@ -24,6 +27,86 @@ use crate::model::{Request, Response, World};
 use crate::stats::PluginStats;
 use crate::status::{DecidedBy, Decision, DefaultReason};
 use crate::warm::{self, Refiller, WarmPool};
+use crate::workers::Workers;
+
+/// How long past a call's deadline its caller still waits for the call's own answer: the
+/// epoch deadline stops WebAssembly within a tick (1 ms), and the trap, the teardown and
+/// the hand-back take a little more. Waiting for them gets the call's real figures (fuel,
+/// memory, log); a call that has not answered by then is stuck outside WebAssembly.
+fn grace(timeout: Duration) -> Duration {
+    Duration::from_millis(5) + (timeout / 10).min(Duration::from_millis(50))
+}
+
+/// The calls one loaded version has running, bounded.
+#[derive(Debug)]
+pub(crate) struct CallSlots {
+    max: u32,
+    running: AtomicU32,
+}
+
+impl CallSlots {
+    fn new(max: u32) -> Self {
+        Self {
+            max: max.max(1),
+            running: AtomicU32::new(0),
+        }
+    }
+
+    /// A place for one more call, unless `max` are running.
+    fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
+        self.running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.clone()))
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.running.load(Ordering::Acquire)
+    }
+}
+
+/// One running call's place; given back when dropped.
+struct Slot(Arc<CallSlots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The sending half of a call's reply channel: hands the outcome to the caller, or gives
+/// it back when the caller has stopped waiting.
+type Reply = Box<dyn FnOnce(Box<CallOutcome>) -> Result<(), Box<CallOutcome>> + Send>;
+
+/// How waiting for a call ended.
+enum Waited {
+    Answered(Box<CallOutcome>),
+    TimedOut,
+    /// The worker dropped the reply without answering (a panic: a host bug).
+    Lost,
+}
+
+/// A call handed to a worker, to be waited for until `wait` has passed.
+struct Pending {
+    plugin: Arc<LoadedPlugin>,
+    state: Arc<AtomicU8>,
+    started: Instant,
+    wait: Duration,
+}
+
+/// What [`Registry::begin`] did.
+enum Begun {
+    Decided(Decision<Response>),
+    Pending(Pending),
+}
+
+/// Where a call handed to a worker is: the caller and the worker race to move it out of
+/// `QUEUED`, so a call whose caller has given up before it started never runs.
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const ABANDONED: u8 = 2;
 
 /// One loaded plugin version.
 #[derive(Debug)]
@@ -40,6 +123,10 @@ pub(crate) struct LoadedPlugin {
     pub source: PathBuf,
     pub products: Option<Vec<String>>,
     pub limits: EffectiveLimits,
+    /// What the manifest asked beyond the host's ceilings.
+    pub warnings: Vec<String>,
+    /// Calls of this version running now, at most the host's `max_concurrent_calls`.
+    pub calls: Arc<CallSlots>,
     pub config: PluginConfig,
     pub pre: crate::v0_1_0::TypedPre,
     pub loaded_at: SystemTime,
@@ -59,6 +146,7 @@ impl LoadedPlugin {
             pre: &self.pre,
             limits: self.limits,
             config: &self.config,
+            log_budget: &self.stats.log_budget,
         }
     }
 }
@@ -141,7 +229,8 @@ pub(crate) struct Registry {
     pub debounce: Duration,
     /// Pool size for plugins that start slowly (see [`crate::warm`]).
     warm_instances: usize,
-    refiller: Refiller,
+    refiller: Arc<Refiller>,
+    workers: Workers,
     current: ArcSwap<Snapshot>,
     /// Stats per display name, shared by successive versions.
     stats: Mutex<HashMap<String, Arc<PluginStats>>>,
@@ -184,7 +273,8 @@ impl Registry {
         Ok(Self {
             runtime,
             warm_instances: config.warm_instances,
-            refiller,
+            refiller: Arc::new(refiller),
+            workers: Workers::default(),
             plugin_dir: config.plugin_dir.clone(),
             breaker_threshold: config.breaker_threshold,
             breaker_cooldown: config.breaker_cooldown,
@@ -255,7 +345,11 @@ impl Registry {
     fn stats_for(&self, name: &str) -> Arc<PluginStats> {
         lock(&self.stats)
             .entry(name.to_owned())
-            .or_default()
+            .or_insert_with(|| {
+                Arc::new(PluginStats::new(LogBudget::new(
+                    self.runtime.limits.log_lines_per_sec,
+                )))
+            })
             .clone()
     }
 
@@ -349,6 +443,14 @@ impl Registry {
                     compile_time = ?plugin.compile_time,
                     "plugin loaded"
                 );
+                for warning in &plugin.warnings {
+                    tracing::warn!(
+                        plugin = %plugin.name,
+                        source = %plugin.source.display(),
+                        %warning,
+                        "plugin limits cut to the host's ceilings"
+                    );
+                }
                 // The old failure goes before the new version is published: a reader that
                 // sees the new version must never see it reported as a failed load.
                 lock(&self.failures).remove(stem);
@@ -391,14 +493,17 @@ impl Registry {
         manifest: Manifest,
         manifest_hash: Option<String>,
     ) -> Result<LoadedPlugin, String> {
-        let limits = manifest
-            .limits
-            .resolve(self.runtime.memory_ceiling_mib)
-            .map_err(|e| e.to_string())?;
         let name = manifest.name.clone().unwrap_or_else(|| stem.to_owned());
         let config = PluginConfig::new(manifest.config);
-        let checked = check::check(&self.runtime, bytes, manifest.world, &name, limits, &config)
-            .map_err(|e| e.to_string())?;
+        let checked = check::check(
+            &self.runtime,
+            bytes,
+            manifest.world,
+            &name,
+            &manifest.limits,
+            &config,
+        )
+        .map_err(|e| e.to_string())?;
         if manifest.products.is_some() && checked.world != World::Pricing {
             return Err(format!(
                 "manifest: `products` only applies to pricing plugins; this is a {} plugin",
@@ -420,7 +525,9 @@ impl Registry {
             manifest_hash,
             source: source.to_owned(),
             products: manifest.products,
-            limits,
+            limits: checked.report.limits,
+            warnings: checked.report.warnings.clone(),
+            calls: Arc::new(CallSlots::new(self.runtime.limits.max_concurrent_calls)),
             config,
             pre: checked.pre,
             loaded_at: SystemTime::now(),
@@ -430,20 +537,20 @@ impl Registry {
         })
     }
 
-    /// Answers `request` with the plugin serving it (or the one named), falling back to
-    /// the built-in default on any fault.
-    pub fn decide(&self, request: &Request, plugin: Option<&str>) -> Decision<Response> {
+    /// Resolves, admits and hands the call to a worker, or decides at once (no plugin,
+    /// switched off, busy). `reply` carries the call's outcome back to the caller.
+    fn begin(&self, request: &Request, plugin: Option<&str>, reply: Reply) -> Begun {
         let snapshot = self.current.load();
         let chosen = match plugin {
             Some(name) => match snapshot.by_name.get(name) {
                 Some(p) => Some(p.clone()),
                 None => {
-                    return self.default(
+                    return Begun::Decided(self.default(
                         request,
                         DefaultReason::UnknownPlugin {
                             plugin: name.to_owned(),
                         },
-                    );
+                    ));
                 }
             },
             None => snapshot.resolve(request).cloned(),
@@ -451,40 +558,183 @@ impl Registry {
         // Release the snapshot guard: the call holds only its own plugin's Arc.
         drop(snapshot);
         let Some(plugin) = chosen else {
-            return self.default(request, DefaultReason::NoPlugin);
+            return Begun::Decided(self.default(request, DefaultReason::NoPlugin));
         };
         if plugin.world != request.world() {
-            return self.default(
+            return Begun::Decided(self.default(
                 request,
                 DefaultReason::WrongWorld {
                     plugin: plugin.name.to_string(),
                     world: plugin.world,
                 },
-            );
+            ));
         }
-        if let Err(until) = plugin.stats.admit(Instant::now()) {
-            return self.default(
+        let probe = match plugin.stats.admit(Instant::now()) {
+            Ok(probe) => probe,
+            Err(until) => {
+                return Begun::Decided(self.default(
+                    request,
+                    DefaultReason::Disabled {
+                        plugin: plugin.name.to_string(),
+                        until,
+                    },
+                ));
+            }
+        };
+        let Some(slot) = plugin.calls.try_acquire() else {
+            if probe {
+                plugin.stats.release_probe();
+            }
+            plugin.stats.record_busy();
+            return Begun::Decided(self.default(
                 request,
-                DefaultReason::Disabled {
+                DefaultReason::Busy {
                     plugin: plugin.name.to_string(),
-                    until,
                 },
+            ));
+        };
+        let started = Instant::now();
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let job = {
+            let (plugin, state) = (plugin.clone(), state.clone());
+            let (engine, clock) = (self.runtime.engine.clone(), self.runtime.clock.clone());
+            let refiller = self.refiller.clone();
+            let request = request.clone();
+            move || {
+                if state
+                    .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    // The caller gave up before the call started.
+                    return;
+                }
+                let warm = plugin.warm.take();
+                let mut outcome = call::execute(&engine, &clock, plugin.target(), &request, warm);
+                if let Some(spent) = outcome.spent.take() {
+                    refiller.dispose(&plugin, spent);
+                }
+                // Asked after the call, not during it: making an instance maps memory,
+                // and the call's own page faults would wait on the same process-wide
+                // lock.
+                refiller.request(&plugin);
+                drop(slot);
+                if let Err(late) = reply(Box::new(outcome)) {
+                    // The caller stopped waiting and counted the fault; what the call
+                    // burnt and logged still counts.
+                    plugin.stats.record_late(
+                        late.fuel_used,
+                        late.log_dropped,
+                        late.log_rate_limited,
+                    );
+                }
+            }
+        };
+        if let Err(error) = self.workers.run(Box::new(job)) {
+            let outcome = CallOutcome::failed(
+                Fault::new(
+                    FaultKind::HostBusy,
+                    format!("cannot start a thread for the call: {error}"),
+                ),
+                started.elapsed(),
             );
+            return Begun::Decided(self.finish(&plugin, request, outcome));
         }
-        let warm = plugin.warm.take();
-        let mut outcome = call::execute(
-            &self.runtime.engine,
-            &self.runtime.clock,
-            plugin.target(),
-            request,
-            warm,
-        );
-        if let Some(spent) = outcome.spent.take() {
-            self.refiller.dispose(&plugin, spent);
+        let wait = plugin.limits.timeout + grace(plugin.limits.timeout);
+        Begun::Pending(Pending {
+            plugin,
+            state,
+            started,
+            wait,
+        })
+    }
+
+    /// Answers `request` with the plugin serving it (or the one named), falling back to
+    /// the built-in default on any fault; returns by the plugin's deadline (plus a few
+    /// milliseconds) whatever the call does.
+    pub fn decide(&self, request: &Request, plugin: Option<&str>) -> Decision<Response> {
+        let (tx, rx) = mpsc::sync_channel::<Box<CallOutcome>>(1);
+        let reply: Reply = Box::new(move |outcome| tx.send(outcome).map_err(|e| e.0));
+        match self.begin(request, plugin, reply) {
+            Begun::Decided(decision) => decision,
+            Begun::Pending(pending) => {
+                let waited = match rx.recv_timeout(pending.wait) {
+                    Ok(outcome) => Waited::Answered(outcome),
+                    Err(RecvTimeoutError::Timeout) => Waited::TimedOut,
+                    Err(RecvTimeoutError::Disconnected) => Waited::Lost,
+                };
+                // Dropped before the call is marked abandoned: from here on, an answer
+                // that comes is late and counted as such.
+                drop(rx);
+                self.end(pending, request, waited)
+            }
         }
-        // Asked after the call, not during it: making an instance maps memory, and the
-        // call's own page faults would wait on the same process-wide lock.
-        self.refiller.request(&plugin);
+    }
+
+    /// [`Registry::decide`] for async callers: waits for the worker without holding a
+    /// thread, so a decision costs one hand-off, as `spawn_blocking` did.
+    pub async fn decide_async(
+        &self,
+        request: &Request,
+        plugin: Option<&str>,
+    ) -> Decision<Response> {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Box<CallOutcome>>();
+        let reply: Reply = Box::new(move |outcome| tx.send(outcome));
+        match self.begin(request, plugin, reply) {
+            Begun::Decided(decision) => decision,
+            Begun::Pending(pending) => {
+                let waited = match tokio::time::timeout(pending.wait, rx).await {
+                    Ok(Ok(outcome)) => Waited::Answered(outcome),
+                    Ok(Err(_)) => Waited::Lost,
+                    Err(_) => Waited::TimedOut,
+                };
+                self.end(pending, request, waited)
+            }
+        }
+    }
+
+    /// The decision once waiting for a call has ended.
+    fn end(&self, pending: Pending, request: &Request, waited: Waited) -> Decision<Response> {
+        let Pending {
+            plugin,
+            state,
+            started,
+            ..
+        } = pending;
+        let outcome = match waited {
+            Waited::Answered(outcome) => *outcome,
+            Waited::TimedOut => {
+                let never_started = state
+                    .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+                let fault = if never_started {
+                    // The host was too busy to start the call in time: not the plugin's
+                    // doing, so it leaves the breaker alone.
+                    Fault::new(
+                        FaultKind::HostBusy,
+                        format!(
+                            "the call did not start within its {} ms deadline",
+                            plugin.limits.timeout.as_millis()
+                        ),
+                    )
+                } else {
+                    Fault::new(
+                        FaultKind::Timeout,
+                        format!(
+                            "no answer within the {} ms deadline; stopped waiting (the call is blocked outside WebAssembly, e.g. in a host call, where the deadline cannot stop it)",
+                            plugin.limits.timeout.as_millis()
+                        ),
+                    )
+                };
+                CallOutcome::failed(fault, started.elapsed())
+            }
+            Waited::Lost => CallOutcome::failed(
+                Fault::new(
+                    FaultKind::HostBusy,
+                    "the call's thread stopped without an answer (a host bug)",
+                ),
+                started.elapsed(),
+            ),
+        };
         self.finish(&plugin, request, outcome)
     }
 
@@ -500,6 +750,7 @@ impl Registry {
             duration,
             peak_memory,
             log_dropped,
+            log_rate_limited,
             ..
         } = outcome;
         let fault = result.as_ref().err().map(|f| (f.kind, f.message.as_str()));
@@ -508,6 +759,7 @@ impl Registry {
             duration,
             fuel_used,
             log_dropped,
+            log_rate_limited,
             self.breaker_threshold,
             self.breaker_cooldown,
         );
@@ -581,6 +833,8 @@ pub(crate) fn execute_once(
     config: &PluginConfig,
     request: &Request,
 ) -> CallOutcome {
+    // The author asked for this one call and wants every line it logs.
+    let log_budget = Arc::new(LogBudget::unlimited());
     call::execute(
         &runtime.engine,
         &runtime.clock,
@@ -590,6 +844,7 @@ pub(crate) fn execute_once(
             pre,
             limits,
             config,
+            log_budget: &log_budget,
         },
         request,
         None,

@@ -4,10 +4,11 @@
 //! (its author presumably fixed something).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::call::FaultKind;
+use crate::capabilities::log::LogBudget;
 
 /// Serde helper: a `Duration` as whole microseconds.
 pub(crate) mod duration_micros {
@@ -84,10 +85,17 @@ impl Histogram {
     }
 }
 
-/// The breaker and counters of one plugin name.
-#[derive(Debug, Default)]
+/// The breaker and counters of one plugin name, and its allowance of host log lines.
+#[derive(Debug)]
 pub(crate) struct PluginStats {
     inner: Mutex<Inner>,
+    pub log_budget: Arc<LogBudget>,
+}
+
+impl Default for PluginStats {
+    fn default() -> Self {
+        Self::new(LogBudget::unlimited())
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -101,42 +109,83 @@ pub(crate) struct Inner {
     /// Set once a cool-down has passed: the next fault re-opens the breaker at once
     /// (half-open), a success closes it.
     pub half_open: bool,
+    /// A half-open breaker's one trial call is running: others get the default meanwhile,
+    /// so a plugin that still hangs costs one call per cool-down, not one per request.
+    pub probing: bool,
     pub last_fault: Option<String>,
     pub latency: Histogram,
     pub fuel_last: u64,
     pub fuel_total: u64,
     pub log_lines_dropped: u64,
+    /// Of `log_lines_dropped`, the lines over the plugin's rate across calls.
+    pub log_lines_rate_limited: u64,
+    /// Calls answered by the default at once because the plugin had its maximum of
+    /// concurrent calls running.
+    pub busy: u64,
 }
 
 impl PluginStats {
+    pub fn new(log_budget: LogBudget) -> Self {
+        Self {
+            inner: Mutex::default(),
+            log_budget: Arc::new(log_budget),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // Counters stay meaningful even if a holder panicked mid-update.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `Err(until)` while the breaker is open.
-    pub fn admit(&self, now: Instant) -> Result<(), SystemTime> {
+    /// `Err(until)` while the breaker is open; `Ok(true)` for the one trial call after a
+    /// cool-down.
+    pub fn admit(&self, now: Instant) -> Result<bool, SystemTime> {
         let mut s = self.lock();
         match s.disabled_until {
             Some((until, wall)) if now < until => Err(wall),
-            Some(_) => {
-                s.disabled_until = None;
+            Some((_, wall)) => {
+                if s.probing {
+                    return Err(wall);
+                }
+                s.probing = true;
                 s.half_open = true;
-                Ok(())
+                Ok(true)
             }
-            None => Ok(()),
+            None => Ok(false),
         }
+    }
+
+    /// What a call burnt and logged after its caller stopped waiting (and counted it).
+    pub fn record_late(&self, fuel: u64, log_dropped: u32, log_rate_limited: u32) {
+        let mut s = self.lock();
+        s.fuel_last = fuel;
+        s.fuel_total = s.fuel_total.saturating_add(fuel);
+        s.log_lines_dropped += u64::from(log_dropped);
+        s.log_lines_rate_limited += u64::from(log_rate_limited);
+    }
+
+    /// Counts a call refused because the plugin had its maximum of calls running.
+    pub fn record_busy(&self) {
+        self.lock().busy += 1;
+    }
+
+    /// A call was admitted but never made (refused as busy): a trial call it held is
+    /// given back.
+    pub fn release_probe(&self) {
+        self.lock().probing = false;
     }
 
     /// Records one call. Faults that are not the plugin's (host busy, oversized input)
     /// count as calls but leave the breaker alone. Returns true when this call opened the
     /// breaker.
+    #[allow(clippy::too_many_arguments)]
     pub fn record(
         &self,
         fault: Option<(FaultKind, &str)>,
         duration: Duration,
         fuel: u64,
         log_dropped: u32,
+        log_rate_limited: u32,
         threshold: u32,
         cooldown: Duration,
     ) -> bool {
@@ -146,21 +195,33 @@ impl PluginStats {
         s.fuel_last = fuel;
         s.fuel_total = s.fuel_total.saturating_add(fuel);
         s.log_lines_dropped += u64::from(log_dropped);
+        s.log_lines_rate_limited += u64::from(log_rate_limited);
+        let probe = std::mem::replace(&mut s.probing, false);
         match fault {
             None => {
                 s.consecutive_faults = 0;
                 s.half_open = false;
+                if probe {
+                    s.disabled_until = None;
+                }
                 false
             }
-            Some((kind, _)) if !kind.is_plugin_fault() => false,
+            Some((kind, _)) if !kind.is_plugin_fault() => {
+                if probe {
+                    // Not the plugin's doing: the trial is still owed.
+                    s.disabled_until = s
+                        .disabled_until
+                        .map(|_| (Instant::now(), SystemTime::now()));
+                }
+                false
+            }
             Some((kind, message)) => {
                 s.faults += 1;
                 *s.fault_kinds.entry(kind).or_default() += 1;
                 s.consecutive_faults += 1;
                 s.last_fault = Some(format!("{kind}: {message}"));
-                if s.disabled_until.is_none()
-                    && (s.half_open || s.consecutive_faults >= threshold.max(1))
-                {
+                let open_now = s.disabled_until.is_none_or(|_| probe);
+                if open_now && (s.half_open || s.consecutive_faults >= threshold.max(1)) {
                     s.half_open = false;
                     s.disabled_until =
                         Some((Instant::now() + cooldown, SystemTime::now() + cooldown));
@@ -178,6 +239,7 @@ impl PluginStats {
         s.consecutive_faults = 0;
         s.disabled_until = None;
         s.half_open = false;
+        s.probing = false;
     }
 
     pub fn snapshot(&self) -> Inner {
@@ -217,27 +279,39 @@ mod tests {
         let cooldown = Duration::from_millis(20);
         let fault = Some((FaultKind::Trap, "boom"));
         for _ in 0..2 {
-            assert!(!stats.record(fault, Duration::ZERO, 0, 0, 3, cooldown));
+            assert!(!stats.record(fault, Duration::ZERO, 0, 0, 0, 3, cooldown));
         }
         assert!(stats.admit(Instant::now()).is_ok());
-        assert!(stats.record(fault, Duration::ZERO, 0, 0, 3, cooldown));
+        assert!(stats.record(fault, Duration::ZERO, 0, 0, 0, 3, cooldown));
         assert!(stats.admit(Instant::now()).is_err());
         // After the cool-down one call is let through; one more fault re-opens.
         assert!(stats.admit(Instant::now() + cooldown).is_ok());
-        assert!(stats.record(fault, Duration::ZERO, 0, 0, 3, cooldown));
+        assert!(stats.record(fault, Duration::ZERO, 0, 0, 0, 3, cooldown));
         assert!(stats.admit(Instant::now()).is_err());
         assert!(stats.admit(Instant::now() + cooldown).is_ok());
-        assert!(!stats.record(None, Duration::ZERO, 0, 0, 3, cooldown));
-        assert!(!stats.record(fault, Duration::ZERO, 0, 0, 3, cooldown));
+        assert!(!stats.record(None, Duration::ZERO, 0, 0, 0, 3, cooldown));
+        assert!(!stats.record(fault, Duration::ZERO, 0, 0, 0, 3, cooldown));
         assert!(stats.admit(Instant::now()).is_ok());
         // Faults that are not the plugin's leave the breaker alone.
         let busy = Some((FaultKind::HostBusy, "pool"));
         for _ in 0..10 {
-            assert!(!stats.record(busy, Duration::ZERO, 0, 0, 3, cooldown));
+            assert!(!stats.record(busy, Duration::ZERO, 0, 0, 0, 3, cooldown));
         }
+        // While the one trial call after a cool-down runs, others get the default.
+        for _ in 0..3 {
+            stats.record(fault, Duration::ZERO, 0, 0, 0, 3, cooldown);
+        }
+        let later = Instant::now() + cooldown;
+        assert!(stats.admit(later).is_ok(), "the trial call");
+        assert!(
+            stats.admit(later).is_err(),
+            "no second call during the trial"
+        );
+        assert!(!stats.record(None, Duration::ZERO, 0, 0, 0, 3, cooldown));
+        assert!(stats.admit(later).is_ok() && stats.admit(later).is_ok());
         let s = stats.snapshot();
-        assert_eq!(s.calls, 16);
-        assert_eq!(s.faults, 5);
-        assert_eq!(s.fault_kinds[&FaultKind::Trap], 5);
+        assert_eq!(s.calls, 20);
+        assert_eq!(s.faults, 8);
+        assert_eq!(s.fault_kinds[&FaultKind::Trap], 8);
     }
 }

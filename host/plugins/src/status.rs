@@ -95,6 +95,9 @@ pub enum DefaultReason {
     UnknownPlugin { plugin: String },
     /// The caller named a plugin of another world.
     WrongWorld { plugin: String, world: World },
+    /// The plugin already had its maximum of concurrent calls running
+    /// (`HostLimits::max_concurrent_calls`); answered at once, not queued.
+    Busy { plugin: String },
     /// The plugin is switched off after repeated faults.
     Disabled {
         plugin: String,
@@ -117,6 +120,7 @@ impl DefaultReason {
             DefaultReason::NoPlugin => "no_plugin",
             DefaultReason::UnknownPlugin { .. } => "unknown_plugin",
             DefaultReason::WrongWorld { .. } => "wrong_world",
+            DefaultReason::Busy { .. } => "busy",
             DefaultReason::Disabled { .. } => "disabled",
             DefaultReason::Fault { kind, .. } => kind.as_str(),
         }
@@ -180,7 +184,21 @@ pub struct PluginStatus {
     pub latency_p99_us: Option<u64>,
     pub fuel_last: u64,
     pub fuel_avg: u64,
+    /// Guest log lines not written to the host's log: over a call's cap or over the
+    /// plugin's rate.
     pub log_lines_dropped: u64,
+    /// Of `log_lines_dropped`, the lines over the plugin's rate across calls.
+    pub log_lines_rate_limited: u64,
+    /// Calls answered by the default at once because the plugin had its maximum of
+    /// concurrent calls running.
+    pub busy: u64,
+    /// Calls of the serving version running now, counting calls whose caller stopped
+    /// waiting (a call stuck in a host call holds its place until it ends).
+    pub in_flight: u32,
+    /// The limits each call runs under: the manifest's, cut to the host's ceilings.
+    pub limits: Option<crate::manifest::EffectiveLimits>,
+    /// What the serving version's manifest asked beyond the host's ceilings.
+    pub warnings: Vec<String>,
     /// Whether the serving version came from the precompiled cache.
     pub from_cache: Option<bool>,
     #[serde(with = "crate::stats::duration_micros")]

@@ -32,6 +32,10 @@ pub struct CallReport {
     /// Everything the plugin logged or printed (capped like a real call).
     pub log: Vec<LogLine>,
     pub log_lines_dropped: u32,
+    /// The limits the call ran under: the manifest's, cut to the host's ceilings.
+    pub limits: crate::manifest::EffectiveLimits,
+    /// What the manifest asked beyond the host's ceilings.
+    pub warnings: Vec<String>,
 }
 
 /// Why `call_once` could not call at all.
@@ -58,13 +62,17 @@ pub(crate) fn check(
     bytes: &[u8],
     manifest: &Manifest,
 ) -> Result<CheckReport, CheckError> {
-    let limits = manifest
-        .limits
-        .resolve(runtime.memory_ceiling_mib)
-        .map_err(|e| CheckError::Manifest(e.to_string()))?;
     let label = manifest.name.as_deref().unwrap_or("check");
     let config = PluginConfig::new(manifest.config.clone());
-    Ok(check::check(runtime, bytes, manifest.world, label, limits, &config)?.report)
+    Ok(check::check(
+        runtime,
+        bytes,
+        manifest.world,
+        label,
+        &manifest.limits,
+        &config,
+    )?
+    .report)
 }
 
 pub(crate) fn call_once(
@@ -76,7 +84,6 @@ pub(crate) fn call_once(
 ) -> Result<CallReport, ToolError> {
     let request: Request =
         serde_json::from_value(input).map_err(|e| ToolError::Input(e.to_string()))?;
-    let limits = manifest.limits.resolve(runtime.memory_ceiling_mib)?;
     let label = manifest.name.as_deref().unwrap_or("call-once");
     let config = PluginConfig::new(manifest.config.clone());
     let checked = check::check(
@@ -84,9 +91,10 @@ pub(crate) fn call_once(
         bytes,
         world.or(manifest.world),
         label,
-        limits,
+        &manifest.limits,
         &config,
     )?;
+    let limits = checked.report.limits;
     if checked.world != request.world() {
         return Err(ToolError::WorldMismatch {
             function: request.function(),
@@ -120,5 +128,7 @@ pub(crate) fn call_once(
         duration: outcome.duration,
         log: outcome.log,
         log_lines_dropped: outcome.log_dropped,
+        limits,
+        warnings: checked.report.warnings,
     })
 }

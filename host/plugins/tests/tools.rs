@@ -151,8 +151,8 @@ fn check_explains_what_is_wrong_in_plain_words() {
         ),
         (
             read_fixture("volume-pricing.wasm"),
-            "[limits]\nmemory_mib = 4096",
-            "memory_mib = 4096 is outside 1..=64",
+            "[limits]\nmemory_mib = 0",
+            "limits.memory_mib must be positive",
         ),
     ];
     for (bytes, manifest, expected) in cases {
@@ -167,6 +167,24 @@ fn check_explains_what_is_wrong_in_plain_words() {
             "{text}"
         );
     }
+}
+
+#[test]
+fn check_reports_limits_cut_to_the_host_ceilings() {
+    let report = check(
+        &read_fixture("volume-pricing.wasm"),
+        "[limits]\nmemory_mib = 4096\ntimeout_ms = 20",
+    )
+    .unwrap();
+    assert_eq!(report.limits.memory_bytes, 64 << 20);
+    assert_eq!(report.limits.timeout, std::time::Duration::from_millis(20));
+    assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+    assert!(
+        report.warnings[0].contains("limits.memory_mib = 4096")
+            && report.warnings[0].contains("64 applies"),
+        "{:?}",
+        report.warnings
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@ use hephaestus_billing::reconcile;
 use hephaestus_core::keys::Scope;
 use hephaestus_store::{Store, keys, redact_url};
 
-use crate::config::{self, GatewayArgs, ServeArgs, StorageArgs};
+use crate::config::{self, GatewayArgs, PluginLimitsArgs, ServeArgs, StorageArgs};
 use crate::{server, telemetry};
 
 #[derive(Debug, Parser)]
@@ -80,13 +80,19 @@ pub enum PluginsCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        limits: PluginLimitsArgs,
     },
-    /// Say which world a component satisfies, or exactly why it is not a plugin.
+    /// Say which world a component satisfies, or exactly why it is not a plugin, and the
+    /// limits it would run under (its manifest's, cut to the host's ceilings, with a
+    /// warning for each cut).
     Check {
         file: std::path::PathBuf,
         /// Its manifest (default: the `.toml` beside the file, if any).
         #[arg(long)]
         manifest: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        limits: PluginLimitsArgs,
     },
     /// Call a component once and print the answer, fuel used, peak memory, duration and
     /// the guest's log lines.
@@ -101,6 +107,8 @@ pub enum PluginsCommand {
         input: std::path::PathBuf,
         #[arg(long)]
         manifest: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        limits: PluginLimitsArgs,
     },
 }
 
@@ -228,10 +236,13 @@ fn manifest_for(
     }
 }
 
-fn tool_host(dir: std::path::PathBuf) -> anyhow::Result<hephaestus_plugins::PluginHost> {
-    Ok(hephaestus_plugins::PluginHost::new(
-        hephaestus_plugins::HostConfig::new(dir),
-    )?)
+fn tool_host(
+    dir: std::path::PathBuf,
+    limits: &PluginLimitsArgs,
+) -> anyhow::Result<hephaestus_plugins::PluginHost> {
+    let mut config = hephaestus_plugins::HostConfig::new(dir);
+    config.limits = limits.host_limits();
+    Ok(hephaestus_plugins::PluginHost::new(config)?)
 }
 
 fn plugins_command(action: PluginsCommand) -> anyhow::Result<()> {
@@ -240,10 +251,12 @@ fn plugins_command(action: PluginsCommand) -> anyhow::Result<()> {
             plugin_dir,
             data_dir,
             json,
+            limits,
         } => {
             let dir = plugin_dir.unwrap_or_else(|| data_dir.join("plugins"));
             let mut config = hephaestus_plugins::HostConfig::new(&dir);
             config.cache_dir = Some(data_dir.join("plugin-cache"));
+            config.limits = limits.host_limits();
             let host = hephaestus_plugins::PluginHost::new(config)?;
             host.load_all();
             let list = host.list();
@@ -263,14 +276,21 @@ fn plugins_command(action: PluginsCommand) -> anyhow::Result<()> {
                         .map(|e| format!("  error: {e}"))
                         .unwrap_or_default()
                 );
+                for warning in &p.warnings {
+                    println!("  warning: {warning}");
+                }
             }
             Ok(())
         }
-        PluginsCommand::Check { file, manifest } => {
+        PluginsCommand::Check {
+            file,
+            manifest,
+            limits,
+        } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let manifest = manifest_for(&file, manifest.as_deref())?;
-            let host = tool_host(std::env::temp_dir())?;
+            let host = tool_host(std::env::temp_dir(), &limits)?;
             match host.check(&bytes, &manifest) {
                 Ok(report) => {
                     println!(
@@ -282,6 +302,17 @@ fn plugins_command(action: PluginsCommand) -> anyhow::Result<()> {
                     );
                     println!("  imports: {}", report.imports.join(", "));
                     println!("  exports: {}", report.exports.join(", "));
+                    let l = &report.limits;
+                    println!(
+                        "  limits: timeout {} ms, fuel {}, memory {} MiB, output {} bytes",
+                        l.timeout.as_millis(),
+                        l.fuel,
+                        l.memory_bytes >> 20,
+                        l.output_bytes
+                    );
+                    for warning in &report.warnings {
+                        println!("  warning: {warning}");
+                    }
                     Ok(())
                 }
                 Err(e) => anyhow::bail!("{} is not a usable plugin: {e}", file.display()),
@@ -292,6 +323,7 @@ fn plugins_command(action: PluginsCommand) -> anyhow::Result<()> {
             world,
             input,
             manifest,
+            limits,
         } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -309,7 +341,7 @@ fn plugins_command(action: PluginsCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot read {}", input.display()))?;
             let input: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not JSON", input.display()))?;
-            let host = tool_host(std::env::temp_dir())?;
+            let host = tool_host(std::env::temp_dir(), &limits)?;
             let report = host.call_once(&bytes, world, input, &manifest)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             if let Some(fault) = &report.fault {

@@ -124,6 +124,109 @@ fn parse_stripe_api_base(s: &str) -> Result<String, String> {
     hephaestus_billing::stripe::normalize_api_base(s)
 }
 
+/// What the operator allows every plugin, whatever its manifest asks; read by `serve` and
+/// by `plugins list|check|call`, so the tools show what the server would do. Each ceiling
+/// is a number for every world, `world:number` items for some (`pricing:50,segmentation:20`;
+/// the others keep the default), or both (`200,pricing:50`).
+#[derive(Debug, Clone, Args)]
+pub struct PluginLimitsArgs {
+    /// Ceiling on a plugin call's deadline, in milliseconds, per world. A manifest asking
+    /// for more runs with this, and says so in its status.
+    #[arg(long, env = "HEPHAESTUS_PLUGIN_MAX_TIMEOUT_MS", default_value = "1000",
+          value_parser = parse_timeout_ceiling)]
+    pub plugin_max_timeout_ms: hephaestus_plugins::PerWorld<u64>,
+
+    /// Ceiling on a plugin call's fuel (roughly, WebAssembly instructions), per world.
+    #[arg(long, env = "HEPHAESTUS_PLUGIN_MAX_FUEL", default_value = "10000000000",
+          value_parser = parse_fuel_ceiling)]
+    pub plugin_max_fuel: hephaestus_plugins::PerWorld<u64>,
+
+    /// Ceiling on a plugin call's linear memory, in MiB, per world. The largest is also the
+    /// size of each pooled memory slot.
+    #[arg(long, env = "HEPHAESTUS_PLUGIN_MAX_MEMORY_MIB", default_value = "64",
+          value_parser = parse_memory_ceiling)]
+    pub plugin_max_memory_mib: hephaestus_plugins::PerWorld<u32>,
+
+    /// Ceiling on what a plugin hands the host at once (its answer, one log line, one
+    /// stdout write), in bytes, per world; more is refused before it is copied out of the
+    /// plugin. At least 65536.
+    #[arg(long, env = "HEPHAESTUS_PLUGIN_MAX_OUTPUT_BYTES", default_value = "1048576",
+          value_parser = parse_output_ceiling)]
+    pub plugin_max_output_bytes: hephaestus_plugins::PerWorld<u64>,
+
+    /// Calls one plugin may have running at once; one more gets the built-in default at
+    /// once (reason `busy`), so a plugin that spins or hangs cannot take every thread.
+    #[arg(long, env = "HEPHAESTUS_PLUGIN_MAX_CONCURRENT_CALLS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub plugin_max_concurrent_calls: u32,
+
+    /// Guest log lines (log writes and stdout/stderr lines) per second, per plugin, that
+    /// reach the host's log, in bursts of up to ten seconds' worth; the rest are dropped
+    /// and counted. 0 drops them all.
+    #[arg(long, env = "HEPHAESTUS_PLUGIN_LOG_LINES_PER_SEC", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub plugin_log_lines_per_sec: u32,
+}
+
+impl PluginLimitsArgs {
+    pub fn host_limits(&self) -> hephaestus_plugins::HostLimits {
+        hephaestus_plugins::HostLimits {
+            ceilings: hephaestus_plugins::Ceilings {
+                timeout_ms: self.plugin_max_timeout_ms.clone(),
+                fuel: self.plugin_max_fuel.clone(),
+                memory_mib: self.plugin_max_memory_mib.clone(),
+                output_bytes: self.plugin_max_output_bytes.clone(),
+            },
+            max_concurrent_calls: self.plugin_max_concurrent_calls,
+            log_lines_per_sec: self.plugin_log_lines_per_sec,
+        }
+    }
+}
+
+/// A per-world ceiling over `default` (for the worlds it does not name) whose every value
+/// lies in `range`.
+fn per_world<T>(
+    s: &str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<hephaestus_plugins::PerWorld<T>, String>
+where
+    T: Copy + Ord + std::str::FromStr + std::fmt::Display,
+    T::Err: std::fmt::Display,
+{
+    let parsed = hephaestus_plugins::PerWorld::parse_over(s, default)?;
+    for value in std::iter::once(&parsed.all).chain(parsed.worlds.values()) {
+        if !range.contains(value) {
+            return Err(format!(
+                "{value} is outside {}..={}",
+                range.start(),
+                range.end()
+            ));
+        }
+    }
+    Ok(parsed)
+}
+
+fn parse_timeout_ceiling(s: &str) -> Result<hephaestus_plugins::PerWorld<u64>, String> {
+    per_world(s, hephaestus_plugins::DEFAULT_MAX_TIMEOUT_MS, 1..=60_000)
+}
+
+fn parse_fuel_ceiling(s: &str) -> Result<hephaestus_plugins::PerWorld<u64>, String> {
+    per_world(s, hephaestus_plugins::DEFAULT_MAX_FUEL, 1..=u64::MAX)
+}
+
+fn parse_memory_ceiling(s: &str) -> Result<hephaestus_plugins::PerWorld<u32>, String> {
+    per_world(s, hephaestus_plugins::DEFAULT_MEMORY_MIB, 1..=4096)
+}
+
+fn parse_output_ceiling(s: &str) -> Result<hephaestus_plugins::PerWorld<u64>, String> {
+    per_world(
+        s,
+        hephaestus_plugins::DEFAULT_MAX_OUTPUT_BYTES,
+        hephaestus_plugins::MIN_OUTPUT_BYTES..=1 << 30,
+    )
+}
+
 /// Settings of `hephaestus serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -142,6 +245,9 @@ pub struct ServeArgs {
     /// examples into it.
     #[arg(long, env = "HEPHAESTUS_PLUGIN_DIR")]
     pub plugin_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub plugin_limits: PluginLimitsArgs,
 
     /// Default per-key rate limit: `N/s`, `N/m`, `N/h`, or `off`. A key's own limit wins.
     #[arg(long, env = "HEPHAESTUS_RATE_LIMIT", default_value = "100/s")]
@@ -291,6 +397,7 @@ impl ServeArgs {
             reporting_currency: self.reporting_currency,
             plugin_dir: Some(self.plugin_dir()),
             plugin_cache_dir: Some(self.storage.data_dir.join("plugin-cache")),
+            plugin_limits: self.plugin_limits.host_limits(),
             dunning: Dunning {
                 retry_days: self.dunning_retry_days.clone(),
                 final_action: if self.dunning_final_action == "unpaid" {
@@ -488,6 +595,39 @@ mod tests {
             ".env.sample lacks {missing:?} and lists settings nothing reads: {unknown:?}"
         );
         assert!(listed.contains("DATABASE_URL") && listed.contains(LOG_SETTING));
+    }
+
+    #[test]
+    fn plugin_ceilings_take_a_value_per_world() {
+        let t = parse_timeout_ceiling("200,pricing:50").unwrap();
+        assert_eq!(t.get(hephaestus_plugins::World::Pricing), 50);
+        assert_eq!(t.get(hephaestus_plugins::World::Segmentation), 200);
+        let t = parse_timeout_ceiling("segmentation:20").unwrap();
+        assert_eq!(t.get(hephaestus_plugins::World::Pricing), 1000);
+        assert!(parse_timeout_ceiling("0").is_err());
+        assert!(parse_timeout_ceiling("pricing:70000").is_err());
+        assert!(parse_output_ceiling("1000").is_err());
+        assert!(parse_memory_ceiling("pricer:5").is_err());
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "hephaestus",
+            "serve",
+            "--plugin-max-timeout-ms",
+            "pricing:50",
+        ])
+        .unwrap();
+        let crate::cli::Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        let limits = args.plugin_limits.host_limits();
+        assert_eq!(
+            limits
+                .ceilings
+                .timeout_ms
+                .get(hephaestus_plugins::World::Pricing),
+            50
+        );
+        assert_eq!(limits.max_concurrent_calls, 16);
     }
 
     #[test]

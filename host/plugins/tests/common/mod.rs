@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hephaestus_plugins::model::{Activity, Attribute, CustomerProfile, Money, QuoteRequest};
-use hephaestus_plugins::{HostConfig, PluginHost};
+use hephaestus_plugins::{HostConfig, PerWorld, PluginHost};
 
 /// Business time used by every test: 2025-06-15T12:00:00Z.
 pub const NOW: i64 = 1_749_988_800_000_000;
@@ -58,10 +58,15 @@ pub struct TestHost {
     pub host: PluginHost,
 }
 
+/// A host on `dir` whose ceilings let the fixtures' test manifests through uncut (those
+/// raise deadlines so a busy machine cannot turn a trap into a timeout); the tests about
+/// ceilings set their own.
 pub fn config_for(dir: &Path) -> HostConfig {
     let mut config = HostConfig::new(dir);
     config.cache_dir = Some(shared_cache_dir());
     config.clock = Arc::new(|| NOW);
+    config.limits.ceilings.timeout_ms = PerWorld::new(60_000);
+    config.limits.ceilings.fuel = PerWorld::new(u64::MAX);
     config
 }
 

@@ -7,8 +7,10 @@
 //! | `negative` | amount = −(list total) | recommended price = −(current price) |
 //! | `currency` | amount and discount in `ZZZ` (no such ISO 4217 currency) | price in `ZZZ` |
 //! | `discount` | discount = list total + 1 (more than the list total), amount = list total | price = 100 × current (beyond the factor-ten bound) |
+//! | `oversized` | the list price, with a reason of config `bytes` bytes (default 40 MiB) | the current price, same reason |
 //!
-//! The host must reject each answer, fall back to the list price and count bad output.
+//! The host must reject each answer, fall back to the list price and count bad output; an
+//! oversized answer must be refused before the host copies it out of the plugin.
 
 use hephaestus_plugin_sdk::pricing::{
     Guest, PriceQuote, QuoteRequest, RecommendRequest, Recommendation,
@@ -21,7 +23,12 @@ pub enum Mode {
     Negative,
     Currency,
     Discount,
+    /// A valid answer but for the size of its reason, in bytes.
+    Oversized(usize),
 }
+
+/// The oversized reason's length unless config `bytes` says otherwise: 40 MiB.
+pub const DEFAULT_OVERSIZED_BYTES: usize = 40 << 20;
 
 impl Mode {
     pub fn parse(value: Option<&str>) -> Result<Mode, String> {
@@ -29,8 +36,14 @@ impl Mode {
             None | Some("negative") => Ok(Mode::Negative),
             Some("currency") => Ok(Mode::Currency),
             Some("discount") => Ok(Mode::Discount),
+            Some("oversized") => {
+                let bytes = config::get_u64_or("bytes", DEFAULT_OVERSIZED_BYTES as u64)?;
+                Ok(Mode::Oversized(
+                    usize::try_from(bytes).map_err(|e| e.to_string())?,
+                ))
+            }
             Some(other) => Err(format!(
-                "config `mode` = {other:?}: expected negative, currency or discount"
+                "config `mode` = {other:?}: expected negative, currency, discount or oversized"
             )),
         }
     }
@@ -47,6 +60,7 @@ pub fn quote(request: &QuoteRequest, mode: Mode) -> PriceQuote {
         Mode::Negative => (-list_total, 0, currency),
         Mode::Currency => (list_total, 0, "ZZZ".to_owned()),
         Mode::Discount => (list_total, list_total.saturating_add(1), currency),
+        Mode::Oversized(_) => (list_total, 0, currency),
     };
     PriceQuote {
         amount: Money {
@@ -57,7 +71,20 @@ pub fn quote(request: &QuoteRequest, mode: Mode) -> PriceQuote {
             amount_minor: discount,
             currency,
         },
-        reason: format!("bad-output fixture, mode {mode:?}"),
+        reason: reason(mode),
+    }
+}
+
+/// The answer's reason: short, or exactly `bytes` bytes for `Oversized` (allocated once, so
+/// the plugin's memory holds it and little else).
+fn reason(mode: Mode) -> String {
+    match mode {
+        Mode::Oversized(bytes) => {
+            let mut reason = String::with_capacity(bytes);
+            reason.extend(std::iter::repeat_n('x', bytes));
+            reason
+        }
+        _ => format!("bad-output fixture, mode {mode:?}"),
     }
 }
 
@@ -77,12 +104,13 @@ pub fn recommend(request: &RecommendRequest, mode: Mode) -> Recommendation {
             amount_minor: current.amount_minor.saturating_mul(100),
             currency: current.currency.clone(),
         },
+        Mode::Oversized(_) => current.clone(),
     };
     Recommendation {
         recommended_price: price,
         revenue_change_basis_points: 0,
         conversion_change_basis_points: 0,
-        reason: format!("bad-output fixture, mode {mode:?}"),
+        reason: reason(mode),
     }
 }
 
