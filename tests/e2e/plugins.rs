@@ -528,7 +528,7 @@ async fn a_looping_plugin_costs_only_its_own_quotes(db: Db) {
         let started = Instant::now();
         let r = quote(&s, c, &price_a, 10).await;
         let took = started.elapsed();
-        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         assert_eq!(r.body["amount_minor"], 10000, "the list price: {}", r.body);
         assert_eq!(r.body["decided_by"]["kind"], "default", "{}", r.body);
         assert_eq!(r.body["decided_by"]["reason"], "timeout", "{}", r.body);
