@@ -301,6 +301,18 @@ impl TestServer {
     }
 
     /// The body of an unauthenticated GET, as text (`/metrics`).
+    /// The server's OpenAPI document.
+    pub async fn openapi(&self) -> serde_json::Value {
+        self.client
+            .get(self.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn text_of(&self, path: &str) -> String {
         let r = self.client.get(self.url(path)).send().await.unwrap();
         r.text().await.unwrap()

@@ -54,15 +54,7 @@ print("VALID")
 
 async fn the_document_is_valid_openapi_3_1(db: Db) {
     let s = TestServer::start(db).await;
-    let doc: Value = s
-        .client
-        .get(s.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = s.openapi().await;
     assert!(
         doc["openapi"].as_str().unwrap().starts_with("3.1."),
         "{}",

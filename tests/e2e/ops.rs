@@ -59,15 +59,7 @@ async fn health_ready_metrics_and_request_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_and_offline_docs() {
     let s = TestServer::start(Db::Sqlite).await;
-    let doc: serde_json::Value = s
-        .client
-        .get(s.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = s.openapi().await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     for path in [
         "/api/v1/revenue/customers",

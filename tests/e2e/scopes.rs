@@ -150,15 +150,7 @@ fn assert_let_in(what: &str, status: StatusCode, body: &Value) {
 
 async fn every_route_needs_the_documented_scope(db: Db) {
     let s = TestServer::start(db).await;
-    let doc: Value = s
-        .client
-        .get(s.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = s.openapi().await;
     let table = documented();
     let ops = operations(&doc);
     let in_doc: std::collections::BTreeSet<_> = ops.iter().cloned().collect();
