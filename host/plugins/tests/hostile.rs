@@ -25,14 +25,6 @@ fn assert_default_for<T: std::fmt::Debug>(
     }
 }
 
-fn good_call_works(t: &TestHost) {
-    let d = t
-        .host
-        .decide_with("volume-pricing", &quote_request(1000, 10, &[]));
-    assert!(d.by_plugin(), "{d:?}");
-    assert_eq!(d.value.amount, usd(9000));
-}
-
 fn status(t: &TestHost, name: &str) -> hephaestus_plugins::PluginStatus {
     t.host
         .list()

@@ -29,14 +29,6 @@ fn fault_of<T: std::fmt::Debug>(d: &Decision<T>) -> (FaultKind, String) {
     }
 }
 
-fn good_call_works(t: &TestHost) {
-    let d = t
-        .host
-        .decide_with("volume-pricing", &quote_request(1000, 10, &[]));
-    assert!(d.by_plugin(), "{d:?}");
-    assert_eq!(d.value.amount, usd(9000));
-}
-
 /// A deadline a loaded test machine cannot miss by accident, and the most a decision may
 /// take past it here: the point is "bounded by the ceiling", not "fast".
 const CEILING_MS: u64 = 100;

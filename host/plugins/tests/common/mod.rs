@@ -154,6 +154,16 @@ pub fn quote_request(unit: i64, quantity: u32, segments: &[&str]) -> QuoteReques
     }
 }
 
+/// The volume-pricing plugin still answers a quote itself: a misbehaving neighbour did
+/// not take it down.
+pub fn good_call_works(t: &TestHost) {
+    let d = t
+        .host
+        .decide_with("volume-pricing", &quote_request(1000, 10, &[]));
+    assert!(d.by_plugin(), "{d:?}");
+    assert_eq!(d.value.amount, usd(9000));
+}
+
 /// Polls `condition` until it holds or `timeout` passes, waking on registry changes.
 pub fn wait_until(
     host: &PluginHost,
