@@ -1,7 +1,8 @@
 //! Background work for one host. Every job here is safe to run on many hosts at once:
 //! flushes record when keys were last used, purges are plain deletes of expired rows, due
 //! subscriptions are leased, webhook events are claimed (`FOR UPDATE SKIP LOCKED` on
-//! PostgreSQL) before they are applied, the segment consumer is leased in the database,
+//! PostgreSQL) before they are applied, the segment and analytics consumers are leased in
+//! the database (analytics counts each batch in the transaction that moves its position),
 //! segment computations never overwrite newer ones, and the gateway copies of erased
 //! customers are leased in the database before they are deleted.
 
@@ -27,6 +28,9 @@ const WEBHOOK_BATCH: i64 = 128;
 /// failed ones and picks up those erased through another host.
 const ERASURE_EVERY: Duration = Duration::from_secs(30);
 const ERASURE_BATCH: i64 = 20;
+/// The analytics aggregates follow the event log within about this long (a dashboard
+/// request also brings them up to date before it answers).
+const ANALYTICS_POLL: Duration = Duration::from_secs(1);
 /// Segments follow the event log within about this long.
 const SEGMENTS_POLL: Duration = Duration::from_secs(1);
 /// Segments age with time; the sweep also runs at once when a plugin or the clock changes.
@@ -54,6 +58,7 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
         // Recomputing segments can take a while (a sweep after a plugin change touches every
         // customer), so it runs beside the upkeep here, never in its way.
         let segments = tokio::spawn(keep_segments(state.clone(), shutdown.clone()));
+        let analytics = tokio::spawn(keep_analytics(state.clone(), shutdown.clone()));
         loop {
             tokio::select! {
                 _ = flush.tick() => {
@@ -86,7 +91,32 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
             tracing::warn!(error = %e, "final rate-limit flush failed");
         }
         let _ = segments.await;
+        let _ = analytics.await;
     })
+}
+
+/// Counts new events into the analytics aggregates until `shutdown` turns true.
+async fn keep_analytics(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(ANALYTICS_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = state.analytics.step(&state.store).await {
+                    tracing::warn!(error = %e, "analytics could not count new events; will retry");
+                }
+            }
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    // As for segments: the next host follows the log without waiting for the lease to end.
+    if let Err(e) = state.analytics.release(&state.store).await {
+        tracing::warn!(error = %e, "could not release the analytics consumer");
+    }
 }
 
 /// Follows the event log and sweeps stale segments until `shutdown` turns true.

@@ -161,6 +161,8 @@ pub struct AppState {
     pub plugins: PluginHost,
     /// Reloads plugins whose files change; dropped with the last clone of the state.
     pub plugin_watcher: Option<Arc<hephaestus_plugins::PluginWatcher>>,
+    /// This host's side of the analytics consumer that keeps the dashboard's aggregates.
+    pub analytics: Arc<hephaestus_analytics::Follower>,
     /// The business clock's offset from real time (µs), as last read from the database:
     /// plugins read the clock synchronously, so it is kept here and refreshed by the jobs.
     pub clock_offset: Arc<AtomicI64>,
@@ -217,6 +219,7 @@ impl AppState {
             webhook_worker: Arc::new(tokio::sync::Notify::new()),
             gateway_erasure: Arc::new(tokio::sync::Notify::new()),
             segment_sweep: Arc::new(tokio::sync::Notify::new()),
+            analytics: Arc::new(hephaestus_analytics::Follower::default()),
             key_cache: Arc::new(auth::KeyCache::new(config.key_cache_ttl)),
             catalog_cache: Arc::new(ttl_cache::TtlCache::new(config.catalog_cache_ttl)),
             limiter: Arc::new(RateLimiter::new(config.rate_limit)),

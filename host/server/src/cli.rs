@@ -1,5 +1,5 @@
 //! The command line: `serve`, `migrate`, `keys create|list|revoke`, `billing reconcile`,
-//! `plugins list|check|call`.
+//! `analytics rebuild`, `plugins list|check|call`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -37,6 +37,13 @@ pub enum Command {
         #[command(flatten)]
         gateway: GatewayArgs,
     },
+    /// Revenue analytics maintenance.
+    Analytics {
+        #[command(subcommand)]
+        action: AnalyticsCommand,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
     /// Inspect plugins: the folder's plugins, whether a file is a plugin, one call.
     Plugins {
         #[command(subcommand)]
@@ -65,6 +72,14 @@ pub enum BillingCommand {
         #[arg(long, default_value_t = 1000)]
         limit: i64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AnalyticsCommand {
+    /// Empty the dashboard's daily aggregates and count the whole event log again. The
+    /// figures come out as the running server keeps them; a server running meanwhile
+    /// pauses its counting and resumes where the rebuild ends.
+    Rebuild,
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,6 +220,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     report.checked, report.updated, report.failed
                 );
             }
+            Ok(())
+        }
+        Command::Analytics { action, storage } => {
+            let store = open(&storage).await?;
+            let AnalyticsCommand::Rebuild = action;
+            let started = std::time::Instant::now();
+            let result = hephaestus_analytics::rebuild(&store).await;
+            store.close().await;
+            let rebuilt = result.context("the analytics rebuild failed")?;
+            println!(
+                "analytics rebuilt from {} events (log position {}) in {} ms",
+                rebuilt.events,
+                rebuilt.position,
+                started.elapsed().as_millis()
+            );
             Ok(())
         }
         Command::Plugins { action } => plugins_command(action),

@@ -1,6 +1,7 @@
 //! Storage for the host: one [`Store`] over SQLite (embedded default) or PostgreSQL, with the
 //! same SQL text and the same behaviour on both.
 //!
+//! - [`analytics`]: the daily revenue and customer aggregates the analytics consumer keeps.
 //! - [`keys`]: API keys (hashes only) and the first-run admin key.
 //! - [`rate_limit`]: per-key request counters shared by every host using the database.
 //! - [`idempotency`]: claimed `Idempotency-Key`s and the first response stored for replay.
@@ -29,6 +30,7 @@
 //! writer connection (its lock admits one writer; queueing in the pool beats retrying on
 //! `SQLITE_BUSY`) and a pool of readers.
 
+pub mod analytics;
 mod appends;
 pub mod audit;
 pub mod batch;
