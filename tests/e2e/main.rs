@@ -5,6 +5,7 @@
 
 mod common;
 
+mod analytics;
 mod auth;
 mod bad_requests;
 mod binary;

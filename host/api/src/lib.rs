@@ -12,6 +12,7 @@
 //! - [`segments`]: customer segments, kept current from the event log.
 //! - [`engagement`]: personalization and campaign-trigger decisions, previewed over HTTP.
 //! - [`reporting`]: exchange rates and totals per currency and in the reporting currency.
+//! - [`dashboard`]: revenue analytics (MRR and its movements, revenue, customers, cohorts).
 //! - [`sandbox`]: the sandbox gateway's test controls, and its business clock.
 //! - [`webhooks`]: the signature-verified Stripe webhook intake.
 //! - [`ops`]: health, readiness, metrics, OpenAPI and the audit log.
@@ -21,6 +22,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod customers;
+pub mod dashboard;
 pub mod decisions;
 pub mod engagement;
 pub mod error;
@@ -328,6 +330,15 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .route(
             "/plugins/trigger",
             post(engagement::trigger).layer(middleware::map_response(auth::changes_nothing)),
+        )
+        .route("/dashboard/overview", get(dashboard::overview))
+        .route(
+            "/dashboard/revenue-metrics",
+            get(dashboard::revenue_metrics),
+        )
+        .route(
+            "/dashboard/customer-metrics",
+            get(dashboard::customer_metrics),
         )
         .route("/audit", get(ops::audit_list))
         .route_layer(middleware::from_fn_with_state(

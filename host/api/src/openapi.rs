@@ -48,7 +48,7 @@ impl Modify for BearerKey {
 #[openapi(
     info(
         title = "Hephaestus API",
-        description = "Self-hosted revenue engine: customers, the product catalog, payments, subscriptions and invoices, reporting in one currency, and WebAssembly plugins that decide quotes, price recommendations, segments and campaign previews. Amounts are exact decimals in major units of their currency (`format: decimal`), with the same amount as an integer in minor units beside them (`*_minor`). Which key scope each route needs: docs/api.md in the repository."
+        description = "Self-hosted revenue engine: customers, the product catalog, payments, subscriptions and invoices, reporting in one currency, revenue analytics, and WebAssembly plugins that decide quotes, price recommendations, segments and campaign previews. Amounts are exact decimals in major units of their currency (`format: decimal`), with the same amount as an integer in minor units beside them (`*_minor`). Which key scope each route needs: docs/api.md in the repository."
     ),
     paths(
         crate::customers::create,
@@ -89,6 +89,9 @@ impl Modify for BearerKey {
         crate::reporting::set_rate,
         crate::reporting::list_rates,
         crate::reporting::totals,
+        crate::dashboard::overview,
+        crate::dashboard::revenue_metrics,
+        crate::dashboard::customer_metrics,
         crate::ops::audit_list,
         crate::ops::health,
         crate::ops::ready,
@@ -112,6 +115,7 @@ impl Modify for BearerKey {
         (name = "subscriptions", description = "Subscriptions, their invoices and dunning"),
         (name = "decisions", description = "Quotes, price recommendations and previews decided by plugins"),
         (name = "reporting", description = "Exchange rates and totals in one reporting currency"),
+        (name = "dashboard", description = "Revenue analytics: MRR and its movements, revenue, customers, cohorts"),
         (name = "sandbox", description = "Test controls of the built-in sandbox gateway"),
         (name = "operations", description = "Health, readiness and the audit log"),
     )
@@ -160,13 +164,24 @@ fn exact_decimals(doc: &mut serde_json::Value) {
     use serde_json::Value;
     fn note(name: Option<&str>, has_minor: bool) -> String {
         let name = name.unwrap_or("");
-        if name.ends_with("_percent") {
+        if name.ends_with("_percent") || crate::dashboard::PERCENT_FIELDS.contains(&name) {
             return "An exact decimal percentage: read it as a decimal, never a binary float."
+                .into();
+        }
+        if name == "alpha" || name == "beta" {
+            return "An exact decimal (a smoothing parameter from 0.1 to 0.9): read it as a \
+                    decimal, never a binary float."
                 .into();
         }
         if name == "rate" {
             return "An exact decimal: read it as a decimal, never a binary float (sent as a \
                     JSON number or string)."
+                .into();
+        }
+        if !has_minor && crate::dashboard::CONVERTED_FIELDS.contains(&name) {
+            return "An exact decimal in major units of the reporting currency: a sum of \
+                    figures converted at stored rates, never rounded, so it may have more \
+                    decimals than the currency; read it as a decimal, never a binary float."
                 .into();
         }
         if has_minor {
