@@ -3,11 +3,14 @@
 //! before the request, ask `hephaestus_analytics::metrics`, render. Money in the reporting
 //! currency is an exact decimal written as a JSON number; per currency, each figure is
 //! given in major units and as an integer in minor units (`*_minor`), with the rate used.
-//! Percentages are JSON numbers with two decimals. Definitions: docs/api.md.
+//! Percentages are JSON numbers with two decimals. Every answer is also CSV (`?format=csv`
+//! or `Accept: text/csv`), with the same figures written the same way. Definitions:
+//! docs/api.md.
 
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use hephaestus_analytics::calendar::{self, Interval};
 use hephaestus_analytics::metrics::{
@@ -23,6 +26,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::auth::ReadKey;
+use crate::csv::{self, Csv};
 use crate::error::{ApiResult, AppError};
 use crate::extract::Query;
 
@@ -83,6 +87,8 @@ pub struct RangeParams {
     pub to: Option<String>,
     /// Report in this currency instead of the configured one.
     pub currency: Option<String>,
+    /// `json` (default) or `csv` (also chosen by `Accept: text/csv`).
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -99,6 +105,8 @@ pub struct SeriesParams {
     pub interval: Option<String>,
     /// Report in this currency instead of the configured one.
     pub currency: Option<String>,
+    /// `json` (default) or `csv` (also chosen by `Accept: text/csv`).
+    pub format: Option<String>,
 }
 
 fn parse_day(text: &str, field: &str) -> ApiResult<i64> {
@@ -232,6 +240,20 @@ pub struct MovementsView {
 }
 
 impl MovementsView {
+    /// (name, value, value in minor units) of each figure, in order.
+    fn fields(&self) -> [(&'static str, &RawValue, Option<i64>); 8] {
+        [
+            ("start", &self.start, self.start_minor),
+            ("new", &self.new, self.new_minor),
+            ("expansion", &self.expansion, self.expansion_minor),
+            ("contraction", &self.contraction, self.contraction_minor),
+            ("churn", &self.churn, self.churn_minor),
+            ("reactivation", &self.reactivation, self.reactivation_minor),
+            ("net", &self.net, self.net_minor),
+            ("end", &self.end, self.end_minor),
+        ]
+    }
+
     fn of(m: &MrrMovements, side: Side) -> Self {
         let (start, start_minor) = side.pick(&m.start);
         let (new, new_minor) = side.pick(&m.new);
@@ -287,6 +309,16 @@ pub struct RevenueView {
 }
 
 impl RevenueView {
+    /// (name, value, value in minor units) of each money figure, in order.
+    fn fields(&self) -> [(&'static str, &RawValue, Option<i64>); 4] {
+        [
+            ("gross", &self.gross, self.gross_minor),
+            ("refunds", &self.refunds, self.refunds_minor),
+            ("disputes", &self.disputes, self.disputes_minor),
+            ("net", &self.net, self.net_minor),
+        ]
+    }
+
     /// `payments` counts every currency's payments for the total, one currency's for it.
     fn of(r: &Revenue, side: Side, payments: i64) -> Self {
         let (gross, gross_minor) = side.pick(&r.gross);
@@ -490,14 +522,16 @@ fn overview_view(o: &Overview, fresh: Freshness) -> OverviewView {
 /// currency and per currency.
 #[utoipa::path(
     get, path = "/api/v1/dashboard/overview", tag = "dashboard", params(RangeParams),
-    responses((status = 200, body = OverviewView), (status = 400, body = crate::openapi::ErrorBody)),
+    responses((status = 200, description = "The overview, as JSON or CSV", content((OverviewView = "application/json"), (String = "text/csv"))), (status = 400, body = crate::openapi::ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn overview(
     State(state): State<AppState>,
     _auth: ReadKey,
+    headers: HeaderMap,
     Query(p): Query<RangeParams>,
 ) -> ApiResult<Response> {
+    let as_csv = csv::wanted(p.format.as_deref(), &headers)?;
     let (range, reporting) = resolve(
         &state,
         p.from.as_deref(),
@@ -507,7 +541,105 @@ pub async fn overview(
     .await?;
     let fresh = freshen(&state).await?;
     let o = metrics::overview(&state.store, range, reporting).await?;
-    Ok(axum::Json(overview_view(&o, fresh)).into_response())
+    let view = overview_view(&o, fresh);
+    Ok(if as_csv {
+        overview_csv(&view).into_response(&format!("overview-{}-{}.csv", view.from, view.to))
+    } else {
+        axum::Json(view).into_response()
+    })
+}
+
+fn text(v: Option<&RawValue>) -> &str {
+    v.map_or("", RawValue::get)
+}
+
+/// One row per figure: `scope` is `total` (in the reporting currency) or `currency` (in
+/// that currency, with its minor units).
+fn overview_csv(v: &OverviewView) -> Csv {
+    let mut out = Csv::new(&["scope", "currency", "figure", "value", "value_minor"]);
+    let total = |out: &mut Csv, figure: &str, value: &str| {
+        out.row(["total", v.reporting_currency, figure, value, ""]);
+    };
+    let counts = [
+        ("active_customers", v.active_customers.to_string()),
+        ("paying_customers", v.paying_customers.to_string()),
+        ("revenue.payments", v.revenue.payments.to_string()),
+    ];
+    total(&mut out, "total_revenue", v.total_revenue.get());
+    total(
+        &mut out,
+        "monthly_recurring_revenue",
+        v.monthly_recurring_revenue.get(),
+    );
+    total(&mut out, "arr", v.arr.get());
+    total(
+        &mut out,
+        "growth_rate_30d",
+        text(v.growth_rate_30d.as_deref()),
+    );
+    total(&mut out, "arpa", text(v.arpa.as_deref()));
+    total(
+        &mut out,
+        "customer_churn_rate",
+        text(v.customer_churn_rate.as_deref()),
+    );
+    total(
+        &mut out,
+        "revenue_churn_rate",
+        text(v.revenue_churn_rate.as_deref()),
+    );
+    total(&mut out, "ltv", text(v.ltv.as_deref()));
+    total(&mut out, "cac", text(v.cac.as_deref()));
+    let conversion = &v.conversion_rate;
+    total(
+        &mut out,
+        "conversion_rate.trial_to_paid",
+        text(conversion.trial_to_paid.as_deref()),
+    );
+    total(
+        &mut out,
+        "conversion_rate.signup_to_paid",
+        text(conversion.signup_to_paid.as_deref()),
+    );
+    for (figure, n) in &counts {
+        total(&mut out, figure, n);
+    }
+    for (name, value, _) in v.mrr_movements.fields() {
+        total(&mut out, &format!("mrr_movements.{name}"), value.get());
+    }
+    for (name, value, _) in v.revenue.fields() {
+        total(&mut out, &format!("revenue.{name}"), value.get());
+    }
+    for c in &v.by_currency {
+        let mut row = |figure: &str, value: &str, minor: Option<i64>| {
+            let minor = minor.map(|m| m.to_string()).unwrap_or_default();
+            out.row(["currency", c.currency, figure, value, &minor]);
+        };
+        row(
+            "exchange.rate",
+            c.exchange.rate.as_deref().unwrap_or(""),
+            None,
+        );
+        row(
+            "total_revenue",
+            c.total_revenue.get(),
+            Some(c.total_revenue_minor),
+        );
+        row(
+            "monthly_recurring_revenue",
+            c.monthly_recurring_revenue.get(),
+            Some(c.monthly_recurring_revenue_minor),
+        );
+        row("arr", c.arr.get(), Some(c.arr_minor));
+        row("revenue.payments", &c.revenue.payments.to_string(), None);
+        for (name, value, minor) in c.mrr_movements.fields() {
+            row(&format!("mrr_movements.{name}"), value.get(), minor);
+        }
+        for (name, value, minor) in c.revenue.fields() {
+            row(&format!("revenue.{name}"), value.get(), minor);
+        }
+    }
+    out
 }
 
 /// One currency's share of a period, in that currency.
@@ -679,14 +811,16 @@ fn series_view(s: &Series, fresh: Freshness) -> SeriesView {
 /// contraction − churn` holds exactly. With a forecast of the next 3 months of MRR.
 #[utoipa::path(
     get, path = "/api/v1/dashboard/revenue-metrics", tag = "dashboard", params(SeriesParams),
-    responses((status = 200, body = SeriesView), (status = 400, body = crate::openapi::ErrorBody)),
+    responses((status = 200, description = "The series, as JSON or CSV", content((SeriesView = "application/json"), (String = "text/csv"))), (status = 400, body = crate::openapi::ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn revenue_metrics(
     State(state): State<AppState>,
     _auth: ReadKey,
+    headers: HeaderMap,
     Query(p): Query<SeriesParams>,
 ) -> ApiResult<Response> {
+    let as_csv = csv::wanted(p.format.as_deref(), &headers)?;
     let (range, reporting) = resolve(
         &state,
         p.from.as_deref(),
@@ -701,7 +835,72 @@ pub async fn revenue_metrics(
     };
     let fresh = freshen(&state).await?;
     let s = metrics::revenue_series(&state.store, range, interval, reporting).await?;
-    Ok(axum::Json(series_view(&s, fresh)).into_response())
+    let view = series_view(&s, fresh);
+    Ok(if as_csv {
+        series_csv(&view).into_response(&format!(
+            "revenue-metrics-{}-{}-{}.csv",
+            view.interval, view.from, view.to
+        ))
+    } else {
+        axum::Json(view).into_response()
+    })
+}
+
+/// One row per period and scope (`total` in the reporting currency, then each currency),
+/// the whole range last (`from`, `to` of the range, `scope` `range_total`/`range_currency`).
+fn series_csv(v: &SeriesView) -> Csv {
+    let mut out = Csv::new(&[
+        "from",
+        "to",
+        "scope",
+        "currency",
+        "mrr_start",
+        "new",
+        "expansion",
+        "contraction",
+        "churn",
+        "reactivation",
+        "net",
+        "mrr_end",
+        "gross_mrr_churn_rate",
+        "net_mrr_churn_rate",
+        "net_revenue_retention",
+        "payments",
+        "revenue_gross",
+        "refunds",
+        "disputes",
+        "revenue_net",
+    ]);
+    let mut period = |p: &PeriodView, total: &str, each: &str| {
+        let rates = [
+            text(p.gross_mrr_churn_rate.as_deref()),
+            text(p.net_mrr_churn_rate.as_deref()),
+            text(p.net_revenue_retention.as_deref()),
+        ];
+        let mut row = |scope: &str,
+                       currency: &str,
+                       mrr: &MovementsView,
+                       revenue: &RevenueView,
+                       rates: [&str; 3]| {
+            let payments = revenue.payments.to_string();
+            let fields = [p.from.as_str(), p.to.as_str(), scope, currency]
+                .into_iter()
+                .chain(mrr.fields().map(|(_, value, _)| value.get()))
+                .chain(rates)
+                .chain([payments.as_str()])
+                .chain(revenue.fields().map(|(_, value, _)| value.get()));
+            out.row(fields);
+        };
+        row(total, v.reporting_currency, &p.mrr, &p.revenue, rates);
+        for c in &p.by_currency {
+            row(each, c.currency, &c.mrr, &c.revenue, ["", "", ""]);
+        }
+    };
+    for p in &v.periods {
+        period(p, "total", "currency");
+    }
+    period(&v.total, "range_total", "range_currency");
+    out
 }
 
 /// Customers who signed up in the range and how far they have come since.
@@ -879,14 +1078,16 @@ fn customers_view(m: &CustomerMetrics, fresh: Freshness) -> CustomerMetricsView 
 /// trials, the signup lifecycle, segments and monthly cohort retention.
 #[utoipa::path(
     get, path = "/api/v1/dashboard/customer-metrics", tag = "dashboard", params(RangeParams),
-    responses((status = 200, body = CustomerMetricsView), (status = 400, body = crate::openapi::ErrorBody)),
+    responses((status = 200, description = "The customer metrics, as JSON or CSV", content((CustomerMetricsView = "application/json"), (String = "text/csv"))), (status = 400, body = crate::openapi::ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn customer_metrics(
     State(state): State<AppState>,
     _auth: ReadKey,
+    headers: HeaderMap,
     Query(p): Query<RangeParams>,
 ) -> ApiResult<Response> {
+    let as_csv = csv::wanted(p.format.as_deref(), &headers)?;
     let (range, reporting) = resolve(
         &state,
         p.from.as_deref(),
@@ -896,5 +1097,78 @@ pub async fn customer_metrics(
     .await?;
     let fresh = freshen(&state).await?;
     let m = metrics::customer_metrics(&state.store, range, reporting).await?;
-    Ok(axum::Json(customers_view(&m, fresh)).into_response())
+    let view = customers_view(&m, fresh);
+    Ok(if as_csv {
+        customers_csv(&view)
+            .into_response(&format!("customer-metrics-{}-{}.csv", view.from, view.to))
+    } else {
+        axum::Json(view).into_response()
+    })
+}
+
+/// One row per figure; cohort figures name their cohort and month.
+fn customers_csv(v: &CustomerMetricsView) -> Csv {
+    let mut out = Csv::new(&["figure", "cohort", "month", "value"]);
+    let mut row = |figure: &str, cohort: &str, month: &str, value: &str| {
+        out.row([figure, cohort, month, value]);
+    };
+    for (figure, value) in [
+        ("customer_growth_rate", &v.customer_growth_rate),
+        ("avg_lifetime_value", &v.avg_lifetime_value),
+        ("arpa", &v.arpa),
+        ("customer_churn_rate", &v.customer_churn_rate),
+    ] {
+        row(figure, "", "", text(value.as_deref()));
+    }
+    for (figure, n) in [
+        ("paying_customers_start", v.paying_customers_start),
+        ("paying_customers", v.paying_customers),
+        ("active_customers", v.active_customers),
+        ("signups", v.signups),
+        ("new_customers", v.new_customers),
+        ("reactivated_customers", v.reactivated_customers),
+        ("churned_customers", v.churned_customers),
+        ("trials.started", v.trials.started),
+        ("trials.converted", v.trials.converted),
+        ("trials.lapsed", v.trials.lapsed),
+        ("lifecycle.registered", v.lifecycle.registered),
+        ("lifecycle.activated", v.lifecycle.activated),
+        ("lifecycle.revenue", v.lifecycle.revenue),
+        ("lifecycle.retained", v.lifecycle.retained),
+    ] {
+        row(figure, "", "", &n.to_string());
+    }
+    for s in &v.segments {
+        row(
+            &format!("segments.{}", s.segment),
+            "",
+            "",
+            &s.customers.to_string(),
+        );
+    }
+    for c in &v.cohorts {
+        row("cohorts.customers", &c.cohort, "", &c.customers.to_string());
+        for m in &c.months {
+            row(
+                "cohorts.months.customers",
+                &c.cohort,
+                &m.month,
+                &m.customers.to_string(),
+            );
+            row(
+                "cohorts.months.customer_retention",
+                &c.cohort,
+                &m.month,
+                text(m.customer_retention.as_deref()),
+            );
+            row("cohorts.months.mrr", &c.cohort, &m.month, m.mrr.get());
+            row(
+                "cohorts.months.mrr_retention",
+                &c.cohort,
+                &m.month,
+                text(m.mrr_retention.as_deref()),
+            );
+        }
+    }
+    out
 }

@@ -13,6 +13,7 @@
 //! - [`engagement`]: personalization and campaign-trigger decisions, previewed over HTTP.
 //! - [`reporting`]: exchange rates and totals per currency and in the reporting currency.
 //! - [`dashboard`]: revenue analytics (MRR and its movements, revenue, customers, cohorts).
+//! - [`csv`]: CSV answers, for the clients that ask for them.
 //! - [`sandbox`]: the sandbox gateway's test controls, and its business clock.
 //! - [`webhooks`]: the signature-verified Stripe webhook intake.
 //! - [`ops`]: health, readiness, metrics, OpenAPI and the audit log.
@@ -21,6 +22,7 @@
 
 pub mod auth;
 pub mod catalog;
+pub mod csv;
 pub mod customers;
 pub mod dashboard;
 pub mod decisions;
