@@ -26,6 +26,7 @@ both_dbs!(
     revenue_in_two_currencies_with_refunds_and_disputes,
     concurrent_writes_reads_and_rebuilds_count_each_event_once,
     csv_answers_parse_back_to_the_json_figures,
+    marketing_spend_gives_cac,
     the_forecast_continues_a_steady_trend,
     bad_ranges_are_refused_with_the_field_named
 );
@@ -1134,6 +1135,151 @@ async fn csv_answers_parse_back_to_the_json_figures(db: Db) {
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.field(), Some("format"));
+}
+
+async fn marketing_spend_gives_cac(db: Db) {
+    let s = TestServer::start(db).await;
+    let day = today(&s).await;
+    post_ok(
+        &s,
+        "/api/v1/revenue/exchange-rates",
+        json!({"base": "EUR", "quote": "USD", "rate": "1.0832"}),
+    )
+    .await;
+    // 310.00 USD over 31 days (10.00 a day), 100.00 EUR over the last 10 days.
+    let ads = json!({"amount": "310.00", "currency": "usd", "channel": "ads",
+        "period": {"from": date(day - 30), "to": date(day)}});
+    let first = s
+        .post(&s.admin, "/api/v1/marketing/spend", &ads, Some("spend-1"))
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    assert_eq!(first.body["amount"], json!(310.0));
+    assert_eq!(first.body["amount_minor"], 31000);
+    assert_eq!(first.body["period"]["from"], date(day - 30));
+    let replay = s
+        .post(&s.admin, "/api/v1/marketing/spend", &ads, Some("spend-1"))
+        .await;
+    assert_eq!(
+        replay.body["id"], first.body["id"],
+        "replayed, not recorded twice"
+    );
+    post_ok(
+        &s,
+        "/api/v1/marketing/spend",
+        json!({"amount": 100, "currency": "EUR", "channel": "newsletter",
+            "period": {"from": date(day - 9), "to": date(day)}}),
+    )
+    .await;
+    let list = s.get(&s.admin, "/api/v1/marketing/spend").await;
+    let channels: Vec<&str> = list.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["channel"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        channels,
+        vec!["newsletter", "ads"],
+        "newest first, once each"
+    );
+
+    // Three customers pay for the first time; one of them twice.
+    for name in ["p1", "p2", "p3"] {
+        let c = customer(&s, name).await;
+        pay(&s, &c, "5.00", "usd", "pm_card_visa").await;
+        if name == "p3" {
+            pay(&s, &c, "5.00", "usd", "pm_card_visa").await;
+        }
+    }
+    let range = format!("from={}&to={}", date(day - 9), date(day));
+    let m = ok(&s, &format!("/api/v1/dashboard/marketing-metrics?{range}")).await;
+    // 10 days of ads (100.00) + 100.00 EUR at 1.0832 = 208.32; ÷ 3 new paying customers.
+    assert_eq!(m["spend"], "208.32", "{m}");
+    assert_eq!(m["new_paying_customers"], "3");
+    assert_eq!(m["cac"], "69.44");
+    assert_eq!(m["channels"][0]["channel"], "ads");
+    assert_eq!(m["channels"][0]["spend"], "100.00");
+    assert_eq!(m["channels"][1]["spend"], "108.32");
+    assert_eq!(m["channels"][1]["by_currency"][0]["spend_minor"], "10000");
+    assert_eq!(m["campaigns"], json!([]));
+    let o = ok(&s, &format!("/api/v1/dashboard/overview?{range}")).await;
+    assert_eq!(o["cac"], "69.44");
+    let rows = csv_rows(
+        &s,
+        &format!("/api/v1/dashboard/marketing-metrics?{range}&format=csv"),
+        false,
+    )
+    .await;
+    for row in &rows {
+        let expected = match row["figure"].as_str() {
+            "channels.spend" => m["channels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["channel"] == row["channel"].as_str())
+                .map(|c| at(c, "spend"))
+                .unwrap(),
+            "channels.by_currency.spend" => continue,
+            figure => at(&m, figure),
+        };
+        assert_eq!(row["value"], expected, "{row:?}");
+    }
+    // No spend recorded for a range: no CAC (not 0).
+    let before = ok(
+        &s,
+        &format!(
+            "/api/v1/dashboard/marketing-metrics?from={}&to={}",
+            date(day - 60),
+            date(day - 31)
+        ),
+    )
+    .await;
+    assert!(
+        before["spend"].is_null() && before["cac"].is_null(),
+        "{before}"
+    );
+
+    for (body, field) in [
+        (
+            json!({"amount": "-1.00", "currency": "usd", "channel": "ads",
+            "period": {"from": date(day), "to": date(day)}}),
+            "amount",
+        ),
+        (
+            json!({"amount": "1.001", "currency": "usd", "channel": "ads",
+            "period": {"from": date(day), "to": date(day)}}),
+            "amount",
+        ),
+        (
+            json!({"amount": "1.00", "currency": "usd", "channel": "Ads!",
+            "period": {"from": date(day), "to": date(day)}}),
+            "channel",
+        ),
+        (
+            json!({"amount": "1.00", "currency": "usd", "channel": "ads",
+            "period": {"from": date(day), "to": date(day - 1)}}),
+            "period.from",
+        ),
+        (
+            json!({"amount": "1.00", "currency": "usd", "channel": "ads",
+            "period": {"from": date(day - 400), "to": date(day)}}),
+            "period.to",
+        ),
+        (
+            json!({"amount": "1.00", "currency": "usd", "channel": "ads",
+            "period": {"from": "soon", "to": date(day)}}),
+            "period.from",
+        ),
+    ] {
+        let r = s
+            .post(&s.admin, "/api/v1/marketing/spend", &body, None)
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
+        assert_eq!(r.field(), Some(field), "{body}: {}", r.body);
+    }
+    let read = s.key(hephaestus_core::keys::Scope::Read).await;
+    let r = s.post(&read, "/api/v1/marketing/spend", &ads, None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
 
 async fn bad_ranges_are_refused_with_the_field_named(db: Db) {

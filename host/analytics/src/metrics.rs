@@ -19,6 +19,9 @@
 //! - Trial → paid: trials that converted ÷ trials that ended (converted or lapsed) in the
 //!   range; signup → paid: of the customers who signed up in the range, those who have
 //!   made a successful payment since.
+//! - CAC = marketing spend in the range (each entry pro rata by the days of its period in
+//!   the range) ÷ customers whose first payment succeeded in the range; null when no spend
+//!   is recorded for the range or no one paid for the first time.
 //! - Forecast: the next 3 months of MRR by Holt's linear trend method over month-end MRR
 //!   (see [`crate::forecast`]), with a 95 % interval.
 //!
@@ -32,6 +35,7 @@ use hephaestus_core::money::Currency;
 use hephaestus_store::Store;
 use hephaestus_store::analytics::{self as store, DayCustomers, DayMoney, Funnel, Movements};
 use hephaestus_store::exchange_rates::{self, ExchangeRate};
+use hephaestus_store::marketing::{self, Spend};
 
 use crate::calendar::{self, Interval};
 use crate::consumer::AnalyticsError;
@@ -256,15 +260,70 @@ fn movements_of(money: &BTreeMap<String, DayMoney>) -> BTreeMap<String, Movement
     money.iter().map(|(c, m)| (c.clone(), m.mrr)).collect()
 }
 
-/// Loads the converter for every currency with figures up to `to`.
+/// Loads the converter for every currency with figures up to `to`, and those of `spend`.
 async fn converter(
     store: &Store,
     reporting: Currency,
     all: &BTreeMap<String, DayMoney>,
+    spend: &[Spend],
 ) -> Result<Converter, AnalyticsError> {
     let rates = exchange_rates::latest(store).await?;
-    let codes: BTreeSet<String> = all.keys().cloned().collect();
+    let codes: BTreeSet<String> = all
+        .keys()
+        .cloned()
+        .chain(spend.iter().map(|s| s.currency.clone()))
+        .collect();
     Ok(Converter::new(reporting, &codes, &rates))
+}
+
+/// The part of a spend entry that falls in `range`: its amount pro rata by days, rounded
+/// half to even to the minor unit.
+pub fn attributed(spend: &Spend, range: Range) -> i64 {
+    let overlap = spend.period_end.min(range.to) - spend.period_start.max(range.from) + 1;
+    let days = spend.period_end - spend.period_start + 1;
+    if overlap <= 0 || days <= 0 {
+        return 0;
+    }
+    if overlap >= days {
+        return spend.amount_minor;
+    }
+    Exact::new(i128::from(spend.amount_minor) * i128::from(overlap), 0)
+        .div_round(Exact::int(days), 0)
+        .and_then(|e| e.to_minor(0))
+        .unwrap_or(0)
+}
+
+/// Spend in a range per channel (by currency code), `None` when no entry overlaps it.
+fn spend_by_channel(
+    spend: &[Spend],
+    range: Range,
+) -> Option<BTreeMap<String, BTreeMap<String, i64>>> {
+    let mut out: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for s in spend {
+        *out.entry(s.channel.clone())
+            .or_default()
+            .entry(s.currency.clone())
+            .or_default() += attributed(s, range);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// CAC: spend in the range ÷ customers whose first payment succeeded in it.
+fn cac(spend: Option<&Amount>, new_paying: i64, decimals: u32) -> Option<Exact> {
+    spend?.total.div_round(Exact::int(new_paying), decimals)
+}
+
+fn total_spend(
+    cv: &Converter,
+    channels: &BTreeMap<String, BTreeMap<String, i64>>,
+) -> Result<Amount, AnalyticsError> {
+    let mut by: BTreeMap<String, i64> = BTreeMap::new();
+    for per_currency in channels.values() {
+        for (currency, minor) in per_currency {
+            *by.entry(currency.clone()).or_default() += minor;
+        }
+    }
+    cv.amount(&by)
 }
 
 /// `GET /dashboard/overview`'s figures.
@@ -285,6 +344,9 @@ pub struct Overview {
     pub ltv: Option<Exact>,
     pub trial_to_paid_rate: Option<Exact>,
     pub signup_to_paid_rate: Option<Exact>,
+    /// Marketing spend in the range; `None` when none was recorded for it.
+    pub spend: Option<Amount>,
+    pub cac: Option<Exact>,
     pub movements: MrrMovements,
     pub revenue: Revenue,
 }
@@ -347,8 +409,12 @@ pub async fn overview(
         .await?
         .churned;
     let funnel = store::signup_funnel(store, from, to).await?;
+    let entries = marketing::overlapping(store, from, to).await?;
 
-    let cv = converter(store, reporting, &through_to).await?;
+    let cv = converter(store, reporting, &through_to, &entries).await?;
+    let spend = spend_by_channel(&entries, range)
+        .map(|channels| total_spend(&cv, &channels))
+        .transpose()?;
     let mrr = cv.amount(&mrr_of(&through_to))?;
     let arr = cv.amount(
         &mrr_of(&through_to)
@@ -381,6 +447,12 @@ pub async fn overview(
         ltv,
         trial_to_paid_rate: ratio(customers_during.trials_converted, trials_ended),
         signup_to_paid_rate: ratio(funnel.paid, funnel.registered),
+        cac: cac(
+            spend.as_ref(),
+            customers_during.first_payments,
+            reporting.exponent(),
+        ),
+        spend,
         revenue: revenue(&cv, &during)?,
         movements: moved,
         mrr,
@@ -502,7 +574,7 @@ pub async fn revenue_series(
     let through_to = store::money_between(store, None, to).await?;
     let before = store::money_between(store, None, from - 1).await?;
     let days = store::money_by_day(store, from, to).await?;
-    let cv = converter(store, reporting, &through_to).await?;
+    let cv = converter(store, reporting, &through_to, &[]).await?;
 
     let mut periods = Vec::new();
     let mut start = mrr_of(&before);
@@ -607,7 +679,7 @@ pub async fn customer_metrics(
     let (first_month, last_month) = (calendar::month_of(from), calendar::month_of(to));
     let changes = store::cohorts(store, first_month, last_month).await?;
 
-    let cv = converter(store, reporting, &through_to).await?;
+    let cv = converter(store, reporting, &through_to, &[]).await?;
     let mrr = cv.amount(&mrr_of(&through_to))?;
     let now = standing(&customers_to);
     let at_start = standing(&customers_before);
@@ -674,9 +746,80 @@ pub async fn customer_metrics(
     })
 }
 
+/// `GET /dashboard/marketing-metrics`' figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarketingMetrics {
+    pub range: Range,
+    pub converter: Converter,
+    /// Spend in the range, per channel (`None`: nothing recorded for the range).
+    pub spend: Option<Amount>,
+    pub channels: Vec<(String, Amount)>,
+    /// Customers whose first payment succeeded in the range.
+    pub new_paying_customers: i64,
+    pub cac: Option<Exact>,
+}
+
+pub async fn marketing_metrics(
+    store: &Store,
+    range: Range,
+    reporting: Currency,
+) -> Result<MarketingMetrics, AnalyticsError> {
+    let Range { from, to } = range;
+    let through_to = store::money_between(store, None, to).await?;
+    let counts = store::customers_between(store, Some(from), to).await?;
+    let entries = marketing::overlapping(store, from, to).await?;
+    let cv = converter(store, reporting, &through_to, &entries).await?;
+    let by_channel = spend_by_channel(&entries, range);
+    let spend = by_channel
+        .as_ref()
+        .map(|channels| total_spend(&cv, channels))
+        .transpose()?;
+    let channels = by_channel
+        .unwrap_or_default()
+        .iter()
+        .map(|(channel, by)| Ok((channel.clone(), cv.amount(by)?)))
+        .collect::<Result<Vec<_>, AnalyticsError>>()?;
+    Ok(MarketingMetrics {
+        range,
+        cac: cac(spend.as_ref(), counts.first_payments, reporting.exponent()),
+        spend,
+        channels,
+        new_paying_customers: counts.first_payments,
+        converter: cv,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spend(amount_minor: i64, period_start: i64, period_end: i64) -> Spend {
+        Spend {
+            id: "msp_1".into(),
+            channel: "ads".into(),
+            amount_minor,
+            currency: "USD".into(),
+            period_start,
+            period_end,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn spend_is_attributed_pro_rata_by_days() {
+        let s = spend(31_000, 0, 30);
+        assert_eq!(attributed(&s, Range { from: 0, to: 30 }), 31_000);
+        assert_eq!(attributed(&s, Range { from: -5, to: 40 }), 31_000);
+        assert_eq!(attributed(&s, Range { from: 10, to: 19 }), 10_000);
+        assert_eq!(attributed(&s, Range { from: 31, to: 40 }), 0);
+        // 100 over 3 days: one day is 33.33…, rounded half to even to 33.
+        assert_eq!(attributed(&spend(100, 0, 2), Range { from: 0, to: 0 }), 33);
+        assert_eq!(
+            attributed(&spend(5, 0, 1), Range { from: 0, to: 0 }),
+            2,
+            "2.5 → 2"
+        );
+    }
 
     #[test]
     fn ltv_is_null_without_churn() {

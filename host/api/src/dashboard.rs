@@ -14,8 +14,8 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use hephaestus_analytics::calendar::{self, Interval};
 use hephaestus_analytics::metrics::{
-    self, Amount, Converter, CustomerMetrics, MrrForecast, MrrMovements, Overview, Period, Range,
-    Revenue, Series,
+    self, Amount, Converter, CustomerMetrics, MarketingMetrics, MrrForecast, MrrMovements,
+    Overview, Period, Range, Revenue, Series,
 };
 use hephaestus_analytics::{AnalyticsError, Exact, Freshness};
 use hephaestus_core::Timestamp;
@@ -54,7 +54,9 @@ pub const PERCENT_FIELDS: [&str; 11] = [
 
 /// Money fields in the reporting currency: the OpenAPI document says they are converted
 /// sums, exact but not cut to the currency's decimals.
-pub const CONVERTED_FIELDS: [&str; 10] = [
+pub const CONVERTED_FIELDS: [&str; 12] = [
+    "spend",
+    "attributed_revenue",
     "mrr_lower",
     "mrr_upper",
     "total_revenue",
@@ -445,7 +447,8 @@ pub struct OverviewView {
     /// churn is 0.
     #[schema(value_type = Option<f64>)]
     pub ltv: Option<Box<RawValue>>,
-    /// Marketing spend ÷ new paying customers: null until marketing spend is recorded.
+    /// Marketing spend in the range ÷ customers whose first payment succeeded in it; null
+    /// when no spend is recorded for the range or no one paid for the first time.
     #[schema(value_type = Option<f64>)]
     pub cac: Option<Box<RawValue>>,
     pub conversion_rate: ConversionView,
@@ -504,7 +507,7 @@ fn overview_view(o: &Overview, fresh: Freshness) -> OverviewView {
         customer_churn_rate: percent_number(o.customer_churn_rate),
         revenue_churn_rate: percent_number(o.revenue_churn_rate),
         ltv: o.ltv.map(|a| money_number(a, reporting)),
-        cac: None,
+        cac: o.cac.map(|a| money_number(a, reporting)),
         conversion_rate: ConversionView {
             trial_to_paid: percent_number(o.trial_to_paid_rate),
             signup_to_paid: percent_number(o.signup_to_paid_rate),
@@ -1171,4 +1174,161 @@ fn customers_csv(v: &CustomerMetricsView) -> Csv {
         }
     }
     out
+}
+
+/// One channel's spend in the range.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChannelView {
+    pub channel: String,
+    /// In the reporting currency.
+    #[schema(value_type = f64)]
+    pub spend: Box<RawValue>,
+    pub by_currency: Vec<CurrencySpendView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CurrencySpendView {
+    pub currency: &'static str,
+    #[schema(value_type = f64)]
+    pub spend: Box<RawValue>,
+    pub spend_minor: i64,
+}
+
+/// A campaign's results. Campaigns come with email (templates, segments, sends): until they
+/// exist there are none to list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CampaignView {
+    pub campaign_id: String,
+    pub name: String,
+    /// The campaign's type.
+    pub campaign_type: String,
+    pub sends: i64,
+    pub opens: i64,
+    pub clicks: i64,
+    pub conversions: i64,
+    #[schema(value_type = f64)]
+    pub attributed_revenue: Box<RawValue>,
+    /// (attributed revenue − spend) ÷ spend; null without spend.
+    #[schema(value_type = Option<f64>)]
+    pub roi_percent: Option<Box<RawValue>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MarketingMetricsView {
+    /// `marketing_metrics`
+    pub object: &'static str,
+    pub from: String,
+    pub to: String,
+    pub reporting_currency: &'static str,
+    /// Marketing spend in the range (each entry pro rata by the days of its period in the
+    /// range); null when none is recorded for it.
+    #[schema(value_type = Option<f64>)]
+    pub spend: Option<Box<RawValue>>,
+    /// Customers whose first payment succeeded in the range.
+    pub new_paying_customers: i64,
+    /// `spend` ÷ `new_paying_customers`; null when either is missing or zero customers.
+    #[schema(value_type = Option<f64>)]
+    pub cac: Option<Box<RawValue>>,
+    pub channels: Vec<ChannelView>,
+    /// Per campaign: none until email campaigns exist.
+    pub campaigns: Vec<CampaignView>,
+    pub currencies: Vec<CurrencyRateView>,
+    pub missing_rates: Vec<&'static str>,
+    pub up_to_date: bool,
+}
+
+fn marketing_view(m: &MarketingMetrics, fresh: Freshness) -> MarketingMetricsView {
+    let reporting = m.converter.reporting;
+    MarketingMetricsView {
+        object: "marketing_metrics",
+        from: calendar::day_text(m.range.from),
+        to: calendar::day_text(m.range.to),
+        reporting_currency: reporting.code(),
+        spend: m.spend.as_ref().map(|a| money_number(a.total, reporting)),
+        new_paying_customers: m.new_paying_customers,
+        cac: m.cac.map(|a| money_number(a, reporting)),
+        channels: m
+            .channels
+            .iter()
+            .map(|(channel, amount)| ChannelView {
+                channel: channel.clone(),
+                spend: money_number(amount.total, reporting),
+                by_currency: amount
+                    .by_currency
+                    .iter()
+                    .filter(|(_, minor)| *minor != 0)
+                    .map(|(currency, minor)| CurrencySpendView {
+                        currency: currency.code(),
+                        spend: minor_number(*minor, *currency),
+                        spend_minor: *minor,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        campaigns: Vec::new(),
+        currencies: rate_views(&m.converter),
+        missing_rates: missing(&m.converter),
+        up_to_date: fresh.is_current(),
+    }
+}
+
+/// One row per figure: the totals, then each channel's spend in the reporting currency and
+/// in each currency it was entered in.
+fn marketing_csv(v: &MarketingMetricsView) -> Csv {
+    let mut out = Csv::new(&["figure", "channel", "currency", "value", "value_minor"]);
+    let reporting = v.reporting_currency;
+    out.row(["spend", "", reporting, text(v.spend.as_deref()), ""]);
+    out.row([
+        "new_paying_customers",
+        "",
+        "",
+        &v.new_paying_customers.to_string(),
+        "",
+    ]);
+    out.row(["cac", "", reporting, text(v.cac.as_deref()), ""]);
+    for c in &v.channels {
+        out.row(["channels.spend", &c.channel, reporting, c.spend.get(), ""]);
+        for by in &c.by_currency {
+            out.row([
+                "channels.by_currency.spend",
+                &c.channel,
+                by.currency,
+                by.spend.get(),
+                &by.spend_minor.to_string(),
+            ]);
+        }
+    }
+    out
+}
+
+/// Marketing spend per channel and CAC over a range, in the reporting currency and per
+/// currency; per campaign once email campaigns exist.
+#[utoipa::path(
+    get, path = "/api/v1/dashboard/marketing-metrics", tag = "dashboard", params(RangeParams),
+    responses((status = 200, description = "The marketing metrics, as JSON or CSV", content((MarketingMetricsView = "application/json"), (String = "text/csv"))), (status = 400, body = crate::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn marketing_metrics(
+    State(state): State<AppState>,
+    _auth: ReadKey,
+    headers: HeaderMap,
+    Query(p): Query<RangeParams>,
+) -> ApiResult<Response> {
+    let as_csv = csv::wanted(p.format.as_deref(), &headers)?;
+    let (range, reporting) = resolve(
+        &state,
+        p.from.as_deref(),
+        p.to.as_deref(),
+        p.currency.as_deref(),
+    )
+    .await?;
+    let fresh = freshen(&state).await?;
+    let m = metrics::marketing_metrics(&state.store, range, reporting).await?;
+    let view = marketing_view(&m, fresh);
+    Ok(if as_csv {
+        marketing_csv(&view)
+            .into_response(&format!("marketing-metrics-{}-{}.csv", view.from, view.to))
+    } else {
+        axum::Json(view).into_response()
+    })
 }

@@ -14,6 +14,7 @@
 //! - [`reporting`]: exchange rates and totals per currency and in the reporting currency.
 //! - [`dashboard`]: revenue analytics (MRR and its movements, revenue, customers, cohorts).
 //! - [`csv`]: CSV answers, for the clients that ask for them.
+//! - [`marketing`]: marketing spend, for CAC.
 //! - [`sandbox`]: the sandbox gateway's test controls, and its business clock.
 //! - [`webhooks`]: the signature-verified Stripe webhook intake.
 //! - [`ops`]: health, readiness, metrics, OpenAPI and the audit log.
@@ -30,6 +31,7 @@ pub mod engagement;
 pub mod error;
 pub mod extract;
 pub mod jobs;
+pub mod marketing;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
@@ -341,6 +343,14 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .route(
             "/dashboard/customer-metrics",
             get(dashboard::customer_metrics),
+        )
+        .route(
+            "/dashboard/marketing-metrics",
+            get(dashboard::marketing_metrics),
+        )
+        .route(
+            "/marketing/spend",
+            get(marketing::list_spend).post(marketing::create_spend),
         )
         .route("/audit", get(ops::audit_list))
         .route_layer(middleware::from_fn_with_state(

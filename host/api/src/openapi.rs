@@ -92,6 +92,9 @@ impl Modify for BearerKey {
         crate::dashboard::overview,
         crate::dashboard::revenue_metrics,
         crate::dashboard::customer_metrics,
+        crate::dashboard::marketing_metrics,
+        crate::marketing::create_spend,
+        crate::marketing::list_spend,
         crate::ops::audit_list,
         crate::ops::health,
         crate::ops::ready,
@@ -105,7 +108,7 @@ impl Modify for BearerKey {
         crate::payments::PaymentView, crate::payments::RefundView, crate::payments::CreatePayment, crate::payments::CreateRefund,
         crate::catalog::ProductView, crate::catalog::CreateProduct, crate::catalog::PriceView, crate::catalog::CreatePrice,
         crate::catalog::RecurringView, crate::catalog::RecurringRequest, crate::catalog::UpdatePrice, crate::sandbox::Authenticate, crate::webhooks::InboxView,
-        crate::reporting::RateView, crate::reporting::SetRate,
+        crate::reporting::RateView, crate::reporting::SetRate, crate::marketing::CreateSpend, crate::marketing::SpendView,
         crate::engagement::PersonalizeBody, crate::engagement::PersonalizationView, crate::engagement::TriggerBody, crate::engagement::TriggerView)),
     modifiers(&BearerKey),
     tags(
@@ -115,7 +118,7 @@ impl Modify for BearerKey {
         (name = "subscriptions", description = "Subscriptions, their invoices and dunning"),
         (name = "decisions", description = "Quotes, price recommendations and previews decided by plugins"),
         (name = "reporting", description = "Exchange rates and totals in one reporting currency"),
-        (name = "dashboard", description = "Revenue analytics: MRR and its movements, revenue, customers, cohorts"),
+        (name = "dashboard", description = "Revenue analytics: MRR and its movements, revenue, customers, cohorts, marketing spend and CAC"),
         (name = "sandbox", description = "Test controls of the built-in sandbox gateway"),
         (name = "operations", description = "Health, readiness and the audit log"),
     )

@@ -34,6 +34,8 @@ pub mod kind {
     pub const PRODUCT_CREATED: &str = "product.created";
     pub const PRICE_CREATED: &str = "price.created";
     pub const PRICE_DEACTIVATED: &str = "price.deactivated";
+    /// Marketing spend was recorded (`POST /marketing/spend`).
+    pub const MARKETING_SPEND_RECORDED: &str = "marketing.spend_recorded";
 }
 
 #[derive(Debug, Clone, PartialEq)]

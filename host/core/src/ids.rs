@@ -20,6 +20,7 @@ pub mod prefix {
     pub const INVOICE: &str = "in";
     pub const INVOICE_LINE: &str = "il";
     pub const QUOTE: &str = "quo";
+    pub const MARKETING_SPEND: &str = "msp";
     /// The sandbox gateway's own objects, as a remote processor would name them.
     pub const SANDBOX_CHARGE: &str = "pi_sbx";
     pub const SANDBOX_REFUND: &str = "re_sbx";

@@ -14,6 +14,7 @@
 //! - [`catalog`]: products and prices.
 //! - [`consumers`]: positions of the event log's consumers, leased to one host at a time.
 //! - [`customers`]: customer records, lookup, listing and erasure.
+//! - [`marketing`]: marketing spend per channel and period.
 //! - [`payments`]: payments and refunds as the host records them.
 //! - [`profiles`]: a customer's activity and the sales per price, summarised for decisions.
 //! - [`quotes`]: quotes as decided, and their single use by a payment or subscription.
@@ -44,6 +45,7 @@ pub mod gateway_ids;
 pub mod idempotency;
 pub mod inbox;
 pub mod keys;
+pub mod marketing;
 pub mod payments;
 pub mod profiles;
 pub mod quotes;
