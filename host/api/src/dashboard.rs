@@ -1,4 +1,5 @@
-//! The revenue dashboard's figures: overview, revenue series and customer metrics. Thin:
+//! The revenue dashboard's figures: overview, revenue series, customer metrics and marketing
+//! metrics. Thin:
 //! parse and check the range, make sure the aggregates include every event committed
 //! before the request, ask `hephaestus_analytics::metrics`, render. Money in the reporting
 //! currency is an exact decimal written as a JSON number; per currency, each figure is
