@@ -10,6 +10,7 @@ mod bad_requests;
 mod binary;
 mod catalog;
 mod connections;
+mod crash;
 mod customers;
 mod db_outage;
 mod engagement;

@@ -932,6 +932,28 @@ pub async fn list_plugins(
 /// Holds stored quote `quote_id` for a request of `customer_id` about to charge it, under
 /// the gateway idempotency key of that charge (see [`quotes::claim`]); the quote's price
 /// must be one-time (`recurring: false`) or recurring (`true`), as the caller charges it.
+/// Quote `quote_id` of `customer_id`, read without holding it: what it would charge. Whether
+/// it can still be used is for [`hold_quote`] to say.
+pub async fn read_quote(
+    state: &AppState,
+    quote_id: &str,
+    customer_id: &str,
+) -> ApiResult<quotes::Quote> {
+    if !ids::is_well_formed(prefix::QUOTE, quote_id) {
+        return Err(AppError::invalid(
+            "quote_id",
+            "must be a quote id like quo_…",
+        ));
+    }
+    match quotes::get(&state.store, quote_id).await? {
+        None => Err(unusable(quote_id, quotes::Unusable::Missing)),
+        Some(q) if q.customer_id != customer_id => {
+            Err(unusable(quote_id, quotes::Unusable::OtherCustomer))
+        }
+        Some(q) => Ok(q),
+    }
+}
+
 pub async fn hold_quote(
     state: &AppState,
     quote_id: &str,

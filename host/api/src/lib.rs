@@ -31,6 +31,7 @@ pub mod openapi;
 pub mod ops;
 pub mod payments;
 pub mod rate_limit;
+pub mod recovery;
 pub mod reporting;
 pub mod sandbox;
 pub mod segments;
@@ -107,6 +108,8 @@ pub struct ApiConfig {
     pub plugin_cache_dir: Option<std::path::PathBuf>,
     /// What the operator allows every plugin, whatever its manifest asks.
     pub plugin_limits: hephaestus_plugins::HostLimits,
+    /// A fault drill's planned death (`HEPHAESTUS_FAULT_ABORT`); `None` in any real use.
+    pub fault_abort: Option<recovery::FaultAbort>,
 }
 
 impl Default for ApiConfig {
@@ -131,6 +134,7 @@ impl Default for ApiConfig {
             plugin_dir: None,
             plugin_cache_dir: None,
             plugin_limits: hephaestus_plugins::HostLimits::default(),
+            fault_abort: None,
             reporting_currency: hephaestus_core::money::Currency::parse("USD", "currency")
                 .unwrap_or_else(|_| unreachable!("USD is an ISO 4217 currency")),
         }

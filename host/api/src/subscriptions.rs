@@ -12,7 +12,7 @@ use hephaestus_billing::gateway::{
 };
 use hephaestus_billing::gateway_subscriptions;
 use hephaestus_billing::subscriptions::{
-    self as engine, NewSubscription, Update, UpdateError, business_now, check_change,
+    self as engine, NewSubscription, Planned, Update, UpdateError, business_now, check_change,
 };
 use hephaestus_core::Timestamp;
 use hephaestus_core::catalog::{MAX_TRIAL_DAYS, Price};
@@ -311,111 +311,208 @@ pub async fn create(
         Err(e) => return e.into_response(),
     };
     let (planned, price) = planned;
-    let claimed = match write::claim(&state, &auth.0, &meta, &body.raw).await {
-        Ok(c) => c,
-        Err(answer) => return answer,
-    };
     if state.gateway.subscriptions().is_some() {
+        let claimed = match write::claim(&state, &auth.0, &meta, &body.raw).await {
+            Ok(c) => c,
+            Err(answer) => return answer,
+        };
         return create_at_gateway(&state, claimed, planned.subscription, price).await;
     }
     let gateway = state.gateway.clone();
-    let quote_key = claimed.external_key("subscription-charge");
-    let quote_state = state.clone();
-    let customer_id = planned.subscription.customer_id.clone();
+    let key = write::external_key(&auth.0, &meta, "subscription-charge");
     let quote_id = planned.subscription.quote_id.clone();
-    let first = &planned.invoice;
-    let request = (first.amount_due_minor > 0).then(|| ChargeRequest {
-        customer_id: planned.subscription.customer_id.clone(),
-        amount: Money {
-            minor: first.amount_due_minor,
-            currency: first.currency,
+    let priced_by = match &quote_id {
+        Some(id) => match quotes::get(&state.store, id).await {
+            Ok(q) => q.as_ref().map(charges::PricedBy::of),
+            Err(e) => return AppError::from(e).into_response(),
         },
-        payment_method: planned
-            .subscription
-            .payment_method
-            .clone()
-            .unwrap_or_default(),
-        description: Some(format!(
-            "Invoice {} for {}",
-            first.id, planned.subscription.id
-        )),
-        idempotency_key: claimed.external_key("subscription-charge"),
-        off_session: true,
-    });
+        None => None,
+    };
+    let spec = SubscriptionSpec {
+        subscription: planned.subscription,
+        invoice: planned.invoice,
+        priced_by,
+    };
+    // With a trial nothing is charged now: no gateway call, no attempt.
+    let charged = spec.invoice.amount_due_minor > 0;
+    let claimed = if charged {
+        let work = crate::recovery::Work::Subscription(Box::new(spec.clone()));
+        let attempt = match crate::recovery::attempt(&state, &auth.0, &meta, &key, work) {
+            Ok(a) => a,
+            Err(e) => return e.into_response(),
+        };
+        let attempt_id = attempt.id.clone();
+        match write::claim_attempt(&state, &auth.0, &meta, &body.raw, attempt).await {
+            Ok(c) => (c, Some(attempt_id)),
+            Err(answer) => return answer,
+        }
+    } else {
+        match write::claim(&state, &auth.0, &meta, &body.raw).await {
+            Ok(c) => (c, None),
+            Err(answer) => return answer,
+        }
+    };
+    let (claimed, attempt_id) = claimed;
     claimed
         .then(async move {
-            let state = quote_state;
-            let quote = match &quote_id {
-                Some(id) => Some(
-                    crate::decisions::hold_quote(&state, id, &customer_id, &quote_key, true)
-                        .await?,
-                ),
-                None => None,
+            let forget = |state: AppState, id: Option<String>| async move {
+                if let Some(id) = id {
+                    crate::payments::forget_attempt(&state, &id).await;
+                }
             };
-            let charge = match request {
-                Some(r) => match gateway.charge(r).await {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        if let Some(q) = &quote {
-                            let _ = quotes::release(&state.store, &q.id, &quote_key).await;
+            if let Some(id) = &quote_id
+                && let Err(e) = crate::decisions::hold_quote(
+                    &state,
+                    id,
+                    &spec.subscription.customer_id,
+                    &key,
+                    true,
+                )
+                .await
+            {
+                forget(state.clone(), attempt_id).await;
+                return Err(e);
+            }
+            let charge = match &attempt_id {
+                None => None,
+                Some(attempt_id) => {
+                    crate::recovery::fault(&state, crate::recovery::FaultPoint::BeforeGatewayCall);
+                    let charge = gateway.charge(spec.charge_request(&key)).await;
+                    crate::recovery::fault(&state, crate::recovery::FaultPoint::AfterGatewayCall);
+                    match charge {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            crate::payments::gateway_failed(&state, attempt_id, &e).await;
+                            if let Some(q) = &quote_id {
+                                let _ = quotes::release(&state.store, q, &key).await;
+                            }
+                            return Err(gateway_error(e));
                         }
-                        return Err(gateway_error(e));
                     }
-                },
-                None => None,
+                }
             };
-            let priced_by = quote.as_ref().map(charges::PricedBy::of);
             let gateway = gateway.name().to_string();
             Ok(write::change(move |tx| {
                 Box::pin(async move {
-                    let now = planned.subscription.created_at;
-                    let mut payment_id = None;
-                    if let Some(charge) = &charge {
-                        let sub = &planned.subscription;
-                        let paid = charges::status_of(charge)
-                            == hephaestus_core::payment::PaymentStatus::Succeeded;
-                        let attempt = charges::Attempt {
-                            customer_id: sub.customer_id.clone(),
-                            amount: Money {
-                                minor: planned.invoice.amount_due_minor,
-                                currency: planned.invoice.currency,
-                            },
-                            payment_method: sub.payment_method.clone().unwrap_or_default(),
-                            description: Some(format!(
-                                "Invoice {} for {}",
-                                planned.invoice.id, sub.id
-                            )),
-                            metadata: Metadata::new(),
-                            // A payment that did not go through settles no invoice.
-                            invoice_id: paid.then(|| planned.invoice.id.clone()),
-                            priced_by: priced_by.clone(),
-                        };
-                        let payment = charges::record(tx, &gateway, attempt, charge, now).await?;
-                        if !paid {
-                            // Nothing is started; the declined payment is kept and named,
-                            // and the quote may be used with another card.
-                            if let Some(q) = &quote {
-                                quotes::release_in(tx, &q.id, &quote_key).await?;
-                            }
-                            return Ok(declined(&payment));
-                        }
-                        payment_id = Some(payment.id);
-                    }
-                    if let Some(q) = &quote
-                        && !quotes::mark_used(tx, &q.id, &planned.subscription.id, now).await?
-                    {
-                        tracing::error!(quote = %q.id, "a quote was used twice");
-                    }
-                    let (sub, invoice) =
-                        engine::start(tx, planned, &price, payment_id, now).await?;
-                    let mut view = SubscriptionView::from(&sub);
-                    view.latest_invoice = Some(InvoiceView::from(&invoice));
-                    view.pending_invoice_lines = Some(Vec::new());
-                    Ok(write::created(&sub.id, &view))
+                    finish_subscription(
+                        tx,
+                        &gateway,
+                        attempt_id.as_deref(),
+                        &key,
+                        spec,
+                        charge,
+                        &price,
+                    )
+                    .await
                 })
             }))
         })
         .await
+}
+
+/// What a subscription's start knew before it charged the first period: the subscription
+/// and invoice planned, recorded as planned once the charge went through.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubscriptionSpec {
+    pub subscription: Subscription,
+    pub invoice: Invoice,
+    pub priced_by: Option<charges::PricedBy>,
+}
+
+impl SubscriptionSpec {
+    /// The first period's charge, under `key`.
+    pub fn charge_request(&self, key: &str) -> ChargeRequest {
+        let sub = &self.subscription;
+        ChargeRequest {
+            customer_id: sub.customer_id.clone(),
+            amount: Money {
+                minor: self.invoice.amount_due_minor,
+                currency: self.invoice.currency,
+            },
+            payment_method: sub.payment_method.clone().unwrap_or_default(),
+            description: Some(self.description()),
+            idempotency_key: key.to_string(),
+            off_session: true,
+        }
+    }
+
+    fn description(&self) -> String {
+        format!("Invoice {} for {}", self.invoice.id, self.subscription.id)
+    }
+}
+
+/// Records a subscription's start: the first period's payment when one was charged (a
+/// declined one is recorded and starts nothing), the quote used, the subscription and its
+/// first invoice; and finishes the charge's attempt.
+pub async fn finish_subscription(
+    tx: &mut hephaestus_store::Tx,
+    gateway: &str,
+    attempt_id: Option<&str>,
+    key: &str,
+    spec: SubscriptionSpec,
+    charge: Option<hephaestus_billing::gateway::Charge>,
+    price: &Price,
+) -> ApiResult<Written> {
+    if let Some(id) = attempt_id {
+        crate::recovery::finish(tx, id).await?;
+    }
+    let now = spec.subscription.created_at;
+    let quote_id = spec.subscription.quote_id.clone();
+    let mut payment_id = None;
+    if let Some(charge) = &charge {
+        let sub = &spec.subscription;
+        let paid = charges::status_of(charge) == hephaestus_core::payment::PaymentStatus::Succeeded;
+        let attempt = charges::Attempt {
+            customer_id: sub.customer_id.clone(),
+            amount: Money {
+                minor: spec.invoice.amount_due_minor,
+                currency: spec.invoice.currency,
+            },
+            payment_method: sub.payment_method.clone().unwrap_or_default(),
+            description: Some(spec.description()),
+            metadata: Metadata::new(),
+            // A payment that did not go through settles no invoice.
+            invoice_id: paid.then(|| spec.invoice.id.clone()),
+            priced_by: spec.priced_by.clone(),
+        };
+        let payment = charges::record(tx, gateway, attempt, charge, now).await?;
+        if !paid {
+            // Nothing is started; the declined payment is kept and named, and the quote may
+            // be used with another card.
+            if let Some(q) = &quote_id {
+                quotes::release_in(tx, q, key).await?;
+            }
+            return Ok(declined(&payment));
+        }
+        payment_id = Some(payment.id);
+    }
+    if let Some(q) = &quote_id
+        && !quotes::mark_used(tx, q, &spec.subscription.id, now).await?
+    {
+        tracing::error!(quote = %q, "a quote was used twice");
+    }
+    let planned = Planned {
+        subscription: spec.subscription,
+        invoice: spec.invoice,
+    };
+    let (sub, invoice) = engine::start(tx, planned, price, payment_id, now).await?;
+    let mut view = SubscriptionView::from(&sub);
+    view.latest_invoice = Some(InvoiceView::from(&invoice));
+    view.pending_invoice_lines = Some(Vec::new());
+    Ok(write::created(&sub.id, &view))
+}
+
+/// Recovery found that the gateway never received a subscription's first charge: the quote
+/// it held is free again.
+pub async fn never_charged(
+    tx: &mut hephaestus_store::Tx,
+    spec: &SubscriptionSpec,
+    key: &str,
+) -> ApiResult<()> {
+    if let Some(q) = &spec.subscription.quote_id {
+        quotes::release_in(tx, q, key).await?;
+    }
+    Ok(())
 }
 
 /// Starts a subscription at a gateway that bills it (Stripe): it charges the first invoice

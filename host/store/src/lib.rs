@@ -4,6 +4,8 @@
 //! - [`keys`]: API keys (hashes only) and the first-run admin key.
 //! - [`rate_limit`]: per-key request counters shared by every host using the database.
 //! - [`idempotency`]: claimed `Idempotency-Key`s and the first response stored for replay.
+//! - [`instances`]: the host processes alive on this database, each beating while it lives.
+//! - [`attempts`]: gateway calls about to be made, recorded before the call.
 //! - [`audit`]: who changed what, when, through which request.
 //! - [`disputes`]: chargebacks as gateways report them.
 //! - [`events`]: the append-only domain event log.
@@ -30,6 +32,7 @@
 //! `SQLITE_BUSY`) and a pool of readers.
 
 mod appends;
+pub mod attempts;
 pub mod audit;
 pub mod batch;
 pub mod catalog;
@@ -41,6 +44,7 @@ pub mod exchange_rates;
 pub mod gateway_ids;
 pub mod idempotency;
 pub mod inbox;
+pub mod instances;
 pub mod keys;
 pub mod payments;
 pub mod profiles;
@@ -161,6 +165,9 @@ pub struct Store {
     intake: Option<batch::Batcher<inbox::NewInboxEvent>>,
     /// The pool's acquire timeout, which also bounds a readiness check.
     acquire_timeout: Duration,
+    /// This process's id among the hosts using the database (`hst_…`): what it claims is
+    /// stamped with it, so others can tell when its owner died (see [`instances`]).
+    instance: std::sync::Arc<str>,
 }
 
 /// Runs `$body` with `$e` bound to a read executor of the store's database.
@@ -345,6 +352,7 @@ impl Tx {
             _ => {
                 payments::insert_all(self, &appends.payments).await?;
                 events::insert_all(self, &appends.events).await?;
+                attempts::delete_all(self, &appends.attempts_done).await?;
                 audit::insert_all(self, &appends.audit).await
             }
         }
@@ -406,7 +414,13 @@ impl Store {
             appends,
             intake,
             acquire_timeout: settings.acquire_timeout,
+            instance: hephaestus_core::ids::new_id("hst").into(),
         })
+    }
+
+    /// This process's id among the hosts using the database.
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// Runs `job` in a transaction and commits it. Its changes and everything it records
