@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::binary::{self, Server};
 use crate::both_dbs;
 use crate::common::{Db, Reply, TestDb};
+use crate::stripe::LocalStripe;
 
 both_dbs!(
     a_charge_made_just_before_the_host_died_is_recorded_for_its_retry,
@@ -22,27 +23,46 @@ both_dbs!(
     a_refund_made_just_before_the_host_died_is_recorded,
     a_subscription_whose_first_charge_outlived_its_host_starts_on_retry,
     kill_9_under_load_leaves_no_charge_without_a_payment,
+    a_stripe_charge_made_just_before_the_host_died_is_recorded,
+    stripe_down_then_back_answers_503_and_charges_once,
 );
 
-/// Recovery settles a dead host's calls within this long (its beat goes stale after 5 s).
+/// Recovery settles a dead host's sandbox calls within this long (its beat goes stale after
+/// 5 s); a call to Stripe is asked about once it can no longer land (its 30 s timeout, and a
+/// margin).
 const SETTLED_WITHIN: Duration = Duration::from_secs(20);
+const STRIPE_SETTLED_WITHIN: Duration = Duration::from_secs(60);
 
 struct Drill {
     db: TestDb,
     dir: tempfile::TempDir,
     key: String,
     http: reqwest::Client,
+    /// Settings every start of the binary gets (the Stripe gateway's, say).
+    env: Vec<(&'static str, String)>,
+    settled_within: Duration,
 }
 
 impl Drill {
     async fn new(db: Db) -> (Self, Server) {
+        Self::with_env(db, Vec::new()).await
+    }
+
+    async fn with_env(db: Db, env: Vec<(&'static str, String)>) -> (Self, Server) {
         let db = TestDb::new(db).await;
         let dir = tempfile::tempdir().unwrap();
+        let settled_within = if env.is_empty() {
+            SETTLED_WITHIN
+        } else {
+            STRIPE_SETTLED_WITHIN
+        };
         let mut drill = Drill {
             db,
             dir,
             key: String::new(),
             http: reqwest::Client::new(),
+            env,
+            settled_within,
         };
         let mut server = drill.start(None).await;
         drill.key = binary::first_run_key(&mut server).await;
@@ -54,6 +74,9 @@ impl Drill {
         let mut cmd = binary::command(self.dir.path());
         cmd.env("DATABASE_URL", &self.db.url)
             .env("HEPHAESTUS_RATE_LIMIT", "off");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
         match fault {
             Some(f) => cmd.env("HEPHAESTUS_FAULT_ABORT", f),
             None => cmd.env_remove("HEPHAESTUS_FAULT_ABORT"),
@@ -127,8 +150,9 @@ impl Drill {
                 return (r, start.elapsed());
             }
             assert!(
-                start.elapsed() < SETTLED_WITHIN,
-                "the interrupted request was not settled within {SETTLED_WITHIN:?}"
+                start.elapsed() < self.settled_within,
+                "the interrupted request was not settled within {:?}",
+                self.settled_within
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -489,4 +513,108 @@ async fn kill_9_under_load_leaves_no_charge_without_a_payment(db: Db) {
         0,
         "a payment recording no charge of the gateway"
     );
+}
+
+async fn a_stripe_charge_made_just_before_the_host_died_is_recorded(db: Db) {
+    let stripe = LocalStripe::start().await;
+    let env = vec![
+        ("STRIPE_SECRET_KEY", crate::stripe::SECRET_KEY.to_string()),
+        ("STRIPE_API_BASE", stripe.base.clone()),
+    ];
+    let (drill, first) = Drill::with_env(db, env).await;
+    let customer = drill.customer(&first).await;
+    kill_9(first).await;
+    let card = stripe.card("4242424242424242").await;
+    let body = json!({"customer_id": customer, "amount": "42.00", "currency": "usd",
+                      "payment_method": card});
+
+    let faulty = drill.start(Some("after_gateway_call:1")).await;
+    let r = drill
+        .try_post(
+            &faulty,
+            "/api/v1/revenue/payments",
+            &body,
+            Some("stripe-crash"),
+        )
+        .await;
+    assert!(r.is_err(), "the host answered instead of dying");
+    died(faulty).await;
+    let intents = stripe.intents().await;
+    assert_eq!(intents.len(), 1, "{intents:?}");
+    assert_eq!(intents[0]["status"], "succeeded");
+    assert_eq!(drill.count("payments").await, 0);
+
+    let server = drill.start(None).await;
+    let (r, waited) = drill
+        .retry(&server, "/api/v1/revenue/payments", &body, "stripe-crash")
+        .await;
+    eprintln!("{db:?}: the Stripe charge was recorded for its retry {waited:?} after the restart");
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["gateway"], "stripe");
+    assert_eq!(r.body["gateway_id"], intents[0]["id"]);
+    assert_eq!(r.body["status"], "succeeded");
+    assert_eq!(stripe.intents().await.len(), 1, "charged again");
+    assert_eq!(drill.count("payments").await, 1);
+    assert_eq!(drill.count("gateway_attempts").await, 0);
+}
+
+async fn stripe_down_then_back_answers_503_and_charges_once(db: Db) {
+    let mut stripe = LocalStripe::start().await;
+    let s = crate::stripe::server(db, stripe.gateway_args()).await;
+    let customer = crate::stripe::customer(&s, "outage@example.com").await;
+    let card = stripe.card("4242424242424242").await;
+    let body = json!({"customer_id": customer, "amount": "19.99", "currency": "usd",
+                      "payment_method": card});
+
+    stripe.stop().await;
+    let started = Instant::now();
+    let r = s
+        .post(
+            &s.admin,
+            "/api/v1/revenue/payments",
+            &body,
+            Some("outage-1"),
+        )
+        .await;
+    let answered_in = started.elapsed();
+    eprintln!(
+        "{db:?}: with Stripe down a payment was answered {} in {answered_in:?}",
+        r.status
+    );
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(r.code(), "service_unavailable");
+    assert!(r.headers.contains_key("retry-after"));
+    assert!(answered_in < Duration::from_secs(5), "{answered_in:?}");
+    assert_eq!(s.count("payments").await, 0);
+
+    stripe.restart().await;
+    // The retry runs (the key is released as the 503 is answered) and charges once.
+    let r = loop {
+        let r = s
+            .post(
+                &s.admin,
+                "/api/v1/revenue/payments",
+                &body,
+                Some("outage-1"),
+            )
+            .await;
+        if r.code() != "idempotency_key_in_use" || started.elapsed() > Duration::from_secs(10) {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(stripe.intents().await.len(), 1);
+    // The first call's attempt is settled once it can no longer land: the gateway's charge
+    // under its key is the retry's, recorded once.
+    let deadline = Instant::now() + STRIPE_SETTLED_WITHIN;
+    while s.count("gateway_attempts").await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first attempt was never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(s.count("payments").await, 1);
+    assert_eq!(stripe.intents().await.len(), 1);
 }
