@@ -183,10 +183,11 @@ async fn lease(
     lease_secs: i64,
     limit: i64,
 ) -> Result<Vec<Attempt>> {
+    let now = Timestamp::now();
+    let alive_cutoff = instances::alive_cutoff(store, now);
     store
         .write_statement(move |tx| {
             Box::pin(async move {
-                let now = Timestamp::now();
                 let sql = format!(
                     "UPDATE gateway_attempts SET recovering_until = $1
                       WHERE id IN (
@@ -204,7 +205,7 @@ async fn lease(
                         .bind(now.add_secs(lease_secs).as_micros())
                         .bind(now.as_micros())
                         .bind(made_before)
-                        .bind(instances::alive_cutoff(now))
+                        .bind(alive_cutoff)
                         .bind(&k)
                         .bind(&i)
                         .bind(limit)

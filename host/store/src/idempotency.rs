@@ -74,12 +74,13 @@ where
     E: From<StoreError> + Send + 'static,
 {
     let owner = store.instance().to_string();
+    let alive_cutoff = crate::instances::alive_cutoff(store, Timestamp::now());
     let mut key = k.as_ref().map(|k| (*k).clone());
     let (claim, value, key) = store
         .write(move |tx| {
             Box::pin(async move {
                 if let Some(k) = &mut key {
-                    let claim = claim_in(tx, &owner, k, lock_secs).await?;
+                    let claim = claim_in(tx, &owner, alive_cutoff, k, lock_secs).await?;
                     if claim != Claim::Acquired {
                         return Ok((claim, None, key));
                     }
@@ -95,7 +96,13 @@ where
     Ok((claim, value))
 }
 
-async fn claim_in(tx: &mut Tx, owner: &str, k: &mut IdemKey, lock_secs: i64) -> Result<Claim> {
+async fn claim_in(
+    tx: &mut Tx,
+    owner: &str,
+    alive_cutoff: i64,
+    k: &mut IdemKey,
+    lock_secs: i64,
+) -> Result<Claim> {
     let now = Timestamp::now();
     k.claim_token = hephaestus_core::ids::new_id("clm");
     let inserted = with_tx!(tx, |c| sqlx::query(
@@ -142,7 +149,7 @@ async fn claim_in(tx: &mut Tx, owner: &str, k: &mut IdemKey, lock_secs: i64) -> 
         .bind(now.add_secs(-RETENTION_SECS).as_micros())
         .bind(&k.claim_token)
         .bind(owner)
-        .bind(crate::instances::alive_cutoff(now))
+        .bind(alive_cutoff)
         .execute(&mut *c)
         .await
         .map(|r| r.rows_affected()))?;

@@ -5,6 +5,7 @@
 //! going while the process is busy; a process that cannot reach the database cannot act on
 //! it either, so being taken for dead then costs it nothing it could have done.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use hephaestus_core::Timestamp;
@@ -27,15 +28,38 @@ pub fn dead_sql(column: &str, cutoff_param: &str) -> String {
     )
 }
 
-/// The moment before which a beat no longer proves life.
-pub fn alive_cutoff(now: Timestamp) -> i64 {
-    now.add_secs(-DEAD_AFTER_SECS).as_micros()
+/// How this process's own beats went: a process that could not beat lately (the database was
+/// away) does not judge others, whose beats failed as well.
+#[derive(Debug, Default)]
+pub struct Beats {
+    last_ok: AtomicI64,
+    last_failed: AtomicI64,
+}
+
+/// The moment before which a beat no longer proves life, as this process may judge it now.
+/// While this process has not been beating without a failure for [`DEAD_AFTER_SECS`] — the
+/// database was away for everyone, so every beat is stale — it takes every registered
+/// process for alive (`i64::MIN`): a living host is not taken for dead because the database
+/// could not hear it.
+pub fn alive_cutoff(store: &Store, now: Timestamp) -> i64 {
+    let beats = store.beats();
+    let now_us = now.as_micros();
+    let second = 1_000_000;
+    let last_ok = beats.last_ok.load(Ordering::Relaxed);
+    let last_failed = beats.last_failed.load(Ordering::Relaxed);
+    let beating = last_ok >= now_us - 2 * second;
+    let steady = last_failed < now_us - (DEAD_AFTER_SECS + 1) * second;
+    if beating && steady {
+        now.add_secs(-DEAD_AFTER_SECS).as_micros()
+    } else {
+        i64::MIN
+    }
 }
 
 /// Registers this process, or beats: one statement either way.
 pub async fn beat(store: &Store) -> Result<()> {
     let id = store.instance().to_string();
-    store
+    let beaten = store
         .write_statement(move |tx| {
             Box::pin(async move {
                 let now = Timestamp::now().as_micros();
@@ -51,7 +75,14 @@ pub async fn beat(store: &Store) -> Result<()> {
                 Ok(())
             })
         })
-        .await
+        .await;
+    let at = if beaten.is_ok() {
+        &store.beats().last_ok
+    } else {
+        &store.beats().last_failed
+    };
+    at.store(Timestamp::now().as_micros(), Ordering::Relaxed);
+    beaten
 }
 
 /// Says this process is gone (a clean shutdown), so its claims need not wait for its beat
@@ -78,7 +109,7 @@ pub async fn leave(store: &Store) -> Result<()> {
 
 /// Whether the process `id` is alive.
 pub async fn is_alive(store: &Store, id: &str) -> Result<bool> {
-    let cutoff = alive_cutoff(Timestamp::now());
+    let cutoff = alive_cutoff(store, Timestamp::now());
     let n: i64 = crate::with_read!(store, |e| sqlx::query_scalar(
         "SELECT COUNT(*) FROM host_instances WHERE id = $1 AND heartbeat_at >= $2"
     )

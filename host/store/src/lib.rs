@@ -168,6 +168,7 @@ pub struct Store {
     /// This process's id among the hosts using the database (`hst_…`): what it claims is
     /// stamped with it, so others can tell when its owner died (see [`instances`]).
     instance: std::sync::Arc<str>,
+    beats: std::sync::Arc<instances::Beats>,
 }
 
 /// Runs `$body` with `$e` bound to a read executor of the store's database.
@@ -415,12 +416,17 @@ impl Store {
             intake,
             acquire_timeout: settings.acquire_timeout,
             instance: hephaestus_core::ids::new_id("hst").into(),
+            beats: Default::default(),
         })
     }
 
     /// This process's id among the hosts using the database.
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    pub(crate) fn beats(&self) -> &instances::Beats {
+        &self.beats
     }
 
     /// Runs `job` in a transaction and commits it. Its changes and everything it records
