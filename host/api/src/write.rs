@@ -170,7 +170,7 @@ async fn claim_inner(
     // A claim held by a request that died with its gateway call unrecorded is settled by
     // recovery here and now, and then claimed again: answered from what it recorded.
     let mut settled_orphan = false;
-    loop {
+    while idem.is_some() || attempt.is_some() {
         let row = attempt.clone();
         let claimed = idempotency::claim_with(
             &state.store,

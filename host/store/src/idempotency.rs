@@ -59,7 +59,8 @@ pub async fn claim(store: &Store, k: &mut IdemKey, lock_secs: i64) -> Result<Cla
 /// [`claim`], and when the key is acquired (or there is none), `prepare` in the same
 /// transaction: what must exist before the request acts outside the database (its gateway
 /// attempt). An `Err` from `prepare` rolls the claim back with it. `T` is `prepare`'s value,
-/// `None` when the key was not acquired.
+/// `None` when the key was not acquired. Without a key, `prepare` runs as
+/// [`Store::write_statement`] runs a job: it must write nothing at commit.
 pub async fn claim_with<T, E, F>(
     store: &Store,
     k: Option<&mut IdemKey>,
@@ -73,9 +74,16 @@ where
     T: Send + 'static,
     E: From<StoreError> + Send + 'static,
 {
+    let Some(k) = k else {
+        // Nothing to claim: `prepare` alone, one statement on PostgreSQL when it is one.
+        let value = store
+            .write_statement(move |tx| Box::pin(async move { prepare(tx, None).await }))
+            .await?;
+        return Ok((Claim::Acquired, Some(value)));
+    };
     let owner = store.instance().to_string();
     let alive_cutoff = crate::instances::alive_cutoff(store, Timestamp::now());
-    let mut key = k.as_ref().map(|k| (*k).clone());
+    let mut key = Some(k.clone());
     let (claim, value, key) = store
         .write(move |tx| {
             Box::pin(async move {
@@ -90,7 +98,7 @@ where
             })
         })
         .await?;
-    if let (Some(k), Some(claimed)) = (k, key) {
+    if let Some(claimed) = key {
         k.claim_token = claimed.claim_token;
     }
     Ok((claim, value))
