@@ -418,16 +418,9 @@ async fn create_inner(
             })
             .await);
     };
-    let attempt = crate::recovery::attempt(
-        &state,
-        &auth.0,
-        &meta,
-        &key,
-        crate::recovery::Work::Payment(spec.clone()),
-    )
-    .map_err(IntoResponse::into_response)?;
-    let attempt_id = attempt.id.clone();
-    let claimed = write::claim_attempt(&state, &auth.0, &meta, &body.raw, attempt).await?;
+    let work = crate::recovery::Work::Payment(spec.clone());
+    let (claimed, attempt_id) =
+        crate::recovery::claim(&state, &auth.0, &meta, &body.raw, &key, work).await?;
     Ok(claimed
         .then(async move {
             let fail = |state: AppState, e: AppError, quote: Option<String>, key: String| async move {
@@ -715,16 +708,12 @@ pub async fn confirm(
     };
     let request = spec.charge_request(&payment, &spec.gateway_key());
     let work = crate::recovery::Work::Confirm(spec.clone());
-    let attempt =
-        match crate::recovery::attempt(&state, &auth.0, &meta, &request.idempotency_key, work) {
-            Ok(a) => a,
-            Err(e) => return e.into_response(),
+    let key = request.idempotency_key.clone();
+    let (claimed, attempt_id) =
+        match crate::recovery::claim(&state, &auth.0, &meta, &body.raw, &key, work).await {
+            Ok(c) => c,
+            Err(answer) => return answer,
         };
-    let attempt_id = attempt.id.clone();
-    let claimed = match write::claim_attempt(&state, &auth.0, &meta, &body.raw, attempt).await {
-        Ok(c) => c,
-        Err(answer) => return answer,
-    };
     let gateway = state.gateway.clone();
     claimed
         .then(async move {
@@ -1082,15 +1071,11 @@ pub async fn refund(
         Err(e) => return e.into_response(),
     };
     let work = crate::recovery::Work::Refund(spec.clone());
-    let attempt = match crate::recovery::attempt(&state, &auth.0, &meta, &key, work) {
-        Ok(a) => a,
-        Err(e) => return e.into_response(),
-    };
-    let attempt_id = attempt.id.clone();
-    let claimed = match write::claim_attempt(&state, &auth.0, &meta, &body.raw, attempt).await {
-        Ok(c) => c,
-        Err(answer) => return answer,
-    };
+    let (claimed, attempt_id) =
+        match crate::recovery::claim(&state, &auth.0, &meta, &body.raw, &key, work).await {
+            Ok(c) => c,
+            Err(answer) => return answer,
+        };
     let gateway = state.gateway.clone();
     claimed
         .then(async move {

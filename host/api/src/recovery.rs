@@ -66,7 +66,7 @@ struct Spec {
 }
 
 /// The attempt a request records before calling the gateway with `gateway_key`.
-pub fn attempt(
+fn attempt(
     state: &AppState,
     who: &Principal,
     meta: &RequestMeta,
@@ -96,6 +96,24 @@ pub fn attempt(
             .map_err(|e| AppError::Internal(anyhow::anyhow!("attempt spec: {e}")))?,
         created_at: Timestamp::now().as_micros(),
     })
+}
+
+/// Claims a request about to call the gateway with `gateway_key` for `work`, recording its
+/// attempt in the claim's transaction ([`crate::write::claim_attempt`]). The claim and the
+/// attempt's id, or the answer to send instead.
+pub async fn claim(
+    state: &AppState,
+    who: &Principal,
+    meta: &RequestMeta,
+    body: &[u8],
+    gateway_key: &str,
+    work: Work,
+) -> Result<(crate::write::Claimed, String), axum::response::Response> {
+    use axum::response::IntoResponse;
+    let attempt = attempt(state, who, meta, gateway_key, work).map_err(|e| e.into_response())?;
+    let id = attempt.id.clone();
+    let claimed = crate::write::claim_attempt(state, who, meta, body, attempt).await?;
+    Ok((claimed, id))
 }
 
 /// Finishes `attempt_id` in the transaction recording its outcome. `Err` when recovery

@@ -337,13 +337,8 @@ pub async fn create(
     let charged = spec.invoice.amount_due_minor > 0;
     let claimed = if charged {
         let work = crate::recovery::Work::Subscription(Box::new(spec.clone()));
-        let attempt = match crate::recovery::attempt(&state, &auth.0, &meta, &key, work) {
-            Ok(a) => a,
-            Err(e) => return e.into_response(),
-        };
-        let attempt_id = attempt.id.clone();
-        match write::claim_attempt(&state, &auth.0, &meta, &body.raw, attempt).await {
-            Ok(c) => (c, Some(attempt_id)),
+        match crate::recovery::claim(&state, &auth.0, &meta, &body.raw, &key, work).await {
+            Ok((c, id)) => (c, Some(id)),
             Err(answer) => return answer,
         }
     } else {

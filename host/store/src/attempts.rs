@@ -126,17 +126,24 @@ pub async fn forget(store: &Store, id: &str) -> Result<()> {
 /// the gateway acted (it could not be reached, or did not answer in time), and its request
 /// has given up on it.
 pub async fn orphan(store: &Store, id: &str) -> Result<()> {
+    update_one(
+        store,
+        id,
+        "UPDATE gateway_attempts SET owner = '' WHERE id = $1",
+    )
+    .await
+}
+
+async fn update_one(store: &Store, id: &str, sql: &'static str) -> Result<()> {
     let id = id.to_string();
     store
         .write_statement(move |tx| {
             Box::pin(async move {
-                with_tx!(tx, |c| sqlx::query(
-                    "UPDATE gateway_attempts SET owner = '' WHERE id = $1"
-                )
-                .bind(&id)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected()))?;
+                with_tx!(tx, |c| sqlx::query(sql)
+                    .bind(&id)
+                    .execute(c)
+                    .await
+                    .map(|r| r.rows_affected()))?;
                 Ok(())
             })
         })
@@ -221,21 +228,12 @@ async fn lease(
 /// Gives a leased attempt back unsettled (the gateway could not be asked): a later pass
 /// tries again.
 pub async fn unlease(store: &Store, id: &str) -> Result<()> {
-    let id = id.to_string();
-    store
-        .write_statement(move |tx| {
-            Box::pin(async move {
-                with_tx!(tx, |c| sqlx::query(
-                    "UPDATE gateway_attempts SET recovering_until = NULL WHERE id = $1"
-                )
-                .bind(&id)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected()))?;
-                Ok(())
-            })
-        })
-        .await
+    update_one(
+        store,
+        id,
+        "UPDATE gateway_attempts SET recovering_until = NULL WHERE id = $1",
+    )
+    .await
 }
 
 /// How many attempts are waiting, in flight or orphaned; for tests and `/metrics`.
