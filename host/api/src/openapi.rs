@@ -8,6 +8,12 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+mod links;
+mod responses;
+mod rules;
+
+pub use rules::Limits;
+
 /// The shape of every error response.
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -24,6 +30,36 @@ pub struct ErrorDetail {
     pub message: String,
     /// The request field at fault, when there is one.
     pub field: Option<String>,
+}
+
+/// One page of a list, newest first.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct Page<T> {
+    /// Always `list`.
+    pub object: String,
+    pub data: Vec<T>,
+    /// Whether a next page follows the last item (ask with `starting_after` = its id).
+    pub has_more: bool,
+}
+
+/// An entry of the audit log.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct AuditEntryView {
+    /// `aud_…`
+    pub id: String,
+    /// Always `audit_entry`.
+    pub object: String,
+    /// The key that made the request, if it had one.
+    pub api_key_id: Option<String>,
+    pub method: String,
+    pub path: String,
+    /// The status the request was answered with.
+    pub status: i64,
+    pub request_id: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: String,
 }
 
 struct BearerKey;
@@ -119,14 +155,23 @@ impl Modify for BearerKey {
 #[derive(Debug)]
 pub struct ApiDoc;
 
-pub fn document() -> String {
+/// The document for a server with these limits (the largest payment is a setting).
+pub fn document(limits: &Limits) -> String {
+    serde_json::to_string_pretty(&document_value(limits))
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+fn document_value(limits: &Limits) -> serde_json::Value {
     let mut doc = match serde_json::to_value(ApiDoc::openapi()) {
         Ok(doc) => doc,
-        Err(e) => return format!("{{\"error\": \"{e}\"}}"),
+        Err(e) => return serde_json::json!({ "error": e.to_string() }),
     };
     exact_decimals(&mut doc);
     operation_ids_by_tag(&mut doc);
-    serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    rules::apply(&mut doc, limits);
+    responses::add(&mut doc);
+    links::add(&mut doc);
+    doc
 }
 
 /// Prefixes each operation's id (its handler's name, such as `list`, which several modules
@@ -239,7 +284,9 @@ mod tests {
     use serde_json::Value;
 
     fn doc() -> Value {
-        serde_json::from_str(&super::document()).unwrap()
+        super::document_value(&super::Limits {
+            max_payment: rust_decimal::Decimal::from(1_000_000),
+        })
     }
 
     /// Every number schema in `v`, with the property name it sits under.
