@@ -269,20 +269,6 @@ fn object_rule(schema: &str) -> Option<Value> {
             json!({ "anyOf": [present("amount"), present("quote_id")], "allOf": all })
         }
         "CreatePrice" => json!({ "allOf": amount_decimals("unit_amount", "currency") }),
-        // A rate is between two different currencies, whatever case each is written in.
-        "SetRate" => {
-            let differ: Vec<Value> = currencies()
-                .into_iter()
-                .map(|(code, _)| {
-                    let same = json!({ "enum": [code.to_ascii_lowercase(), code] });
-                    json!({ "not": {
-                        "required": ["base", "quote"],
-                        "properties": { "base": same, "quote": same },
-                    } })
-                })
-                .collect();
-            json!({ "allOf": differ })
-        }
         "OptimizeBody" => json!({
             "anyOf": [present("product_name"), present("price_id")],
             "allOf": amount_decimals("current_price", "currency"),
