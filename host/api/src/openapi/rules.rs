@@ -317,10 +317,14 @@ fn parameter_rule(path: &str, location: &str, name: &str) -> Option<Value> {
             None => return None,
         },
         ("query", "limit") => json!({ "minimum": 1, "maximum": 100, "default": 10 }),
-        ("query", "starting_after") => match collection.and_then(prefix_of) {
-            Some(p) => id(p),
-            None => return None,
+        ("query", "starting_after") => match (collection, collection.and_then(prefix_of)) {
+            (_, Some(p)) => id(p),
+            // Webhook events are named by the gateway: any text, found or not.
+            (Some("events"), None) => json!({}),
+            _ => return None,
         },
+        // Checked against the body with the server's secret: any text may be sent.
+        ("header", "Stripe-Signature") => json!({}),
         ("query", "created_gte" | "created_lte") => integer(0, MAX_UNIX_SECS),
         ("query", "customer_id") => id(prefix::CUSTOMER),
         ("query", "price_id") => id(prefix::PRICE),
