@@ -115,10 +115,11 @@ pub async fn authenticate(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdvanceClock {
-    /// Seconds to move forward, up to ten years. Give this or `days` (or both: they add up).
+    /// Seconds to move forward, up to five years. Give this or `days` (or both: they add
+    /// up, to at most ten years).
     #[serde(default, deserialize_with = "crate::extract::whole_number")]
     pub seconds: Option<i64>,
-    /// Days to move forward, up to ten years.
+    /// Days to move forward, up to five years (1830).
     #[serde(default, deserialize_with = "crate::extract::whole_number")]
     pub days: Option<i64>,
 }
@@ -153,8 +154,12 @@ pub struct BilledView {
     pub canceled: u64,
 }
 
-/// The furthest one call may move the clock: ten years.
-pub(crate) const MAX_ADVANCE_SECS: i64 = 10 * 366 * 24 * 60 * 60;
+/// The furthest one call may move the clock: ten years, half of it by each field.
+const MAX_ADVANCE_SECS: i64 = 10 * 366 * 24 * 60 * 60;
+/// The most `seconds` may say.
+pub(crate) const MAX_ADVANCE_SECONDS: i64 = MAX_ADVANCE_SECS / 2;
+/// The most `days` may say.
+pub(crate) const MAX_ADVANCE_DAYS: i64 = MAX_ADVANCE_SECS / 2 / 86_400;
 
 async fn clock_view(
     state: &AppState,
@@ -220,11 +225,16 @@ pub async fn advance_clock(
     // Each field on its own, so the rule can be written in the API's schema.
     let seconds = req.seconds.unwrap_or(0);
     let days = req.days.unwrap_or(0);
-    if !(0..=MAX_ADVANCE_SECS).contains(&seconds) {
-        return AppError::invalid("seconds", "must be 0 to 10 years").into_response();
+    if !(0..=MAX_ADVANCE_SECONDS).contains(&seconds) {
+        return AppError::invalid(
+            "seconds",
+            format!("must be 0 to {MAX_ADVANCE_SECONDS} (five years)"),
+        )
+        .into_response();
     }
-    if !(0..=MAX_ADVANCE_SECS / 86_400).contains(&days) {
-        return AppError::invalid("days", "must be 0 to 10 years").into_response();
+    if !(0..=MAX_ADVANCE_DAYS).contains(&days) {
+        return AppError::invalid("days", format!("must be 0 to {MAX_ADVANCE_DAYS}"))
+            .into_response();
     }
     let secs = seconds + days * 86_400;
     if secs == 0 {

@@ -219,8 +219,8 @@ fn property_rule(schema: &str, name: &str, limits: &Limits) -> Option<Value> {
         ("RecurringRequest", "interval_count") => integer(1, 365),
         ("Authenticate", "outcome") => one_of(&["succeed", "fail"]),
         ("UpdateSubscription", "proration_behavior") => one_of(&["create_prorations", "none"]),
-        ("AdvanceClock", "seconds") => integer(0, crate::sandbox::MAX_ADVANCE_SECS),
-        ("AdvanceClock", "days") => integer(0, crate::sandbox::MAX_ADVANCE_SECS / 86_400),
+        ("AdvanceClock", "seconds") => integer(0, crate::sandbox::MAX_ADVANCE_SECONDS),
+        ("AdvanceClock", "days") => integer(0, crate::sandbox::MAX_ADVANCE_DAYS),
         ("OptimizeBody", "product_name") => text(256),
         // Passed to the pricing plugin as it is.
         ("QuoteBody", "context") => json!({}),
