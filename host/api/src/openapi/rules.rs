@@ -256,6 +256,37 @@ fn present(field: &str) -> Value {
     json!({ "required": [field], "properties": { field: { "not": { "type": "null" } } } })
 }
 
+/// The values a field of an answer takes, where they are a fixed set.
+fn answer_rule(schema: &str, name: &str) -> Option<Value> {
+    let statuses = |all: &[&'static str]| Some(one_of(all));
+    match (schema, name) {
+        ("PaymentView", "status") => {
+            let all: Vec<&str> = PaymentStatus::ALL.iter().map(|s| s.as_str()).collect();
+            statuses(&all)
+        }
+        ("SubscriptionView", "status") => statuses(&[
+            SubscriptionStatus::Trialing.as_str(),
+            SubscriptionStatus::Active.as_str(),
+            SubscriptionStatus::PastDue.as_str(),
+            SubscriptionStatus::Canceled.as_str(),
+            SubscriptionStatus::Unpaid.as_str(),
+        ]),
+        ("InvoiceView", "status") => statuses(&[
+            InvoiceStatus::Open.as_str(),
+            InvoiceStatus::Paid.as_str(),
+            InvoiceStatus::Uncollectible.as_str(),
+            InvoiceStatus::Void.as_str(),
+        ]),
+        ("InboxView", "status") => statuses(&["pending", "processed", "ignored", "failed"]),
+        ("QuoteView", "status") => statuses(&["open", "used", "expired"]),
+        ("PriceView", "type") => statuses(&["one_time", "recurring"]),
+        ("RecurringView", "interval") => statuses(&["day", "week", "month", "year"]),
+        ("PaymentView" | "SubscriptionView", "gateway") => statuses(&["sandbox", "stripe"]),
+        ("DecidedByView", "kind") => statuses(&["plugin", "default"]),
+        _ => None,
+    }
+}
+
 /// Rules on whole request objects: fields that go together.
 fn object_rule(schema: &str) -> Option<Value> {
     let rule = match schema {
@@ -456,6 +487,15 @@ pub fn apply(doc: &mut Value, limits: &Limits) {
         .pointer_mut("/components/schemas")
         .and_then(Value::as_object_mut)
     {
+        for (name, schema) in schemas.iter_mut() {
+            if let Some(Value::Object(props)) = schema.get_mut("properties") {
+                for (field, property) in props.iter_mut() {
+                    if let Some(rule) = answer_rule(name, field) {
+                        merge(property, rule);
+                    }
+                }
+            }
+        }
         for name in &request_schemas {
             let Some(Value::Object(schema)) = schemas.get_mut(name) else {
                 continue;
