@@ -16,6 +16,7 @@ mod db_outage;
 mod engagement;
 mod event_log;
 mod figures;
+mod fuzz;
 mod idempotency;
 mod limits;
 mod openapi;

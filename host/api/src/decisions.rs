@@ -323,6 +323,7 @@ pub struct QuoteBody {
     pub price_id: Option<String>,
     pub product_id: Option<String>,
     /// Default 1.
+    #[serde(default, deserialize_with = "crate::extract::whole_number")]
     pub quantity: Option<u32>,
     /// Anything else a pricing plugin may use (a coupon code, a channel), as text.
     pub context: Option<std::collections::BTreeMap<String, String>>,
@@ -500,7 +501,7 @@ fn quotable(price: Price) -> ApiResult<Price> {
     request_body = QuoteBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first quote for a retried request")),
     responses((status = 201, body = QuoteView), (status = 400, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn quote(
     State(state): State<AppState>,
@@ -528,7 +529,7 @@ pub async fn quote(
     get, path = "/api/v1/revenue/quotes/{id}", tag = "decisions",
     params(("id" = String, Path, description = "`quo_…`")),
     responses((status = 200, body = QuoteView), (status = 404, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn get_quote(
     State(state): State<AppState>,
@@ -714,7 +715,7 @@ fn percent(bp: i32) -> Box<RawValue> {
     post, path = "/api/v1/revenue/optimize/pricing", tag = "decisions",
     request_body = OptimizeBody,
     responses((status = 200, body = OptimizeView), (status = 400, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn optimize_pricing(
     State(state): State<AppState>,
@@ -914,7 +915,7 @@ pub async fn optimize_pricing(
 #[utoipa::path(
     get, path = "/api/v1/plugins", tag = "decisions",
     responses((status = 200, description = "`{object: list, data: [plugin]}`")),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn list_plugins(
     State(state): State<AppState>,

@@ -225,7 +225,9 @@ impl AppState {
             catalog_cache: Arc::new(ttl_cache::TtlCache::new(config.catalog_cache_ttl)),
             limiter: Arc::new(RateLimiter::new(config.rate_limit)),
             metrics: Arc::new(metrics::Metrics::default()),
-            openapi: Arc::new(openapi::document()),
+            openapi: Arc::new(openapi::document(&openapi::Limits {
+                max_payment: config.max_payment,
+            })),
             config: Arc::new(config),
             store,
             plugins,

@@ -40,6 +40,13 @@ impl<'de> Deserialize<'de> for AmountText {
             return Ok(AmountText(inner.to_string()));
         }
         if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+            // A JSON number is the same number however it is spelt: `1e+16` is how many
+            // encoders write 10000000000000000. Read exactly; the plain digits go on.
+            if text.contains(['e', 'E'])
+                && let Ok(exact) = rust_decimal::Decimal::from_scientific(text)
+            {
+                return Ok(AmountText(exact.normalize().to_string()));
+            }
             return Ok(AmountText(text.to_string()));
         }
         Err(serde::de::Error::custom(
@@ -343,7 +350,7 @@ pub fn gateway_error(e: GatewayError) -> AppError {
         (status = 402, body = crate::openapi::ErrorBody, description = "card_declined, with decline_code and payment_id"),
         (status = 409, body = crate::openapi::ErrorBody, description = "quote_expired, quote_used, quote_in_use, or an Idempotency-Key conflict"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -662,7 +669,7 @@ pub struct ConfirmPayment {
         (status = 404, body = crate::openapi::ErrorBody),
         (status = 409, body = crate::openapi::ErrorBody),
     ),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn confirm(
     State(state): State<AppState>,
@@ -883,7 +890,7 @@ async fn load(state: &AppState, id: String) -> ApiResult<Payment> {
     get, path = "/api/v1/revenue/payments/{id}", tag = "payments",
     params(("id" = String, Path, description = "`pay_…`")),
     responses((status = 200, body = PaymentView), (status = 404, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -934,8 +941,8 @@ fn unix_secs(field: &str, secs: Option<i64>) -> ApiResult<Option<Timestamp>> {
 #[utoipa::path(
     get, path = "/api/v1/revenue/payments", tag = "payments",
     params(ListParams),
-    responses((status = 200, description = "`{object: list, data: [payment], has_more}`"), (status = 400, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    responses((status = 200, body = crate::openapi::Page<PaymentView>), (status = 400, body = crate::openapi::ErrorBody)),
+    security(("api_key" = ["read"]))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -994,7 +1001,7 @@ pub struct CreateRefund {
         (status = 400, body = crate::openapi::ErrorBody, description = "amount above what is left, or payment not refundable"),
         (status = 404, body = crate::openapi::ErrorBody),
     ),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn refund(
     State(state): State<AppState>,

@@ -20,7 +20,6 @@ use hephaestus_core::customer::{Metadata, validate_metadata};
 use hephaestus_core::ids::{self, prefix};
 use hephaestus_core::money::Money;
 use hephaestus_core::subscription::{Invoice, InvoiceLine, Subscription, SubscriptionStatus};
-use hephaestus_core::validation::check_text;
 use hephaestus_store::{catalog, quotes, subscriptions};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -232,8 +231,10 @@ pub struct CreateSubscription {
     /// of plan bills the new plan at its list price). The quote is used up.
     pub quote_id: Option<String>,
     /// Default 1 (with `quote_id`, the quoted quantity).
+    #[serde(default, deserialize_with = "crate::extract::whole_number")]
     pub quantity: Option<i64>,
     /// Overrides the price's trial; 0 for none.
+    #[serde(default, deserialize_with = "crate::extract::whole_number")]
     pub trial_days: Option<i64>,
     /// Charged for every invoice (sandbox test methods). Required unless there is a trial.
     #[schema(example = "pm_card_visa")]
@@ -251,12 +252,10 @@ fn check_quantity(q: Option<i64>) -> ApiResult<Option<i64>> {
     }
 }
 
+/// The same rule a payment's method is held to: it goes to the same gateway.
 fn check_payment_method(pm: &Option<String>) -> ApiResult<()> {
     if let Some(pm) = pm {
-        if pm.is_empty() {
-            return Err(AppError::invalid("payment_method", "must not be empty"));
-        }
-        check_text("payment_method", pm, 100)?;
+        hephaestus_core::customer::validate_payment_method("payment_method", pm)?;
     }
     Ok(())
 }
@@ -298,7 +297,7 @@ async fn load_price(state: &AppState, id: &str) -> ApiResult<Price> {
         (status = 400, body = crate::openapi::ErrorBody),
         (status = 402, body = crate::openapi::ErrorBody, description = "card_declined, with decline_code and payment_id"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -799,7 +798,7 @@ async fn detailed(state: &AppState, sub: &Subscription) -> ApiResult<Subscriptio
     get, path = "/api/v1/revenue/subscriptions/{id}", tag = "subscriptions",
     params(("id" = String, Path, description = "`sub_…`")),
     responses((status = 200, body = SubscriptionView), (status = 404, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -836,8 +835,8 @@ fn check_id(field: &str, prefix: &str, id: &Option<String>) -> ApiResult<()> {
 #[utoipa::path(
     get, path = "/api/v1/revenue/subscriptions", tag = "subscriptions",
     params(ListParams),
-    responses((status = 200, description = "`{object: list, data: [subscription], has_more}`"), (status = 400, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    responses((status = 200, body = crate::openapi::Page<SubscriptionView>), (status = 400, body = crate::openapi::ErrorBody)),
+    security(("api_key" = ["read"]))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -873,6 +872,7 @@ pub async fn list(
 pub struct UpdateSubscription {
     /// A new recurring price in the same currency and interval.
     pub price_id: Option<String>,
+    #[serde(default, deserialize_with = "crate::extract::whole_number")]
     pub quantity: Option<i64>,
     pub payment_method: Option<String>,
     /// Cancel when the current period ends (true), or take that back (false).
@@ -901,7 +901,7 @@ fn update_error(e: UpdateError) -> AppError {
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = UpdateSubscription,
     responses((status = 200, body = SubscriptionView), (status = 400, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn update(
     State(state): State<AppState>,
@@ -1071,7 +1071,7 @@ pub struct CancelSubscription {
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = CancelSubscription,
     responses((status = 200, body = SubscriptionView), (status = 400, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -1202,8 +1202,8 @@ pub struct InvoiceParams {
 #[utoipa::path(
     get, path = "/api/v1/revenue/invoices", tag = "subscriptions",
     params(InvoiceParams),
-    responses((status = 200, description = "`{object: list, data: [invoice], has_more}`"), (status = 400, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    responses((status = 200, body = crate::openapi::Page<InvoiceView>), (status = 400, body = crate::openapi::ErrorBody)),
+    security(("api_key" = ["read"]))
 )]
 pub async fn list_invoices(
     State(state): State<AppState>,
@@ -1242,7 +1242,7 @@ pub async fn list_invoices(
     get, path = "/api/v1/revenue/invoices/{id}", tag = "subscriptions",
     params(("id" = String, Path, description = "`in_…`")),
     responses((status = 200, body = InvoiceView), (status = 404, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn get_invoice(
     State(state): State<AppState>,
