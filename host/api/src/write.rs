@@ -170,11 +170,19 @@ async fn claim_inner(
     // A claim held by a request that died with its gateway call unrecorded is settled by
     // recovery here and now, and then claimed again: answered from what it recorded.
     let mut settled_orphan = false;
-    while idem.is_some() || attempt.is_some() {
+    if idem.is_none()
+        && let Some(row) = attempt.clone()
+    {
+        // No key to claim: the attempt alone, batched with other requests' on PostgreSQL.
+        if let Err(e) = attempts::record(&state.store, row).await {
+            return Err(AppError::from(e).into_response());
+        }
+    }
+    while let Some(k) = idem.as_mut() {
         let row = attempt.clone();
         let claimed = idempotency::claim_with(
             &state.store,
-            idem.as_mut(),
+            k,
             state.config.idempotency_lock_secs,
             move |tx, k| {
                 Box::pin(async move {

@@ -42,26 +42,70 @@ const COLUMNS: &str =
 
 /// Records an attempt, in the transaction that claims the request.
 pub async fn insert(tx: &mut Tx, a: &Attempt) -> Result<()> {
-    with_tx!(tx, |c| sqlx::query(
-        "INSERT INTO gateway_attempts
-             (id, kind, gateway, gateway_key, owner, api_key_id, idem_key, claim_token, spec,
-              created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-    )
-    .bind(&a.id)
-    .bind(&a.kind)
-    .bind(&a.gateway)
-    .bind(&a.gateway_key)
-    .bind(&a.owner)
-    .bind(&a.api_key_id)
-    .bind(&a.idem_key)
-    .bind(&a.claim_token)
-    .bind(&a.spec)
-    .bind(a.created_at)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
+    with_tx!(tx, |c| {
+        let mut q = sqlx::QueryBuilder::new("");
+        push_insert(&mut q, std::slice::from_ref(a));
+        q.build().execute(c).await.map(|r| r.rows_affected())
+    })?;
     Ok(())
+}
+
+/// Records the attempt of a request that claims no key. On PostgreSQL concurrent requests'
+/// attempts share one statement, and so one commit ([`crate::batch`]); on SQLite the insert
+/// joins the writer's next group commit.
+pub async fn record(store: &Store, a: Attempt) -> Result<()> {
+    if let Some(batcher) = &store.attempts {
+        return batcher.submit(a).await;
+    }
+    store
+        .write_statement(move |tx| Box::pin(async move { insert(tx, &a).await }))
+        .await
+}
+
+fn push_insert<'r, DB: sqlx::Database>(
+    q: &mut sqlx::QueryBuilder<DB>,
+    rows: impl IntoIterator<Item = &'r Attempt>,
+) where
+    String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    Option<String>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    i64: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    q.push(
+        "INSERT INTO gateway_attempts (id, kind, gateway, gateway_key, owner, api_key_id, \
+         idem_key, claim_token, spec, created_at) ",
+    );
+    q.push_values(rows, |mut b, a| {
+        b.push_bind(a.id.clone())
+            .push_bind(a.kind.clone())
+            .push_bind(a.gateway.clone())
+            .push_bind(a.gateway_key.clone())
+            .push_bind(a.owner.clone())
+            .push_bind(a.api_key_id.clone())
+            .push_bind(a.idem_key.clone())
+            .push_bind(a.claim_token.clone())
+            .push_bind(a.spec.clone())
+            .push_bind(a.created_at);
+    });
+}
+
+impl crate::batch::Batchable for Attempt {
+    type Out = ();
+
+    fn run<'c>(
+        conn: &'c mut sqlx::PgConnection,
+        jobs: &'c [Self],
+    ) -> futures::future::BoxFuture<'c, std::result::Result<Vec<()>, sqlx::Error>> {
+        Box::pin(async move {
+            let mut q = sqlx::QueryBuilder::new("");
+            push_insert(&mut q, jobs);
+            q.build().execute(&mut *conn).await?;
+            Ok(vec![(); jobs.len()])
+        })
+    }
+
+    fn weight(&self) -> usize {
+        1
+    }
 }
 
 /// Removes a settled attempt, in the transaction that records its outcome. `false` when it

@@ -49,21 +49,20 @@ struct Existing {
 /// the dead request left a gateway attempt: that claim is settled by recovery, which records
 /// what the gateway did, and a retry is answered from that record.
 pub async fn claim(store: &Store, k: &mut IdemKey, lock_secs: i64) -> Result<Claim> {
-    let (claim, _) = claim_with(store, Some(k), lock_secs, |_, _| {
+    let (claim, _) = claim_with(store, k, lock_secs, |_, _| {
         Box::pin(async { Ok::<_, StoreError>(()) })
     })
     .await?;
     Ok(claim)
 }
 
-/// [`claim`], and when the key is acquired (or there is none), `prepare` in the same
+/// [`claim`], and when the key is acquired, `prepare` in the same
 /// transaction: what must exist before the request acts outside the database (its gateway
 /// attempt). An `Err` from `prepare` rolls the claim back with it. `T` is `prepare`'s value,
-/// `None` when the key was not acquired. Without a key, `prepare` runs as
-/// [`Store::write_statement`] runs a job: it must write nothing at commit.
+/// `None` when the key was not acquired.
 pub async fn claim_with<T, E, F>(
     store: &Store,
-    k: Option<&mut IdemKey>,
+    k: &mut IdemKey,
     lock_secs: i64,
     prepare: F,
 ) -> std::result::Result<(Claim, Option<T>), E>
@@ -74,13 +73,6 @@ where
     T: Send + 'static,
     E: From<StoreError> + Send + 'static,
 {
-    let Some(k) = k else {
-        // Nothing to claim: `prepare` alone, one statement on PostgreSQL when it is one.
-        let value = store
-            .write_statement(move |tx| Box::pin(async move { prepare(tx, None).await }))
-            .await?;
-        return Ok((Claim::Acquired, Some(value)));
-    };
     let owner = store.instance().to_string();
     let alive_cutoff = crate::instances::alive_cutoff(store, Timestamp::now());
     let mut key = Some(k.clone());
@@ -107,7 +99,7 @@ where
 async fn claim_in(
     tx: &mut Tx,
     owner: &str,
-    alive_cutoff: i64,
+    alive_cutoff: Option<i64>,
     k: &mut IdemKey,
     lock_secs: i64,
 ) -> Result<Claim> {

@@ -20,11 +20,12 @@ pub const DEAD_AFTER_SECS: i64 = 5;
 /// Rows of processes silent this long are deleted.
 const FORGET_AFTER_SECS: i64 = 24 * 60 * 60;
 
-/// The SQL condition "the process named by `$column` is not alive at the `$n`th bound
-/// moment": true for a process that never registered, or has not beaten since.
+/// The SQL condition "the process named by `column` is dead", judged with the cutoff bound
+/// at `cutoff_param` ([`alive_cutoff`]): one that never registered, or has not beaten since
+/// the cutoff. A NULL cutoff (this process cannot judge now) finds no one dead.
 pub fn dead_sql(column: &str, cutoff_param: &str) -> String {
     format!(
-        "NOT EXISTS (SELECT 1 FROM host_instances h WHERE h.id = {column} AND h.heartbeat_at >= {cutoff_param})"
+        "({cutoff_param} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM host_instances h WHERE h.id = {column} AND h.heartbeat_at >= {cutoff_param}))"
     )
 }
 
@@ -37,11 +38,11 @@ pub struct Beats {
 }
 
 /// The moment before which a beat no longer proves life, as this process may judge it now.
-/// While this process has not been beating without a failure for [`DEAD_AFTER_SECS`] — the
-/// database was away for everyone, so every beat is stale — it takes every registered
-/// process for alive (`i64::MIN`): a living host is not taken for dead because the database
-/// could not hear it.
-pub fn alive_cutoff(store: &Store, now: Timestamp) -> i64 {
+/// While this process has not been beating without a failure for [`DEAD_AFTER_SECS`] — it
+/// has not registered yet, or the database was away for everyone, so every beat is stale —
+/// it judges no one (`None`): a living host is not taken for dead because the database could
+/// not hear it.
+pub fn alive_cutoff(store: &Store, now: Timestamp) -> Option<i64> {
     let beats = store.beats();
     let now_us = now.as_micros();
     let second = 1_000_000;
@@ -49,11 +50,7 @@ pub fn alive_cutoff(store: &Store, now: Timestamp) -> i64 {
     let last_failed = beats.last_failed.load(Ordering::Relaxed);
     let beating = last_ok >= now_us - 2 * second;
     let steady = last_failed < now_us - (DEAD_AFTER_SECS + 1) * second;
-    if beating && steady {
-        now.add_secs(-DEAD_AFTER_SECS).as_micros()
-    } else {
-        i64::MIN
-    }
+    (beating && steady).then(|| now.add_secs(-DEAD_AFTER_SECS).as_micros())
 }
 
 /// Registers this process, or beats: one statement either way.
@@ -105,17 +102,4 @@ pub async fn leave(store: &Store) -> Result<()> {
             })
         })
         .await
-}
-
-/// Whether the process `id` is alive.
-pub async fn is_alive(store: &Store, id: &str) -> Result<bool> {
-    let cutoff = alive_cutoff(store, Timestamp::now());
-    let n: i64 = crate::with_read!(store, |e| sqlx::query_scalar(
-        "SELECT COUNT(*) FROM host_instances WHERE id = $1 AND heartbeat_at >= $2"
-    )
-    .bind(id)
-    .bind(cutoff)
-    .fetch_one(e)
-    .await)?;
-    Ok(n > 0)
 }

@@ -163,6 +163,9 @@ pub struct Store {
     appends: Option<batch::Batcher<appends::Appends>>,
     /// PostgreSQL's group commit of webhook deliveries into the inbox; `None` on SQLite.
     intake: Option<batch::Batcher<inbox::NewInboxEvent>>,
+    /// PostgreSQL's group commit of gateway attempts recorded without a claim; `None` on
+    /// SQLite.
+    attempts: Option<batch::Batcher<attempts::Attempt>>,
     /// The pool's acquire timeout, which also bounds a readiness check.
     acquire_timeout: Duration,
     /// This process's id among the hosts using the database (`hst_…`): what it claims is
@@ -401,10 +404,16 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(redact_url(url)));
         };
-        let (writer, appends, intake) = match &backend {
-            Backend::Sqlite(db) => (Some(writer::Writer::start(db.write.clone())?), None, None),
+        let (writer, appends, intake, attempts) = match &backend {
+            Backend::Sqlite(db) => (
+                Some(writer::Writer::start(db.write.clone())?),
+                None,
+                None,
+                None,
+            ),
             Backend::Postgres(pool) => (
                 None,
+                Some(batch::Batcher::start(pool.clone())),
                 Some(batch::Batcher::start(pool.clone())),
                 Some(batch::Batcher::start(pool.clone())),
             ),
@@ -414,6 +423,7 @@ impl Store {
             writer,
             appends,
             intake,
+            attempts,
             acquire_timeout: settings.acquire_timeout,
             instance: hephaestus_core::ids::new_id("hst").into(),
             beats: Default::default(),
