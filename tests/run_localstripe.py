@@ -1,11 +1,12 @@
 """Runs localstripe (PyPI, pinned 1.15.10) for the end-to-end tests.
 
-    python run_localstripe.py STATE_DIR
+    python run_localstripe.py STATE_DIR [PORT]
 
 Out of the box localstripe listens on every interface (port 8420) and keeps its state in
 /tmp/localstripe.pickle, shared by every run on the machine. Here it listens on 127.0.0.1
 only, on a free port, and keeps its state in STATE_DIR (the test's temporary folder), starting
-empty. Once it accepts connections it prints one line, `listening on 127.0.0.1:PORT`, and it
+empty (or, restarted over the same folder, with what it held). A PORT restarts it where it
+was, for drills that take it down and bring it back. Once it accepts connections it prints one line, `listening on 127.0.0.1:PORT`, and it
 exits when its standard input closes, so it never outlives the test that started it.
 
 localstripe speaks an older API dialect than the Stripe client in use. What the client sends
@@ -22,6 +23,9 @@ that it would refuse is taken here instead, and nothing else about its behaviour
   which charges every invoice to the customer's `invoice_settings.default_payment_method`):
   kept on the subscription, where a test can read it back, and its invoices are charged to
   it rather than to the customer's default, as Stripe does. The customer is not changed.
+- Listing PaymentIntents with `customer` (which localstripe refuses): only that customer's,
+  newest first, as Stripe answers. Recovery finds a PaymentIntent whose creation answer was
+  lost by the idempotency key kept in its metadata, among the customer's newest.
 - Creating a Subscription with `trial_period_days`: localstripe accepts it but leaves the
   subscription `incomplete` with no trial dates; here it starts `trialing`, with
   `trial_start` now and `trial_end` that many days later, as Stripe does.
@@ -83,6 +87,24 @@ def accept_newer_payment_intent_params():
         self.description = description
 
     resources.PaymentIntent.__init__ = __init__
+
+
+def list_payment_intents_by_customer():
+    original = resources.PaymentIntent._api_list_all.__func__
+
+    def _api_list_all(cls, url, customer=None, limit=None, starting_after=None,
+                      **data):
+        if customer is not None and (type(customer) is not str or
+                                     not customer.startswith('cus_')):
+            raise UserError(400, 'Bad customer')
+        li = original(cls, url, limit=limit, starting_after=starting_after,
+                      **data)
+        if customer is not None:
+            li._list = [pi for pi in li._list if pi.customer == customer]
+        li._list.sort(key=lambda pi: pi.created, reverse=True)
+        return li
+
+    resources.PaymentIntent._api_list_all = classmethod(_api_list_all)
 
 
 def price_as_plan(items):
@@ -173,19 +195,23 @@ def exit_when_stdin_closes():
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit('usage: run_localstripe.py STATE_DIR')
+    if len(sys.argv) not in (2, 3):
+        sys.exit('usage: run_localstripe.py STATE_DIR [PORT]')
     if localstripe.__version__ != VERSION:
         sys.exit('localstripe %s is installed; the tests need %s'
                  % (localstripe.__version__, VERSION))
     keep_state_in(sys.argv[1])
+    # Empty in a new folder; what it held when restarted over an old one.
+    resources.store.try_load_from_disk()
     accept_newer_payment_intent_params()
+    list_payment_intents_by_customer()
     accept_newer_subscription_params()
     charge_subscription_default_method()
     exit_when_stdin_closes()
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(('127.0.0.1', 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(('127.0.0.1', int(sys.argv[2]) if len(sys.argv) == 3 else 0))
     sock.listen(128)
     host, port = sock.getsockname()
     print('listening on %s:%d' % (host, port), flush=True)

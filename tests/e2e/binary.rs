@@ -27,7 +27,7 @@ pub(crate) fn command(data_dir: &Path) -> Command {
 }
 
 pub(crate) struct Server {
-    child: Child,
+    pub(crate) child: Child,
     pub(crate) base: String,
     stdout: BufReader<ChildStdout>,
     _stderr: tokio::task::JoinHandle<()>,

@@ -291,6 +291,10 @@ async fn money_converts_exactly(db: Db) {
         ("0.001", "bhd", 1, "0.001"),
         ("10000000000.00", "usd", 1_000_000_000_000, "10000000000.00"),
         ("1000000000000", "jpy", 1_000_000_000_000, "1000000000000"),
+        // A JSON number however it is spelt (encoders write large ones with an exponent),
+        // read exactly.
+        ("1e3", "usd", 100_000, "1000.00"),
+        ("2.5E+1", "usd", 2500, "25.00"),
     ];
     for (amount, currency, minor, shown) in ok {
         let body = format!(
@@ -312,7 +316,8 @@ async fn money_converts_exactly(db: Db) {
         ("-5", "usd", "amount"),
         ("0", "usd", "amount"),
         ("0.00", "usd", "amount"),
-        ("1e3", "usd", "amount"),
+        ("1e-3", "usd", "amount"),
+        ("\"1e3\"", "usd", "amount"),
         ("\"ten\"", "usd", "amount"),
         ("null", "usd", "amount"),
         ("true", "usd", "amount"),

@@ -60,17 +60,35 @@ pub(crate) struct LocalStripe {
 
 impl LocalStripe {
     pub(crate) async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (child, base) = Self::launch(dir.path(), None).await;
+        LocalStripe {
+            base,
+            http: reqwest::Client::new(),
+            _child: child,
+            _dir: dir,
+        }
+    }
+
+    /// Runs the launcher over `dir`, on `port` if given; the child and its base URL.
+    async fn launch(dir: &std::path::Path, port: Option<u16>) -> (tokio::process::Child, String) {
         let python = std::env::var("TEST_PYTHON").unwrap_or_else(|_| "python3".into());
         let launcher = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../tests/run_localstripe.py"
         );
-        let dir = tempfile::tempdir().unwrap();
-        let log_path = dir.path().join("localstripe.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut child = tokio::process::Command::new(&python)
-            .arg(launcher)
-            .arg(dir.path())
+        let log_path = dir.join("localstripe.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        let mut cmd = tokio::process::Command::new(&python);
+        cmd.arg(launcher).arg(dir);
+        if let Some(port) = port {
+            cmd.arg(port.to_string());
+        }
+        let mut child = cmd
             // Held open for the life of the process: the launcher exits when it closes.
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -92,12 +110,27 @@ impl LocalStripe {
                 std::fs::read_to_string(&log_path).unwrap_or_default()
             ),
         };
-        LocalStripe {
-            base: format!("http://{addr}"),
-            http: reqwest::Client::new(),
-            _child: child,
-            _dir: dir,
-        }
+        (child, format!("http://{addr}"))
+    }
+
+    /// Takes localstripe down, as an outage would: connections are refused until
+    /// [`LocalStripe::restart`].
+    pub(crate) async fn stop(&mut self) {
+        self._child.start_kill().unwrap();
+        self._child.wait().await.unwrap();
+    }
+
+    /// Brings localstripe back where it was, with what it held.
+    pub(crate) async fn restart(&mut self) {
+        let port = self
+            .base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap();
+        let (child, base) = Self::launch(self._dir.path(), Some(port)).await;
+        assert_eq!(base, self.base);
+        self._child = child;
     }
 
     pub(crate) fn gateway_args(&self) -> GatewayArgs {
@@ -168,7 +201,7 @@ impl LocalStripe {
         .await;
     }
 
-    async fn intents(&self) -> Vec<Value> {
+    pub(crate) async fn intents(&self) -> Vec<Value> {
         let list = self.get("/v1/payment_intents?limit=100").await;
         list["data"].as_array().unwrap().clone()
     }

@@ -72,7 +72,7 @@ pub struct CreateProduct {
     post, path = "/api/v1/revenue/products", tag = "catalog", request_body = CreateProduct,
     params(("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = ProductView), (status = 400, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn create_product(
     State(state): State<AppState>,
@@ -146,7 +146,7 @@ async fn load_product(state: &AppState, id: &str, field: Option<&str>) -> ApiRes
 #[utoipa::path(
     get, path = "/api/v1/revenue/products/{id}", tag = "catalog", params(("id" = String, Path)),
     responses((status = 200, body = ProductView), (status = 404, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn get_product(
     State(state): State<AppState>,
@@ -169,8 +169,8 @@ pub struct ProductParams {
 
 #[utoipa::path(
     get, path = "/api/v1/revenue/products", tag = "catalog", params(ProductParams),
-    responses((status = 200, description = "`{object: list, data: [product], has_more}`")),
-    security(("api_key" = []))
+    responses((status = 200, body = crate::openapi::Page<ProductView>)),
+    security(("api_key" = ["read"]))
 )]
 pub async fn list_products(
     State(state): State<AppState>,
@@ -249,6 +249,7 @@ pub struct RecurringRequest {
     /// day, week, month or year
     pub interval: String,
     /// Default 1; a period is at most a year.
+    #[serde(default, deserialize_with = "crate::extract::whole_number")]
     pub interval_count: Option<i64>,
 }
 
@@ -265,6 +266,7 @@ pub struct CreatePrice {
     /// Present for a subscription price; absent for a one-time price.
     pub recurring: Option<RecurringRequest>,
     /// Free days before the first charge (recurring prices only), up to 730.
+    #[serde(default, deserialize_with = "crate::extract::whole_number")]
     pub trial_days: Option<i64>,
     /// An active price of the same product that this one replaces; it is retired.
     pub replaces: Option<String>,
@@ -275,7 +277,7 @@ pub struct CreatePrice {
     post, path = "/api/v1/revenue/prices", tag = "catalog", request_body = CreatePrice,
     params(("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = PriceView), (status = 400, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn create_price(
     State(state): State<AppState>,
@@ -395,7 +397,7 @@ async fn validate_price(state: &AppState, req: CreatePrice) -> ApiResult<Price> 
 #[utoipa::path(
     get, path = "/api/v1/revenue/prices/{id}", tag = "catalog", params(("id" = String, Path)),
     responses((status = 200, body = PriceView), (status = 404, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn get_price(
     State(state): State<AppState>,
@@ -417,10 +419,11 @@ pub struct UpdatePrice {
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/revenue/prices/{id}", tag = "catalog", params(("id" = String, Path)),
+    post, path = "/api/v1/revenue/prices/{id}", tag = "catalog",
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = UpdatePrice,
     responses((status = 200, body = PriceView), (status = 404, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn update_price(
     State(state): State<AppState>,
@@ -471,8 +474,8 @@ pub struct PriceParams {
 
 #[utoipa::path(
     get, path = "/api/v1/revenue/prices", tag = "catalog", params(PriceParams),
-    responses((status = 200, description = "`{object: list, data: [price], has_more}`")),
-    security(("api_key" = []))
+    responses((status = 200, body = crate::openapi::Page<PriceView>)),
+    security(("api_key" = ["read"]))
 )]
 pub async fn list_prices(
     State(state): State<AppState>,

@@ -106,7 +106,7 @@ pub struct CreateCustomer {
         (status = 400, body = crate::openapi::ErrorBody),
         (status = 409, body = crate::openapi::ErrorBody),
     ),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -178,7 +178,7 @@ async fn load(state: &AppState, id: String) -> ApiResult<(Customer, Option<Segme
     get, path = "/api/v1/revenue/customers/{id}", tag = "customers",
     params(("id" = String, Path, description = "`cus_…`")),
     responses((status = 200, body = CustomerView), (status = 404, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -218,7 +218,7 @@ pub struct UpdateCustomer {
         (status = 404, body = crate::openapi::ErrorBody),
         (status = 409, body = crate::openapi::ErrorBody),
     ),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn update(
     State(state): State<AppState>,
@@ -359,8 +359,8 @@ pub fn page_params(
 #[utoipa::path(
     get, path = "/api/v1/revenue/customers", tag = "customers",
     params(ListParams),
-    responses((status = 200, description = "`{object: list, data: [customer], has_more}`"), (status = 400, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    responses((status = 200, body = crate::openapi::Page<CustomerView>), (status = 400, body = crate::openapi::ErrorBody)),
+    security(("api_key" = ["read"]))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -405,7 +405,7 @@ pub async fn list(
         (status = 403, body = crate::openapi::ErrorBody, description = "`insufficient_scope`: an admin key is needed"),
         (status = 404, body = crate::openapi::ErrorBody),
     ),
-    security(("api_key" = []))
+    security(("api_key" = ["admin"]))
 )]
 pub async fn export(
     State(state): State<AppState>,
@@ -461,13 +461,13 @@ async fn export_of(state: &AppState, id: String) -> ApiResult<axum::Json<Value>>
 /// so it needs an admin key; the audit log names the key.
 #[utoipa::path(
     delete, path = "/api/v1/revenue/customers/{id}", tag = "customers",
-    params(("id" = String, Path, description = "`cus_…`")),
+    params(("id" = String, Path, description = "`cus_…`"), ("Idempotency-Key" = Option<String>, Header)),
     responses(
         (status = 200, body = CustomerView),
         (status = 403, body = crate::openapi::ErrorBody, description = "`insufficient_scope`: an admin key is needed"),
         (status = 404, body = crate::openapi::ErrorBody),
     ),
-    security(("api_key" = []))
+    security(("api_key" = ["admin"]))
 )]
 pub async fn erase(
     State(state): State<AppState>,

@@ -323,6 +323,7 @@ pub struct QuoteBody {
     pub price_id: Option<String>,
     pub product_id: Option<String>,
     /// Default 1.
+    #[serde(default, deserialize_with = "crate::extract::whole_number")]
     pub quantity: Option<u32>,
     /// Anything else a pricing plugin may use (a coupon code, a channel), as text.
     pub context: Option<std::collections::BTreeMap<String, String>>,
@@ -500,7 +501,7 @@ fn quotable(price: Price) -> ApiResult<Price> {
     request_body = QuoteBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first quote for a retried request")),
     responses((status = 201, body = QuoteView), (status = 400, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn quote(
     State(state): State<AppState>,
@@ -528,7 +529,7 @@ pub async fn quote(
     get, path = "/api/v1/revenue/quotes/{id}", tag = "decisions",
     params(("id" = String, Path, description = "`quo_…`")),
     responses((status = 200, body = QuoteView), (status = 404, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn get_quote(
     State(state): State<AppState>,
@@ -714,7 +715,7 @@ fn percent(bp: i32) -> Box<RawValue> {
     post, path = "/api/v1/revenue/optimize/pricing", tag = "decisions",
     request_body = OptimizeBody,
     responses((status = 200, body = OptimizeView), (status = 400, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn optimize_pricing(
     State(state): State<AppState>,
@@ -914,7 +915,7 @@ pub async fn optimize_pricing(
 #[utoipa::path(
     get, path = "/api/v1/plugins", tag = "decisions",
     responses((status = 200, description = "`{object: list, data: [plugin]}`")),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn list_plugins(
     State(state): State<AppState>,
@@ -932,6 +933,28 @@ pub async fn list_plugins(
 /// Holds stored quote `quote_id` for a request of `customer_id` about to charge it, under
 /// the gateway idempotency key of that charge (see [`quotes::claim`]); the quote's price
 /// must be one-time (`recurring: false`) or recurring (`true`), as the caller charges it.
+/// Quote `quote_id` of `customer_id`, read without holding it: what it would charge. Whether
+/// it can still be used is for [`hold_quote`] to say.
+pub async fn read_quote(
+    state: &AppState,
+    quote_id: &str,
+    customer_id: &str,
+) -> ApiResult<quotes::Quote> {
+    if !ids::is_well_formed(prefix::QUOTE, quote_id) {
+        return Err(AppError::invalid(
+            "quote_id",
+            "must be a quote id like quo_…",
+        ));
+    }
+    match quotes::get(&state.store, quote_id).await? {
+        None => Err(unusable(quote_id, quotes::Unusable::Missing)),
+        Some(q) if q.customer_id != customer_id => {
+            Err(unusable(quote_id, quotes::Unusable::OtherCustomer))
+        }
+        Some(q) => Ok(q),
+    }
+}
+
 pub async fn hold_quote(
     state: &AppState,
     quote_id: &str,

@@ -23,11 +23,11 @@ use crate::error::{ApiResult, AppError};
 use crate::extract::Json;
 
 /// Template variables one message may carry.
-const MAX_VARIABLES: usize = 50;
-const MAX_VARIABLE_KEY_CHARS: usize = 40;
-const MAX_VARIABLE_VALUE_CHARS: usize = 500;
-const MAX_SUBJECT_CHARS: usize = 200;
-const MAX_NAME_CHARS: usize = 200;
+pub(crate) const MAX_VARIABLES: usize = 50;
+pub(crate) const MAX_VARIABLE_KEY_CHARS: usize = 40;
+pub(crate) const MAX_VARIABLE_VALUE_CHARS: usize = 500;
+pub(crate) const MAX_SUBJECT_CHARS: usize = 200;
+pub(crate) const MAX_NAME_CHARS: usize = 200;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -85,7 +85,7 @@ fn text(field: &str, value: &str, max: usize) -> ApiResult<()> {
     post, path = "/api/v1/plugins/personalize", tag = "decisions",
     request_body = PersonalizeBody,
     responses((status = 200, body = PersonalizationView), (status = 400, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn personalize(
     State(state): State<AppState>,
@@ -191,7 +191,7 @@ pub struct TriggerView {
     post, path = "/api/v1/plugins/trigger", tag = "decisions",
     request_body = TriggerBody,
     responses((status = 200, body = TriggerView), (status = 400, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn trigger(
     State(state): State<AppState>,

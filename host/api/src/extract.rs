@@ -109,6 +109,52 @@ fn strip_position(message: &str) -> String {
     }
 }
 
+/// Reads an optional whole number that a client may have written as `3` or `3.0`: JSON
+/// does not tell the two apart, and the API's schema calls both an integer. Use with
+/// `#[serde(default, deserialize_with = "crate::extract::whole_number")]`.
+pub fn whole_number<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    struct Whole;
+    impl serde::de::Visitor<'_> for Whole {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole number")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            i64::try_from(v)
+                .map(Some)
+                .map_err(|_| E::custom("number too large"))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            // Exactly representable whole floats only; i64::MAX as f64 rounds up, so the
+            // bound is exclusive.
+            if v.fract() == 0.0 && v >= i64::MIN as f64 && v < i64::MAX as f64 {
+                Ok(Some(v as i64))
+            } else {
+                Err(E::custom(format!("expected a whole number, got {v}")))
+            }
+        }
+    }
+    match d.deserialize_any(Whole)? {
+        None => Ok(None),
+        Some(n) => T::try_from(n)
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("number {n} is out of range"))),
+    }
+}
+
 /// Query-string parameters, parsed with the field to blame named on error.
 #[derive(Debug)]
 pub struct Query<T>(pub T);

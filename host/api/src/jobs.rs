@@ -11,13 +11,16 @@ use std::time::Duration;
 use hephaestus_billing::{erasure, reconcile, stripe_events, subscriptions};
 use hephaestus_core::Timestamp;
 use hephaestus_core::ids;
-use hephaestus_store::{consumers, idempotency, rate_limit};
+use hephaestus_store::{consumers, idempotency, instances, rate_limit};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::{AppState, segments};
+use crate::{AppState, recovery, segments};
 
 const PURGE_EVERY: Duration = Duration::from_secs(60);
+/// A dead host's gateway calls are settled within about this long after its beat goes stale
+/// (and at once when a retry of one arrives).
+const RECOVER_EVERY: Duration = Duration::from_secs(2);
 const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 /// Renewals are due at a period's end; a few seconds late is fine, and the clock control
 /// bills at once anyway.
@@ -55,6 +58,10 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
         erasures.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut purge = tokio::time::interval(PURGE_EVERY);
         purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Beating and recovery run beside the rest: a slow pass of other upkeep must not make
+        // this host look dead, nor hold up settling a dead host's gateway calls.
+        let beating = tokio::spawn(beat(state.clone(), shutdown.clone()));
+        let recovering = tokio::spawn(recover(state.clone(), shutdown.clone()));
         // Recomputing segments can take a while (a sweep after a plugin change touches every
         // customer), so it runs beside the upkeep here, never in its way.
         let segments = tokio::spawn(keep_segments(state.clone(), shutdown.clone()));
@@ -92,6 +99,8 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
         }
         let _ = segments.await;
         let _ = analytics.await;
+        let _ = recovering.await;
+        let _ = beating.await;
     })
 }
 
@@ -116,6 +125,50 @@ async fn keep_analytics(state: AppState, mut shutdown: watch::Receiver<bool>) {
     // As for segments: the next host follows the log without waiting for the lease to end.
     if let Err(e) = state.analytics.release(&state.store).await {
         tracing::warn!(error = %e, "could not release the analytics consumer");
+    }
+}
+
+/// Beats until `shutdown`, then says this host is gone, so that what it still held is
+/// settled by others at once.
+async fn beat(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(instances::BEAT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                if let Err(e) = instances::beat(&state.store).await {
+                    tracing::warn!(error = %e, "could not beat; other hosts may take this one for dead");
+                }
+            }
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    if let Err(e) = instances::leave(&state.store).await {
+        tracing::warn!(error = %e, "could not deregister this host");
+    }
+}
+
+/// Settles the gateway calls of dead hosts: at start, then every [`RECOVER_EVERY`].
+async fn recover(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(RECOVER_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => match recovery::run(&state).await {
+                Ok(r) if r == recovery::Report::default() => {}
+                Ok(r) => tracing::info!(report = %r, "settled orphaned gateway calls"),
+                Err(e) => tracing::warn!(error = %e, "recovery pass failed; will retry"),
+            },
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
     }
 }
 

@@ -37,6 +37,7 @@ pub mod openapi;
 pub mod ops;
 pub mod payments;
 pub mod rate_limit;
+pub mod recovery;
 pub mod reporting;
 pub mod sandbox;
 pub mod segments;
@@ -113,6 +114,8 @@ pub struct ApiConfig {
     pub plugin_cache_dir: Option<std::path::PathBuf>,
     /// What the operator allows every plugin, whatever its manifest asks.
     pub plugin_limits: hephaestus_plugins::HostLimits,
+    /// A fault drill's planned death (`HEPHAESTUS_FAULT_ABORT`); `None` in any real use.
+    pub fault_abort: Option<recovery::FaultAbort>,
 }
 
 impl Default for ApiConfig {
@@ -137,6 +140,7 @@ impl Default for ApiConfig {
             plugin_dir: None,
             plugin_cache_dir: None,
             plugin_limits: hephaestus_plugins::HostLimits::default(),
+            fault_abort: None,
             reporting_currency: hephaestus_core::money::Currency::parse("USD", "currency")
                 .unwrap_or_else(|_| unreachable!("USD is an ISO 4217 currency")),
         }
@@ -230,7 +234,9 @@ impl AppState {
             catalog_cache: Arc::new(ttl_cache::TtlCache::new(config.catalog_cache_ttl)),
             limiter: Arc::new(RateLimiter::new(config.rate_limit)),
             metrics: Arc::new(metrics::Metrics::default()),
-            openapi: Arc::new(openapi::document()),
+            openapi: Arc::new(openapi::document(&openapi::Limits {
+                max_payment: config.max_payment,
+            })),
             config: Arc::new(config),
             store,
             plugins,

@@ -8,6 +8,12 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+mod links;
+mod responses;
+mod rules;
+
+pub use rules::Limits;
+
 /// The shape of every error response.
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -24,6 +30,36 @@ pub struct ErrorDetail {
     pub message: String,
     /// The request field at fault, when there is one.
     pub field: Option<String>,
+}
+
+/// One page of a list, newest first.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct Page<T> {
+    /// Always `list`.
+    pub object: String,
+    pub data: Vec<T>,
+    /// Whether a next page follows the last item (ask with `starting_after` = its id).
+    pub has_more: bool,
+}
+
+/// An entry of the audit log.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct AuditEntryView {
+    /// `aud_…`
+    pub id: String,
+    /// Always `audit_entry`.
+    pub object: String,
+    /// The key that made the request, if it had one.
+    pub api_key_id: Option<String>,
+    pub method: String,
+    pub path: String,
+    /// The status the request was answered with.
+    pub status: i64,
+    pub request_id: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: String,
 }
 
 struct BearerKey;
@@ -126,14 +162,23 @@ impl Modify for BearerKey {
 #[derive(Debug)]
 pub struct ApiDoc;
 
-pub fn document() -> String {
+/// The document for a server with these limits (the largest payment is a setting).
+pub fn document(limits: &Limits) -> String {
+    serde_json::to_string_pretty(&document_value(limits))
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+fn document_value(limits: &Limits) -> serde_json::Value {
     let mut doc = match serde_json::to_value(ApiDoc::openapi()) {
         Ok(doc) => doc,
-        Err(e) => return format!("{{\"error\": \"{e}\"}}"),
+        Err(e) => return serde_json::json!({ "error": e.to_string() }),
     };
     exact_decimals(&mut doc);
     operation_ids_by_tag(&mut doc);
-    serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    rules::apply(&mut doc, limits);
+    responses::add(&mut doc);
+    links::add(&mut doc);
+    doc
 }
 
 /// Prefixes each operation's id (its handler's name, such as `list`, which several modules
@@ -257,7 +302,9 @@ mod tests {
     use serde_json::Value;
 
     fn doc() -> Value {
-        serde_json::from_str(&super::document()).unwrap()
+        super::document_value(&super::Limits {
+            max_payment: rust_decimal::Decimal::from(1_000_000),
+        })
     }
 
     /// Every number schema in `v`, with the property name it sits under.
@@ -347,6 +394,106 @@ mod tests {
             seen.contains("customers_list") && seen.contains("payments_list"),
             "{seen:?}"
         );
+    }
+
+    /// Every request field and parameter is held to a rule of the server's (or is a boolean
+    /// or an object with rules of its own): a new one without a rule fails here.
+    #[test]
+    fn every_input_has_its_rule() {
+        let doc = doc();
+        let coverage = super::rules::coverage(&doc);
+        assert!(coverage.len() > 80, "{coverage:?}");
+        // Ids the gateway makes, not ours: any text names an event, or nothing.
+        let free = ["post /api/v1/revenue/webhooks/events/{id}/retry path id"];
+        let missing: Vec<_> = coverage
+            .iter()
+            .filter(|(what, covered)| !covered && !free.contains(&what.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "no rule for {missing:?}");
+        let customers = &doc["paths"]["/api/v1/revenue/customers/{id}"]["get"]["parameters"][0];
+        assert_eq!(customers["schema"]["pattern"], "^cus_[0-9A-Za-z]{22}$");
+        let list = &doc["paths"]["/api/v1/revenue/payments"]["get"]["parameters"];
+        let limit = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap();
+        assert_eq!(
+            (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+            (&1.into(), &100.into())
+        );
+    }
+
+    /// The shared answers are on every operation they can come from.
+    #[test]
+    fn every_operation_documents_what_the_layers_answer() {
+        let doc = doc();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let responses = op["responses"].as_object().unwrap();
+                let has = |status: &str| responses.contains_key(status);
+                let what = format!("{method} {path}");
+                if path.starts_with("/api/v1/") {
+                    assert!(has("503") && has("408"), "{what}");
+                }
+                if op.get("security").is_some() {
+                    assert!(has("401") && has("429"), "{what}");
+                }
+                if op.get("requestBody").is_some() {
+                    assert!(has("400") && has("413") && has("415"), "{what}");
+                }
+                let params = op["parameters"].as_array().cloned().unwrap_or_default();
+                if params.iter().any(|p| p["name"] == "Idempotency-Key") {
+                    assert!(has("409"), "{what}");
+                }
+                if params.iter().any(|p| p["in"] == "query") {
+                    assert!(has("400"), "{what}");
+                }
+            }
+        }
+        let unavailable = &doc["components"]["responses"]["ServiceUnavailable"];
+        assert_eq!(unavailable["headers"]["Retry-After"]["required"], true);
+    }
+
+    /// The scope each operation's security names is the one docs/api.md gives it (the e2e
+    /// `scopes` test holds the server to that table), and a 403 is documented where a key
+    /// can have too little.
+    #[test]
+    fn scopes_are_the_documented_ones() {
+        let doc = doc();
+        let table = include_str!("../../../docs/api.md");
+        let mut checked = 0;
+        for line in table.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line
+                .split('|')
+                .map(|c| c.trim().trim_matches('`'))
+                .collect();
+            let (method, path, scope) = (cells[1].to_ascii_lowercase(), cells[2], cells[3]);
+            let op = &doc["paths"][path][&method];
+            assert!(op.is_object(), "{method} {path} is not in the document");
+            let scopes: Vec<&str> = op["security"][0]["api_key"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+                .unwrap_or_default();
+            match scope {
+                "none" => assert!(op.get("security").is_none(), "{method} {path}"),
+                scope => {
+                    assert_eq!(scopes, [scope], "{method} {path}");
+                    let forbids = op["responses"].get("403").is_some();
+                    assert_eq!(forbids, scope != "read", "{method} {path}");
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked > 40, "{checked}");
+    }
+
+    #[test]
+    fn the_clock_may_have_billed_nothing() {
+        let doc = doc();
+        let billed = &doc["components"]["schemas"]["ClockView"]["properties"]["billed"];
+        assert!(billed.to_string().contains("null"), "{billed}");
     }
 
     #[test]

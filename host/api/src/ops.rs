@@ -124,8 +124,8 @@ pub struct AuditParams {
 /// Mutating requests, newest first: key, method, path, status, request id, time. Admin only.
 #[utoipa::path(
     get, path = "/api/v1/audit", tag = "operations", params(AuditParams),
-    responses((status = 200, description = "`{object: list, data: [entry], has_more}`"), (status = 403, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    responses((status = 200, body = crate::openapi::Page<crate::openapi::AuditEntryView>), (status = 403, body = crate::openapi::ErrorBody)),
+    security(("api_key" = ["admin"]))
 )]
 pub async fn audit_list(
     State(state): State<AppState>,

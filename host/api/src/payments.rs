@@ -4,7 +4,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hephaestus_billing::charges;
-use hephaestus_billing::gateway::{ChargeRequest, GatewayError, RefundRequest};
+use hephaestus_billing::gateway::{
+    Charge, ChargeRequest, GatewayError, GatewayRefund, RefundRequest,
+};
 use hephaestus_core::Timestamp;
 use hephaestus_core::customer::{Metadata, validate_metadata};
 use hephaestus_core::event::NewEvent;
@@ -12,7 +14,7 @@ use hephaestus_core::ids::{self, prefix};
 use hephaestus_core::money::{self, Currency, Money};
 use hephaestus_core::payment::{Payment, PaymentStatus, Refund};
 use hephaestus_core::validation::check_text;
-use hephaestus_store::{customers, events, payments, quotes};
+use hephaestus_store::{attempts, customers, events, payments, quotes};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Map;
 use serde_json::value::RawValue;
@@ -38,6 +40,13 @@ impl<'de> Deserialize<'de> for AmountText {
             return Ok(AmountText(inner.to_string()));
         }
         if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+            // A JSON number is the same number however it is spelt: `1e+16` is how many
+            // encoders write 10000000000000000. Read exactly; the plain digits go on.
+            if text.contains(['e', 'E'])
+                && let Ok(exact) = rust_decimal::Decimal::from_scientific(text)
+            {
+                return Ok(AmountText(exact.normalize().to_string()));
+            }
             return Ok(AmountText(text.to_string()));
         }
         Err(serde::de::Error::custom(
@@ -341,7 +350,7 @@ pub fn gateway_error(e: GatewayError) -> AppError {
         (status = 402, body = crate::openapi::ErrorBody, description = "card_declined, with decline_code and payment_id"),
         (status = 409, body = crate::openapi::ErrorBody, description = "quote_expired, quote_used, quote_in_use, or an Idempotency-Key conflict"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -349,110 +358,233 @@ pub async fn create(
     meta: RequestMeta,
     body: Json<CreatePayment>,
 ) -> Response {
-    let p = match validate(body.value, &state) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
+    match create_inner(state, auth, meta, body).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+async fn create_inner(
+    state: AppState,
+    auth: WriteKey,
+    meta: RequestMeta,
+    body: Json<CreatePayment>,
+) -> Result<Response, Response> {
+    let p = validate(body.value, &state).map_err(IntoResponse::into_response)?;
+    let customer = crate::customers::live(&state, &p.customer_id)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    // A quote's amount is fixed when it is made: read here, it is what the attempt records.
+    // The quote is held (and checked usable) once the request is claimed.
+    let quoted = match &p.quote_id {
+        Some(id) => Some(
+            crate::decisions::read_quote(&state, id, &customer.id)
+                .await
+                .map_err(IntoResponse::into_response)?,
+        ),
+        None => None,
     };
-    let customer = match crate::customers::live(&state, &p.customer_id).await {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
+    let amount = match &quoted {
+        Some(q) => quoted_amount(q, p.amount).map_err(IntoResponse::into_response)?,
+        None => p.amount.ok_or_else(|| {
+            AppError::Internal(anyhow::anyhow!("validated amount missing")).into_response()
+        })?,
     };
-    let claimed = match write::claim(&state, &auth.0, &meta, &body.raw).await {
-        Ok(c) => c,
-        Err(answer) => return answer,
+    let method = p
+        .payment_method
+        .clone()
+        .or_else(|| customer.default_payment_method.clone());
+    let key = write::external_key(&auth.0, &meta, "charge");
+    let spec = PaymentSpec {
+        customer_id: p.customer_id,
+        amount_minor: amount.minor,
+        currency: amount.currency.code().to_string(),
+        payment_method: method.clone().unwrap_or_default(),
+        description: p.description,
+        metadata: p.metadata,
+        quote_id: p.quote_id,
+        priced_by: quoted.as_ref().map(charges::PricedBy::of),
+        save: p.save_payment_method,
     };
     let gateway = state.gateway.clone();
-    let key = claimed.external_key("charge");
-    let state_for_work = state.clone();
-    claimed
-        .then(async move {
-            let state = state_for_work;
-            let quote = match &p.quote_id {
-                Some(id) => {
-                    Some(crate::decisions::hold_quote(&state, id, &customer.id, &key, false).await?)
+    let gateway_name = gateway.name().to_string();
+    let Some(method) = method else {
+        // Nothing to charge yet: the payment waits for a method, and no gateway is called.
+        let claimed = write::claim(&state, &auth.0, &meta, &body.raw).await?;
+        return Ok(claimed
+            .then(async move {
+                if let Some(id) = &spec.quote_id {
+                    crate::decisions::hold_quote(&state, id, &spec.customer_id, &key, false)
+                        .await?;
                 }
-                None => None,
-            };
-            let held = quote.as_ref().map(|q| (q.id.clone(), key.clone()));
-            let release = |state: AppState, held: Option<(String, String)>| async move {
-                if let Some((id, key)) = held
+                Ok(write::change(move |tx| {
+                    Box::pin(async move {
+                        let payment = waiting_payment(tx, &gateway_name, spec.attempt()?).await?;
+                        Ok(write::created(&payment.id, &PaymentView::from(&payment)))
+                    })
+                }))
+            })
+            .await);
+    };
+    let work = crate::recovery::Work::Payment(spec.clone());
+    let (claimed, attempt_id) =
+        crate::recovery::claim(&state, &auth.0, &meta, &body.raw, &key, work).await?;
+    Ok(claimed
+        .then(async move {
+            let fail = |state: AppState, e: AppError, quote: Option<String>, key: String| async move {
+                if let Some(id) = quote
                     && let Err(e) = quotes::release(&state.store, &id, &key).await
                 {
                     tracing::warn!(error = %e, quote = %id, "could not release a quote");
                 }
+                e
             };
-            let amount = match &quote {
-                Some(q) => match quoted_amount(q, p.amount) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        release(state.clone(), held).await;
-                        return Err(e);
-                    }
-                },
-                None => p.amount.ok_or_else(|| {
-                    AppError::Internal(anyhow::anyhow!("validated amount missing"))
-                })?,
+            if let Some(id) = &spec.quote_id
+                && let Err(e) =
+                    crate::decisions::hold_quote(&state, id, &spec.customer_id, &key, false).await
+            {
+                forget_attempt(&state, &attempt_id).await;
+                return Err(e);
+            }
+            let request = ChargeRequest {
+                payment_method: method,
+                ..spec.charge_request(&key)?
             };
-            let priced_by = quote.as_ref().map(charges::PricedBy::of);
-            let method = p
-                .payment_method
-                .clone()
-                .or_else(|| customer.default_payment_method.clone());
-            let attempt = charges::Attempt {
-                customer_id: p.customer_id,
-                amount,
-                payment_method: method.clone().unwrap_or_default(),
-                description: p.description,
-                metadata: p.metadata,
-                invoice_id: None,
-                priced_by,
-            };
-            let gateway_name = gateway.name().to_string();
-            // Without a method there is nothing to charge yet: the payment waits for one.
-            let charge = match &method {
-                None => None,
-                Some(method) => {
-                    let request = ChargeRequest {
-                        customer_id: attempt.customer_id.clone(),
-                        amount,
-                        payment_method: method.clone(),
-                        description: attempt.description.clone(),
-                        idempotency_key: key,
-                        off_session: false,
-                    };
-                    match gateway.charge(request).await {
-                        Ok(c) => Some((c, method.clone())),
-                        Err(e) => {
-                            release(state.clone(), held).await;
-                            return Err(gateway_error(e));
-                        }
-                    }
+            crate::recovery::fault(&state, crate::recovery::FaultPoint::BeforeGatewayCall);
+            let charge = gateway.charge(request).await;
+            crate::recovery::fault(&state, crate::recovery::FaultPoint::AfterGatewayCall);
+            let charge = match charge {
+                Ok(c) => c,
+                Err(e) => {
+                    gateway_failed(&state, &attempt_id, &e).await;
+                    return Err(fail(state, gateway_error(e), spec.quote_id.clone(), key).await);
                 }
             };
-            let save = p.save_payment_method;
             Ok(write::change(move |tx| {
                 Box::pin(async move {
-                    let Some((charge, method)) = charge else {
-                        let payment = waiting_payment(tx, &gateway_name, attempt).await?;
-                        return Ok(write::created(&payment.id, &PaymentView::from(&payment)));
-                    };
-                    let now = Timestamp::now();
-                    let payment = charges::record(tx, &gateway_name, attempt, &charge, now).await?;
-                    settle_quote(tx, held, &payment, now).await?;
-                    if save && payment.status == PaymentStatus::Succeeded {
-                        customers::set_default_payment_method(
-                            tx,
-                            &payment.customer_id,
-                            &method,
-                            now,
-                        )
-                        .await?;
-                    }
-                    Ok(charge_answer(&payment))
+                    finish_payment(tx, &gateway_name, &attempt_id, &key, spec, charge, false).await
                 })
             }))
         })
-        .await
+        .await)
+}
+
+/// What a payment request knew before it called the gateway: enough to record the outcome,
+/// here or by recovery.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaymentSpec {
+    pub customer_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    /// Empty while the payment waits for one.
+    pub payment_method: String,
+    pub description: Option<String>,
+    pub metadata: Metadata,
+    /// Held under the gateway call's key until the outcome is recorded.
+    pub quote_id: Option<String>,
+    pub priced_by: Option<charges::PricedBy>,
+    pub save: bool,
+}
+
+impl PaymentSpec {
+    fn amount(&self) -> ApiResult<Money> {
+        let currency = Currency::parse(&self.currency, "currency")
+            .map_err(|e| AppError::Internal(anyhow::anyhow!("payment spec: {e}")))?;
+        Ok(Money {
+            minor: self.amount_minor,
+            currency,
+        })
+    }
+
+    /// The gateway call, under `key`.
+    pub fn charge_request(&self, key: &str) -> ApiResult<ChargeRequest> {
+        Ok(ChargeRequest {
+            customer_id: self.customer_id.clone(),
+            amount: self.amount()?,
+            payment_method: self.payment_method.clone(),
+            description: self.description.clone(),
+            idempotency_key: key.to_string(),
+            off_session: false,
+        })
+    }
+
+    fn attempt(&self) -> ApiResult<charges::Attempt> {
+        Ok(charges::Attempt {
+            customer_id: self.customer_id.clone(),
+            amount: self.amount()?,
+            payment_method: self.payment_method.clone(),
+            description: self.description.clone(),
+            metadata: self.metadata.clone(),
+            invoice_id: None,
+            priced_by: self.priced_by.clone(),
+        })
+    }
+}
+
+/// Records what the gateway did with a payment's charge, and finishes its attempt: the
+/// payment, its event, the quote used (or freed by a decline), the method saved. Recovery
+/// (`recovering`) first makes sure the charge was not recorded already.
+pub async fn finish_payment(
+    tx: &mut hephaestus_store::Tx,
+    gateway: &str,
+    attempt_id: &str,
+    key: &str,
+    spec: PaymentSpec,
+    charge: Charge,
+    recovering: bool,
+) -> ApiResult<Written> {
+    let now = Timestamp::now();
+    if recovering {
+        crate::recovery::finish(tx, attempt_id).await?;
+        // Recorded already when a retry of this request made the same call (after this
+        // one's gateway failed and released its key) and recorded it first.
+        if let Some(known) = payments::find_by_gateway_id(tx, gateway, &charge.id).await? {
+            return Ok(charge_answer(&known));
+        }
+    } else {
+        // With the payment's own rows: a payment's record stays one appended statement.
+        attempts::finish_at_commit(tx, attempt_id);
+    }
+    let held = spec.quote_id.clone().map(|q| (q, key.to_string()));
+    let (save, method) = (spec.save, spec.payment_method.clone());
+    let payment = charges::record(tx, gateway, spec.attempt()?, &charge, now).await?;
+    settle_quote(tx, held, &payment, now).await?;
+    if save && payment.status == PaymentStatus::Succeeded {
+        customers::set_default_payment_method(tx, &payment.customer_id, &method, now).await?;
+    }
+    Ok(charge_answer(&payment))
+}
+
+/// Recovery found that the gateway never received a payment's charge: the quote it held is
+/// free again.
+pub async fn never_charged(
+    tx: &mut hephaestus_store::Tx,
+    spec: &PaymentSpec,
+    key: &str,
+) -> ApiResult<()> {
+    if let Some(q) = &spec.quote_id {
+        quotes::release_in(tx, q, key).await?;
+    }
+    Ok(())
+}
+
+/// The gateway refused a call before acting (a bad request, a decline it keeps no record
+/// of): there is nothing for recovery to find. When it could not be reached, it may have
+/// acted all the same: the attempt is left for recovery, which asks it once the call can no
+/// longer land, and records what it did — unless a retry records it first.
+pub(crate) async fn gateway_failed(state: &AppState, attempt_id: &str, e: &GatewayError) {
+    if matches!(e, GatewayError::Unavailable(_)) {
+        if let Err(e) = attempts::orphan(&state.store, attempt_id).await {
+            tracing::warn!(attempt = %attempt_id, error = %e, "could not hand an attempt to recovery");
+        }
+        return;
+    }
+    forget_attempt(state, attempt_id).await;
+}
+
+pub(crate) async fn forget_attempt(state: &AppState, attempt_id: &str) {
+    if let Err(e) = attempts::forget(&state.store, attempt_id).await {
+        tracing::warn!(attempt = %attempt_id, error = %e, "could not remove a gateway attempt; recovery settles it");
+    }
 }
 
 /// Stores a payment that waits for a payment method, with its event: nothing was charged.
@@ -537,7 +669,7 @@ pub struct ConfirmPayment {
         (status = 404, body = crate::openapi::ErrorBody),
         (status = 409, body = crate::openapi::ErrorBody),
     ),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn confirm(
     State(state): State<AppState>,
@@ -575,78 +707,127 @@ pub async fn confirm(
         )
         .into_response();
     };
-    let claimed = match write::claim(&state, &auth.0, &meta, &body.raw).await {
-        Ok(c) => c,
-        Err(answer) => return answer,
+    let spec = ConfirmSpec {
+        payment_id: payment.id.clone(),
+        attempt,
+        method,
+        save: req.save_payment_method.unwrap_or(false),
     };
+    let request = spec.charge_request(&payment, &spec.gateway_key());
+    let work = crate::recovery::Work::Confirm(spec.clone());
+    let key = request.idempotency_key.clone();
+    let (claimed, attempt_id) =
+        match crate::recovery::claim(&state, &auth.0, &meta, &body.raw, &key, work).await {
+            Ok(c) => c,
+            Err(answer) => return answer,
+        };
     let gateway = state.gateway.clone();
-    // Named by the payment and the attempt, not the request: two concurrent confirmations
-    // make one charge (a different method under the same key is refused by the gateway).
-    let request = ChargeRequest {
-        customer_id: payment.customer_id.clone(),
-        amount: payment.amount,
-        payment_method: method.clone(),
-        description: payment.description.clone(),
-        idempotency_key: format!("confirm-{}-{attempt}", payment.id),
-        off_session: false,
-    };
-    let save = req.save_payment_method.unwrap_or(false);
     claimed
         .then(async move {
-            let charge = gateway.charge(request).await.map_err(gateway_error)?;
+            crate::recovery::fault(&state, crate::recovery::FaultPoint::BeforeGatewayCall);
+            let charge = gateway.charge(request).await;
+            crate::recovery::fault(&state, crate::recovery::FaultPoint::AfterGatewayCall);
+            let charge = match charge {
+                Ok(c) => c,
+                Err(e) => {
+                    gateway_failed(&state, &attempt_id, &e).await;
+                    return Err(gateway_error(e));
+                }
+            };
             Ok(write::change(move |tx| {
-                Box::pin(async move {
-                    let now = Timestamp::now();
-                    let status = charges::status_of(&charge);
-                    let next = Payment {
-                        status: if status == PaymentStatus::Failed {
-                            PaymentStatus::RequiresPaymentMethod
-                        } else {
-                            status
-                        },
-                        payment_method: method.clone(),
-                        gateway_id: Some(charge.id.clone()),
-                        decline_code: charge.decline_code.clone(),
-                        failure_message: charge.failure_message.clone(),
-                        updated_at: now,
-                        ..payment
-                    };
-                    if !payments::confirm(tx, &next, attempt, now).await? {
-                        let current = payments::get_for_update(tx, &next.id).await?;
-                        return Err(match current {
-                            Some(p) => not_confirmable(&p),
-                            None => AppError::Internal(anyhow::anyhow!("payment vanished")),
-                        });
-                    }
-                    let quote = match &next.quote_id {
-                        Some(q) => quotes::get_in(tx, q).await?,
-                        None => None,
-                    };
-                    let priced_by = quote.as_ref().map(charges::PricedBy::of);
-                    // The event names what happened: a decline, though the payment waits on.
-                    let announced = Payment {
-                        status,
-                        ..next.clone()
-                    };
-                    if let Some(e) = charges::payment_event(&announced, priced_by.as_ref(), now) {
-                        events::append(tx, e);
-                    }
-                    if save && status == PaymentStatus::Succeeded {
-                        customers::set_default_payment_method(tx, &next.customer_id, &method, now)
-                            .await?;
-                    }
-                    if status == PaymentStatus::Failed {
-                        return Ok(charge_answer(&announced));
-                    }
-                    Ok(Written::json(
-                        StatusCode::OK,
-                        &PaymentView::from(&next),
-                        Some(&next.id),
-                    ))
-                })
+                Box::pin(async move { finish_confirm(tx, &attempt_id, spec, charge).await })
             }))
         })
         .await
+}
+
+/// What a confirmation knew before it called the gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfirmSpec {
+    pub payment_id: String,
+    /// The payment's confirmation attempt this is (its `confirm_attempts` then).
+    pub attempt: i64,
+    pub method: String,
+    pub save: bool,
+}
+
+impl ConfirmSpec {
+    /// Named by the payment and the attempt, not the request: two concurrent confirmations
+    /// make one charge (a different method under the same key is refused by the gateway).
+    fn gateway_key(&self) -> String {
+        format!("confirm-{}-{}", self.payment_id, self.attempt)
+    }
+
+    pub fn charge_request(&self, payment: &Payment, key: &str) -> ChargeRequest {
+        ChargeRequest {
+            customer_id: payment.customer_id.clone(),
+            amount: payment.amount,
+            payment_method: self.method.clone(),
+            description: payment.description.clone(),
+            idempotency_key: key.to_string(),
+            off_session: false,
+        }
+    }
+}
+
+/// Records what the gateway did with a confirmation's charge, and finishes its attempt.
+pub async fn finish_confirm(
+    tx: &mut hephaestus_store::Tx,
+    attempt_id: &str,
+    spec: ConfirmSpec,
+    charge: Charge,
+) -> ApiResult<Written> {
+    crate::recovery::finish(tx, attempt_id).await?;
+    let payment = payments::get_for_update(tx, &spec.payment_id)
+        .await?
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("payment vanished")))?;
+    let (method, save, attempt) = (spec.method, spec.save, spec.attempt);
+    let now = Timestamp::now();
+    let status = charges::status_of(&charge);
+    let next = Payment {
+        status: if status == PaymentStatus::Failed {
+            PaymentStatus::RequiresPaymentMethod
+        } else {
+            status
+        },
+        payment_method: method.clone(),
+        gateway_id: Some(charge.id.clone()),
+        decline_code: charge.decline_code.clone(),
+        failure_message: charge.failure_message.clone(),
+        updated_at: now,
+        ..payment
+    };
+    if !payments::confirm(tx, &next, attempt, now).await? {
+        let current = payments::get_for_update(tx, &next.id).await?;
+        return Err(match current {
+            Some(p) => not_confirmable(&p),
+            None => AppError::Internal(anyhow::anyhow!("payment vanished")),
+        });
+    }
+    let quote = match &next.quote_id {
+        Some(q) => quotes::get_in(tx, q).await?,
+        None => None,
+    };
+    let priced_by = quote.as_ref().map(charges::PricedBy::of);
+    // The event names what happened: a decline, though the payment waits on.
+    let announced = Payment {
+        status,
+        ..next.clone()
+    };
+    if let Some(e) = charges::payment_event(&announced, priced_by.as_ref(), now) {
+        events::append(tx, e);
+    }
+    if save && status == PaymentStatus::Succeeded {
+        customers::set_default_payment_method(tx, &next.customer_id, &method, now).await?;
+    }
+    if status == PaymentStatus::Failed {
+        return Ok(charge_answer(&announced));
+    }
+    Ok(Written::json(
+        StatusCode::OK,
+        &PaymentView::from(&next),
+        Some(&next.id),
+    ))
 }
 
 fn not_confirmable(p: &Payment) -> AppError {
@@ -709,7 +890,7 @@ async fn load(state: &AppState, id: String) -> ApiResult<Payment> {
     get, path = "/api/v1/revenue/payments/{id}", tag = "payments",
     params(("id" = String, Path, description = "`pay_…`")),
     responses((status = 200, body = PaymentView), (status = 404, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -760,8 +941,8 @@ fn unix_secs(field: &str, secs: Option<i64>) -> ApiResult<Option<Timestamp>> {
 #[utoipa::path(
     get, path = "/api/v1/revenue/payments", tag = "payments",
     params(ListParams),
-    responses((status = 200, description = "`{object: list, data: [payment], has_more}`"), (status = 400, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    responses((status = 200, body = crate::openapi::Page<PaymentView>), (status = 400, body = crate::openapi::ErrorBody)),
+    security(("api_key" = ["read"]))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -820,7 +1001,7 @@ pub struct CreateRefund {
         (status = 400, body = crate::openapi::ErrorBody, description = "amount above what is left, or payment not refundable"),
         (status = 404, body = crate::openapi::ErrorBody),
     ),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn refund(
     State(state): State<AppState>,
@@ -884,59 +1065,112 @@ pub async fn refund(
         return AppError::Internal(anyhow::anyhow!("payment {} has no gateway id", payment.id))
             .into_response();
     };
-    let claimed = match write::claim(&state, &auth.0, &meta, &body.raw).await {
-        Ok(c) => c,
-        Err(answer) => return answer,
-    };
-    let gateway = state.gateway.clone();
-    let request = RefundRequest {
+    let spec = RefundSpec {
+        payment_id: payment.id.clone(),
         charge_id,
         amount_minor,
-        currency: payment.amount.currency,
+        currency: currency.code().to_string(),
         reason: req.reason.clone(),
-        idempotency_key: claimed.external_key("refund"),
     };
+    let key = write::external_key(&auth.0, &meta, "refund");
+    let request = match spec.refund_request(&key) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let work = crate::recovery::Work::Refund(spec.clone());
+    let (claimed, attempt_id) =
+        match crate::recovery::claim(&state, &auth.0, &meta, &body.raw, &key, work).await {
+            Ok(c) => c,
+            Err(answer) => return answer,
+        };
+    let gateway = state.gateway.clone();
     claimed
         .then(async move {
-            let refunded = gateway.refund(request).await.map_err(gateway_error)?;
+            crate::recovery::fault(&state, crate::recovery::FaultPoint::BeforeGatewayCall);
+            let refunded = gateway.refund(request).await;
+            crate::recovery::fault(&state, crate::recovery::FaultPoint::AfterGatewayCall);
+            let refunded = match refunded {
+                Ok(r) => r,
+                Err(e) => {
+                    gateway_failed(&state, &attempt_id, &e).await;
+                    return Err(gateway_error(e));
+                }
+            };
             Ok(write::change(move |tx| {
-                Box::pin(async move {
-                    let now = Timestamp::now();
-                    // Lock the payment, then see whether the gateway's report of this refund
-                    // (a `charge.refunded` webhook) got here first: then it is recorded.
-                    payments::get_for_update(tx, &payment.id).await?;
-                    if let Some(known) = payments::refund_by_gateway_id(tx, &refunded.id).await? {
-                        return Ok(write::created(&known.id, &RefundView::from(&known)));
-                    }
-                    let updated = payments::add_refunded(tx, &payment.id, amount_minor, now)
-                        .await?
-                        .ok_or_else(|| AppError::Conflict {
-                            code: "refund_conflict",
-                            message:
-                                "the payment changed while it was being refunded; read it and retry"
-                                    .into(),
-                            details: Map::new(),
-                        })?;
-                    let refund = Refund {
-                        id: ids::new_id(prefix::REFUND),
-                        payment_id: payment.id.clone(),
-                        amount: Money {
-                            minor: amount_minor,
-                            currency,
-                        },
-                        status: refunded.status,
-                        reason: req.reason,
-                        gateway_id: Some(refunded.id),
-                        created_at: now,
-                    };
-                    payments::insert_refund(tx, &refund).await?;
-                    events::append(
-                        tx,
-                        NewEvent::refund_created(&refund, &updated.customer_id, now),
-                    );
-                    Ok(write::created(&refund.id, &RefundView::from(&refund)))
-                })
+                Box::pin(async move { finish_refund(tx, &attempt_id, spec, refunded).await })
             }))
         })
         .await
+}
+
+/// What a refund request knew before it called the gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefundSpec {
+    pub payment_id: String,
+    /// The gateway's id of the payment's charge.
+    pub charge_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub reason: Option<String>,
+}
+
+impl RefundSpec {
+    fn currency(&self) -> ApiResult<Currency> {
+        Currency::parse(&self.currency, "currency")
+            .map_err(|e| AppError::Internal(anyhow::anyhow!("refund spec: {e}")))
+    }
+
+    /// The gateway call, under `key`.
+    pub fn refund_request(&self, key: &str) -> ApiResult<RefundRequest> {
+        Ok(RefundRequest {
+            charge_id: self.charge_id.clone(),
+            amount_minor: self.amount_minor,
+            currency: self.currency()?,
+            reason: self.reason.clone(),
+            idempotency_key: key.to_string(),
+        })
+    }
+}
+
+/// Records a refund the gateway made, and finishes its attempt.
+pub async fn finish_refund(
+    tx: &mut hephaestus_store::Tx,
+    attempt_id: &str,
+    spec: RefundSpec,
+    refunded: GatewayRefund,
+) -> ApiResult<Written> {
+    crate::recovery::finish(tx, attempt_id).await?;
+    let now = Timestamp::now();
+    let currency = spec.currency()?;
+    // Lock the payment, then see whether the gateway's report of this refund (a
+    // `charge.refunded` webhook) got here first: then it is recorded.
+    payments::get_for_update(tx, &spec.payment_id).await?;
+    if let Some(known) = payments::refund_by_gateway_id(tx, &refunded.id).await? {
+        return Ok(write::created(&known.id, &RefundView::from(&known)));
+    }
+    let updated = payments::add_refunded(tx, &spec.payment_id, spec.amount_minor, now)
+        .await?
+        .ok_or_else(|| AppError::Conflict {
+            code: "refund_conflict",
+            message: "the payment changed while it was being refunded; read it and retry".into(),
+            details: Map::new(),
+        })?;
+    let refund = Refund {
+        id: ids::new_id(prefix::REFUND),
+        payment_id: spec.payment_id,
+        amount: Money {
+            minor: spec.amount_minor,
+            currency,
+        },
+        status: refunded.status,
+        reason: spec.reason,
+        gateway_id: Some(refunded.id),
+        created_at: now,
+    };
+    payments::insert_refund(tx, &refund).await?;
+    events::append(
+        tx,
+        NewEvent::refund_created(&refund, &updated.customer_id, now),
+    );
+    Ok(write::created(&refund.id, &RefundView::from(&refund)))
 }

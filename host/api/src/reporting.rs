@@ -23,11 +23,18 @@ use crate::write::{self, RequestMeta};
 /// The prefix of exchange-rate ids.
 pub const RATE_PREFIX: &str = "fx";
 
+/// The most decimal places a rate may have.
+pub const RATE_DECIMALS: u32 = 12;
+/// Every rate is below this.
+pub const MAX_RATE: i64 = 1_000_000_000;
+
 /// Parses a rate: a positive decimal with at most 12 decimal places.
 pub fn parse_rate(text: &str, field: &str) -> ApiResult<Decimal> {
     let rate = Decimal::from_str_exact(text.trim())
         .ok()
-        .filter(|r| *r > Decimal::ZERO && r.scale() <= 12 && *r < Decimal::from(1_000_000_000))
+        .filter(|r| {
+            *r > Decimal::ZERO && r.scale() <= RATE_DECIMALS && *r < Decimal::from(MAX_RATE)
+        })
         .ok_or_else(|| {
             AppError::invalid(
                 field,
@@ -105,7 +112,7 @@ pub fn new_rate(
     post, path = "/api/v1/revenue/exchange-rates", tag = "reporting", request_body = SetRate,
     params(("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = RateView), (status = 400, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn set_rate(
     State(state): State<AppState>,
@@ -133,8 +140,8 @@ pub async fn set_rate(
 
 #[utoipa::path(
     get, path = "/api/v1/revenue/exchange-rates", tag = "reporting",
-    responses((status = 200, description = "`{object: list, data: [newest rate of each pair]}`")),
-    security(("api_key" = []))
+    responses((status = 200, body = crate::openapi::Page<RateView>, description = "The newest rate of each pair")),
+    security(("api_key" = ["read"]))
 )]
 pub async fn list_rates(
     State(state): State<AppState>,
@@ -219,7 +226,7 @@ fn ts<S: serde::Serializer>(micros: &i64, s: S) -> Result<S::Ok, S::Error> {
 #[utoipa::path(
     get, path = "/api/v1/revenue/payments/totals", tag = "reporting", params(TotalsParams),
     responses((status = 200, description = "`{reporting_currency, by_currency: [...], total, missing_rates}`")),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn totals(
     State(state): State<AppState>,

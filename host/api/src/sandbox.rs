@@ -30,9 +30,10 @@ pub struct Authenticate {
 /// reports it, with its domain event.
 #[utoipa::path(
     post, path = "/api/v1/sandbox/payments/{id}/authenticate", tag = "sandbox",
-    params(("id" = String, Path)), request_body = Authenticate,
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = Authenticate,
     responses((status = 200, body = PaymentView), (status = 400, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn authenticate(
     State(state): State<AppState>,
@@ -114,8 +115,12 @@ pub async fn authenticate(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdvanceClock {
-    /// Seconds to move forward. Give this or `days` (or both: they add up).
+    /// Seconds to move forward, up to five years. Give this or `days` (or both: they add
+    /// up, to at most ten years).
+    #[serde(default, deserialize_with = "crate::extract::whole_number")]
     pub seconds: Option<i64>,
+    /// Days to move forward, up to five years (1830).
+    #[serde(default, deserialize_with = "crate::extract::whole_number")]
     pub days: Option<i64>,
 }
 
@@ -127,14 +132,34 @@ pub struct ClockView {
     pub now: hephaestus_core::Timestamp,
     /// How far it is ahead of real time, in seconds.
     pub offset_seconds: i64,
-    /// What this call billed to catch up (renewals, retries, trial ends, cancellations).
-    /// Work another host or the background job took on is waited for, not counted here.
-    #[schema(value_type = Object)]
+    /// What this call billed to catch up (renewals, retries, trial ends, cancellations);
+    /// null on reads of the clock. Work another host or the background job took on is
+    /// waited for, not counted here.
+    #[schema(value_type = Option<BilledView>)]
     pub billed: Option<hephaestus_billing::subscriptions::Summary>,
 }
 
-/// The furthest one call may move the clock: ten years.
+/// What one advance of the clock billed: the shape of
+/// [`hephaestus_billing::subscriptions::Summary`], which it is written from.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct BilledView {
+    /// Subscriptions billed.
+    pub subscriptions: u64,
+    /// Invoices made.
+    pub invoices: u64,
+    pub payments_succeeded: u64,
+    pub payments_failed: u64,
+    pub trials_ending: u64,
+    pub canceled: u64,
+}
+
+/// The furthest one call may move the clock: ten years, half of it by each field.
 const MAX_ADVANCE_SECS: i64 = 10 * 366 * 24 * 60 * 60;
+/// The most `seconds` may say.
+pub(crate) const MAX_ADVANCE_SECONDS: i64 = MAX_ADVANCE_SECS / 2;
+/// The most `days` may say.
+pub(crate) const MAX_ADVANCE_DAYS: i64 = MAX_ADVANCE_SECS / 2 / 86_400;
 
 async fn clock_view(
     state: &AppState,
@@ -154,7 +179,7 @@ async fn clock_view(
 #[utoipa::path(
     get, path = "/api/v1/sandbox/clock", tag = "sandbox",
     responses((status = 200, body = ClockView)),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn clock(
     State(state): State<AppState>,
@@ -185,7 +210,7 @@ fn not_found(meta: &RequestMeta) -> Response {
     post, path = "/api/v1/sandbox/clock/advance", tag = "sandbox",
     request_body = AdvanceClock,
     responses((status = 200, body = ClockView), (status = 400, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn advance_clock(
     State(state): State<AppState>,
@@ -197,24 +222,32 @@ pub async fn advance_clock(
         return not_found(&meta);
     }
     let req = body.value;
-    let secs = req
-        .seconds
-        .unwrap_or(0)
-        .checked_add(req.days.unwrap_or(0).saturating_mul(86_400));
-    let secs = match secs {
-        Some(s) if (1..=MAX_ADVANCE_SECS).contains(&s) => s,
-        _ => {
-            return AppError::invalid(
-                if req.days.is_some() {
-                    "days"
-                } else {
-                    "seconds"
-                },
-                "must move the clock forward by 1 second to 10 years",
-            )
+    // Each field on its own, so the rule can be written in the API's schema.
+    let seconds = req.seconds.unwrap_or(0);
+    let days = req.days.unwrap_or(0);
+    if !(0..=MAX_ADVANCE_SECONDS).contains(&seconds) {
+        return AppError::invalid(
+            "seconds",
+            format!("must be 0 to {MAX_ADVANCE_SECONDS} (five years)"),
+        )
+        .into_response();
+    }
+    if !(0..=MAX_ADVANCE_DAYS).contains(&days) {
+        return AppError::invalid("days", format!("must be 0 to {MAX_ADVANCE_DAYS}"))
             .into_response();
-        }
-    };
+    }
+    let secs = seconds + days * 86_400;
+    if secs == 0 {
+        return AppError::invalid(
+            if req.days.is_some() {
+                "days"
+            } else {
+                "seconds"
+            },
+            "must move the clock forward by at least 1 second",
+        )
+        .into_response();
+    }
     let result = async {
         hephaestus_billing::subscriptions::advance_clock(
             &state.store,

@@ -12,7 +12,7 @@ use hephaestus_billing::gateway::{
 };
 use hephaestus_billing::gateway_subscriptions;
 use hephaestus_billing::subscriptions::{
-    self as engine, NewSubscription, Update, UpdateError, business_now, check_change,
+    self as engine, NewSubscription, Planned, Update, UpdateError, business_now, check_change,
 };
 use hephaestus_core::Timestamp;
 use hephaestus_core::catalog::{MAX_TRIAL_DAYS, Price};
@@ -20,7 +20,6 @@ use hephaestus_core::customer::{Metadata, validate_metadata};
 use hephaestus_core::ids::{self, prefix};
 use hephaestus_core::money::Money;
 use hephaestus_core::subscription::{Invoice, InvoiceLine, Subscription, SubscriptionStatus};
-use hephaestus_core::validation::check_text;
 use hephaestus_store::{catalog, quotes, subscriptions};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -232,8 +231,10 @@ pub struct CreateSubscription {
     /// of plan bills the new plan at its list price). The quote is used up.
     pub quote_id: Option<String>,
     /// Default 1 (with `quote_id`, the quoted quantity).
+    #[serde(default, deserialize_with = "crate::extract::whole_number")]
     pub quantity: Option<i64>,
     /// Overrides the price's trial; 0 for none.
+    #[serde(default, deserialize_with = "crate::extract::whole_number")]
     pub trial_days: Option<i64>,
     /// Charged for every invoice (sandbox test methods). Required unless there is a trial.
     #[schema(example = "pm_card_visa")]
@@ -251,12 +252,10 @@ fn check_quantity(q: Option<i64>) -> ApiResult<Option<i64>> {
     }
 }
 
+/// The same rule a payment's method is held to: it goes to the same gateway.
 fn check_payment_method(pm: &Option<String>) -> ApiResult<()> {
     if let Some(pm) = pm {
-        if pm.is_empty() {
-            return Err(AppError::invalid("payment_method", "must not be empty"));
-        }
-        check_text("payment_method", pm, 100)?;
+        hephaestus_core::customer::validate_payment_method("payment_method", pm)?;
     }
     Ok(())
 }
@@ -298,7 +297,7 @@ async fn load_price(state: &AppState, id: &str) -> ApiResult<Price> {
         (status = 400, body = crate::openapi::ErrorBody),
         (status = 402, body = crate::openapi::ErrorBody, description = "card_declined, with decline_code and payment_id"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -311,111 +310,203 @@ pub async fn create(
         Err(e) => return e.into_response(),
     };
     let (planned, price) = planned;
-    let claimed = match write::claim(&state, &auth.0, &meta, &body.raw).await {
-        Ok(c) => c,
-        Err(answer) => return answer,
-    };
     if state.gateway.subscriptions().is_some() {
+        let claimed = match write::claim(&state, &auth.0, &meta, &body.raw).await {
+            Ok(c) => c,
+            Err(answer) => return answer,
+        };
         return create_at_gateway(&state, claimed, planned.subscription, price).await;
     }
     let gateway = state.gateway.clone();
-    let quote_key = claimed.external_key("subscription-charge");
-    let quote_state = state.clone();
-    let customer_id = planned.subscription.customer_id.clone();
+    let key = write::external_key(&auth.0, &meta, "subscription-charge");
     let quote_id = planned.subscription.quote_id.clone();
-    let first = &planned.invoice;
-    let request = (first.amount_due_minor > 0).then(|| ChargeRequest {
-        customer_id: planned.subscription.customer_id.clone(),
-        amount: Money {
-            minor: first.amount_due_minor,
-            currency: first.currency,
+    let priced_by = match &quote_id {
+        Some(id) => match quotes::get(&state.store, id).await {
+            Ok(q) => q.as_ref().map(charges::PricedBy::of),
+            Err(e) => return AppError::from(e).into_response(),
         },
-        payment_method: planned
-            .subscription
-            .payment_method
-            .clone()
-            .unwrap_or_default(),
-        description: Some(format!(
-            "Invoice {} for {}",
-            first.id, planned.subscription.id
-        )),
-        idempotency_key: claimed.external_key("subscription-charge"),
-        off_session: true,
-    });
+        None => None,
+    };
+    let spec = SubscriptionSpec {
+        subscription: planned.subscription,
+        invoice: planned.invoice,
+        priced_by,
+    };
+    // With a trial nothing is charged now: no gateway call, no attempt.
+    let charged = spec.invoice.amount_due_minor > 0;
+    let claimed = if charged {
+        let work = crate::recovery::Work::Subscription(Box::new(spec.clone()));
+        match crate::recovery::claim(&state, &auth.0, &meta, &body.raw, &key, work).await {
+            Ok((c, id)) => (c, Some(id)),
+            Err(answer) => return answer,
+        }
+    } else {
+        match write::claim(&state, &auth.0, &meta, &body.raw).await {
+            Ok(c) => (c, None),
+            Err(answer) => return answer,
+        }
+    };
+    let (claimed, attempt_id) = claimed;
     claimed
         .then(async move {
-            let state = quote_state;
-            let quote = match &quote_id {
-                Some(id) => Some(
-                    crate::decisions::hold_quote(&state, id, &customer_id, &quote_key, true)
-                        .await?,
-                ),
-                None => None,
+            let forget = |state: AppState, id: Option<String>| async move {
+                if let Some(id) = id {
+                    crate::payments::forget_attempt(&state, &id).await;
+                }
             };
-            let charge = match request {
-                Some(r) => match gateway.charge(r).await {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        if let Some(q) = &quote {
-                            let _ = quotes::release(&state.store, &q.id, &quote_key).await;
+            if let Some(id) = &quote_id
+                && let Err(e) = crate::decisions::hold_quote(
+                    &state,
+                    id,
+                    &spec.subscription.customer_id,
+                    &key,
+                    true,
+                )
+                .await
+            {
+                forget(state.clone(), attempt_id).await;
+                return Err(e);
+            }
+            let charge = match &attempt_id {
+                None => None,
+                Some(attempt_id) => {
+                    crate::recovery::fault(&state, crate::recovery::FaultPoint::BeforeGatewayCall);
+                    let charge = gateway.charge(spec.charge_request(&key)).await;
+                    crate::recovery::fault(&state, crate::recovery::FaultPoint::AfterGatewayCall);
+                    match charge {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            crate::payments::gateway_failed(&state, attempt_id, &e).await;
+                            if let Some(q) = &quote_id {
+                                let _ = quotes::release(&state.store, q, &key).await;
+                            }
+                            return Err(gateway_error(e));
                         }
-                        return Err(gateway_error(e));
                     }
-                },
-                None => None,
+                }
             };
-            let priced_by = quote.as_ref().map(charges::PricedBy::of);
             let gateway = gateway.name().to_string();
             Ok(write::change(move |tx| {
                 Box::pin(async move {
-                    let now = planned.subscription.created_at;
-                    let mut payment_id = None;
-                    if let Some(charge) = &charge {
-                        let sub = &planned.subscription;
-                        let paid = charges::status_of(charge)
-                            == hephaestus_core::payment::PaymentStatus::Succeeded;
-                        let attempt = charges::Attempt {
-                            customer_id: sub.customer_id.clone(),
-                            amount: Money {
-                                minor: planned.invoice.amount_due_minor,
-                                currency: planned.invoice.currency,
-                            },
-                            payment_method: sub.payment_method.clone().unwrap_or_default(),
-                            description: Some(format!(
-                                "Invoice {} for {}",
-                                planned.invoice.id, sub.id
-                            )),
-                            metadata: Metadata::new(),
-                            // A payment that did not go through settles no invoice.
-                            invoice_id: paid.then(|| planned.invoice.id.clone()),
-                            priced_by: priced_by.clone(),
-                        };
-                        let payment = charges::record(tx, &gateway, attempt, charge, now).await?;
-                        if !paid {
-                            // Nothing is started; the declined payment is kept and named,
-                            // and the quote may be used with another card.
-                            if let Some(q) = &quote {
-                                quotes::release_in(tx, &q.id, &quote_key).await?;
-                            }
-                            return Ok(declined(&payment));
-                        }
-                        payment_id = Some(payment.id);
-                    }
-                    if let Some(q) = &quote
-                        && !quotes::mark_used(tx, &q.id, &planned.subscription.id, now).await?
-                    {
-                        tracing::error!(quote = %q.id, "a quote was used twice");
-                    }
-                    let (sub, invoice) =
-                        engine::start(tx, planned, &price, payment_id, now).await?;
-                    let mut view = SubscriptionView::from(&sub);
-                    view.latest_invoice = Some(InvoiceView::from(&invoice));
-                    view.pending_invoice_lines = Some(Vec::new());
-                    Ok(write::created(&sub.id, &view))
+                    finish_subscription(
+                        tx,
+                        &gateway,
+                        attempt_id.as_deref(),
+                        &key,
+                        spec,
+                        charge,
+                        &price,
+                    )
+                    .await
                 })
             }))
         })
         .await
+}
+
+/// What a subscription's start knew before it charged the first period: the subscription
+/// and invoice planned, recorded as planned once the charge went through.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubscriptionSpec {
+    pub subscription: Subscription,
+    pub invoice: Invoice,
+    pub priced_by: Option<charges::PricedBy>,
+}
+
+impl SubscriptionSpec {
+    /// The first period's charge, under `key`.
+    pub fn charge_request(&self, key: &str) -> ChargeRequest {
+        let sub = &self.subscription;
+        ChargeRequest {
+            customer_id: sub.customer_id.clone(),
+            amount: Money {
+                minor: self.invoice.amount_due_minor,
+                currency: self.invoice.currency,
+            },
+            payment_method: sub.payment_method.clone().unwrap_or_default(),
+            description: Some(self.description()),
+            idempotency_key: key.to_string(),
+            off_session: true,
+        }
+    }
+
+    fn description(&self) -> String {
+        format!("Invoice {} for {}", self.invoice.id, self.subscription.id)
+    }
+}
+
+/// Records a subscription's start: the first period's payment when one was charged (a
+/// declined one is recorded and starts nothing), the quote used, the subscription and its
+/// first invoice; and finishes the charge's attempt.
+pub async fn finish_subscription(
+    tx: &mut hephaestus_store::Tx,
+    gateway: &str,
+    attempt_id: Option<&str>,
+    key: &str,
+    spec: SubscriptionSpec,
+    charge: Option<hephaestus_billing::gateway::Charge>,
+    price: &Price,
+) -> ApiResult<Written> {
+    if let Some(id) = attempt_id {
+        crate::recovery::finish(tx, id).await?;
+    }
+    let now = spec.subscription.created_at;
+    let quote_id = spec.subscription.quote_id.clone();
+    let mut payment_id = None;
+    if let Some(charge) = &charge {
+        let sub = &spec.subscription;
+        let paid = charges::status_of(charge) == hephaestus_core::payment::PaymentStatus::Succeeded;
+        let attempt = charges::Attempt {
+            customer_id: sub.customer_id.clone(),
+            amount: Money {
+                minor: spec.invoice.amount_due_minor,
+                currency: spec.invoice.currency,
+            },
+            payment_method: sub.payment_method.clone().unwrap_or_default(),
+            description: Some(spec.description()),
+            metadata: Metadata::new(),
+            // A payment that did not go through settles no invoice.
+            invoice_id: paid.then(|| spec.invoice.id.clone()),
+            priced_by: spec.priced_by.clone(),
+        };
+        let payment = charges::record(tx, gateway, attempt, charge, now).await?;
+        if !paid {
+            // Nothing is started; the declined payment is kept and named, and the quote may
+            // be used with another card.
+            if let Some(q) = &quote_id {
+                quotes::release_in(tx, q, key).await?;
+            }
+            return Ok(declined(&payment));
+        }
+        payment_id = Some(payment.id);
+    }
+    if let Some(q) = &quote_id
+        && !quotes::mark_used(tx, q, &spec.subscription.id, now).await?
+    {
+        tracing::error!(quote = %q, "a quote was used twice");
+    }
+    let planned = Planned {
+        subscription: spec.subscription,
+        invoice: spec.invoice,
+    };
+    let (sub, invoice) = engine::start(tx, planned, price, payment_id, now).await?;
+    let mut view = SubscriptionView::from(&sub);
+    view.latest_invoice = Some(InvoiceView::from(&invoice));
+    view.pending_invoice_lines = Some(Vec::new());
+    Ok(write::created(&sub.id, &view))
+}
+
+/// Recovery found that the gateway never received a subscription's first charge: the quote
+/// it held is free again.
+pub async fn never_charged(
+    tx: &mut hephaestus_store::Tx,
+    spec: &SubscriptionSpec,
+    key: &str,
+) -> ApiResult<()> {
+    if let Some(q) = &spec.subscription.quote_id {
+        quotes::release_in(tx, q, key).await?;
+    }
+    Ok(())
 }
 
 /// Starts a subscription at a gateway that bills it (Stripe): it charges the first invoice
@@ -707,7 +798,7 @@ async fn detailed(state: &AppState, sub: &Subscription) -> ApiResult<Subscriptio
     get, path = "/api/v1/revenue/subscriptions/{id}", tag = "subscriptions",
     params(("id" = String, Path, description = "`sub_…`")),
     responses((status = 200, body = SubscriptionView), (status = 404, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -744,8 +835,8 @@ fn check_id(field: &str, prefix: &str, id: &Option<String>) -> ApiResult<()> {
 #[utoipa::path(
     get, path = "/api/v1/revenue/subscriptions", tag = "subscriptions",
     params(ListParams),
-    responses((status = 200, description = "`{object: list, data: [subscription], has_more}`"), (status = 400, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    responses((status = 200, body = crate::openapi::Page<SubscriptionView>), (status = 400, body = crate::openapi::ErrorBody)),
+    security(("api_key" = ["read"]))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -781,6 +872,7 @@ pub async fn list(
 pub struct UpdateSubscription {
     /// A new recurring price in the same currency and interval.
     pub price_id: Option<String>,
+    #[serde(default, deserialize_with = "crate::extract::whole_number")]
     pub quantity: Option<i64>,
     pub payment_method: Option<String>,
     /// Cancel when the current period ends (true), or take that back (false).
@@ -809,7 +901,7 @@ fn update_error(e: UpdateError) -> AppError {
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = UpdateSubscription,
     responses((status = 200, body = SubscriptionView), (status = 400, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn update(
     State(state): State<AppState>,
@@ -979,7 +1071,7 @@ pub struct CancelSubscription {
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = CancelSubscription,
     responses((status = 200, body = SubscriptionView), (status = 400, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -1110,8 +1202,8 @@ pub struct InvoiceParams {
 #[utoipa::path(
     get, path = "/api/v1/revenue/invoices", tag = "subscriptions",
     params(InvoiceParams),
-    responses((status = 200, description = "`{object: list, data: [invoice], has_more}`"), (status = 400, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    responses((status = 200, body = crate::openapi::Page<InvoiceView>), (status = 400, body = crate::openapi::ErrorBody)),
+    security(("api_key" = ["read"]))
 )]
 pub async fn list_invoices(
     State(state): State<AppState>,
@@ -1150,7 +1242,7 @@ pub async fn list_invoices(
     get, path = "/api/v1/revenue/invoices/{id}", tag = "subscriptions",
     params(("id" = String, Path, description = "`in_…`")),
     responses((status = 200, body = InvoiceView), (status = 404, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn get_invoice(
     State(state): State<AppState>,

@@ -143,8 +143,8 @@ pub struct InboxView {
 /// Received Stripe events, most recent first: what the worker did with each and why.
 #[utoipa::path(
     get, path = "/api/v1/revenue/webhooks/events", tag = "payments", params(InboxParams),
-    responses((status = 200, description = "`{object: list, data: [event], has_more}`"), (status = 403, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    responses((status = 200, body = crate::openapi::Page<InboxView>), (status = 403, body = crate::openapi::ErrorBody)),
+    security(("api_key" = ["admin"]))
 )]
 pub async fn list_events(
     State(state): State<AppState>,
@@ -188,9 +188,9 @@ pub async fn list_events(
 /// Puts a `failed` or `ignored` event back in the queue, with a fresh attempt budget.
 #[utoipa::path(
     post, path = "/api/v1/revenue/webhooks/events/{id}/retry", tag = "payments",
-    params(("id" = String, Path)),
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, description = "`{id, status: pending}`"), (status = 404, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["admin"]))
 )]
 pub async fn retry_event(
     State(state): State<AppState>,

@@ -9,6 +9,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use hephaestus_store::Tx;
+use hephaestus_store::attempts;
 use hephaestus_store::audit::{self, AuditEntry};
 use hephaestus_store::idempotency::{self, Claim, IdemKey};
 use serde_json::{Map, Value, json};
@@ -136,29 +137,91 @@ pub async fn claim(
     meta: &RequestMeta,
     body: &[u8],
 ) -> Result<Claimed, Response> {
+    claim_inner(state, who, meta, body, None).await
+}
+
+/// [`claim`] for a request about to call the payment gateway: `attempt` (see
+/// [`crate::recovery`]) is recorded in the transaction that claims the key, before the call,
+/// so that if this process dies during the call, recovery finds out what the gateway did and
+/// records it. Its id is `attempt.id`; the change that records the outcome must finish it.
+pub async fn claim_attempt(
+    state: &AppState,
+    who: &Principal,
+    meta: &RequestMeta,
+    body: &[u8],
+    attempt: attempts::Attempt,
+) -> Result<Claimed, Response> {
+    claim_inner(state, who, meta, body, Some(attempt)).await
+}
+
+async fn claim_inner(
+    state: &AppState,
+    who: &Principal,
+    meta: &RequestMeta,
+    body: &[u8],
+    attempt: Option<attempts::Attempt>,
+) -> Result<Claimed, Response> {
     let mut idem = meta.idempotency_key.as_ref().map(|key| IdemKey {
         api_key_id: who.key_id.clone(),
         key: key.clone(),
         request_hash: fingerprint(&meta.method, &meta.path, body),
         claim_token: String::new(),
     });
-    if let Some(k) = &mut idem {
-        match idempotency::claim(&state.store, k, state.config.idempotency_lock_secs).await {
-            Ok(Claim::Acquired) => {}
-            Ok(Claim::Replay { status, body }) => return Err(replay(status, body)),
-            Ok(Claim::Mismatch) => {
+    // A claim held by a request that died with its gateway call unrecorded is settled by
+    // recovery here and now, and then claimed again: answered from what it recorded.
+    let mut settled_orphan = false;
+    if idem.is_none()
+        && let Some(row) = attempt.clone()
+    {
+        // No key to claim: the attempt alone, batched with other requests' on PostgreSQL.
+        if let Err(e) = attempts::record(&state.store, row).await {
+            return Err(AppError::from(e).into_response());
+        }
+    }
+    while let Some(k) = idem.as_mut() {
+        let row = attempt.clone();
+        let claimed = idempotency::claim_with(
+            &state.store,
+            k,
+            state.config.idempotency_lock_secs,
+            move |tx, k| {
+                Box::pin(async move {
+                    if let Some(mut row) = row {
+                        if let Some(k) = k {
+                            row.api_key_id = Some(k.api_key_id.clone());
+                            row.idem_key = Some(k.key.clone());
+                            row.claim_token = Some(k.claim_token.clone());
+                        }
+                        attempts::insert(tx, &row).await?;
+                    }
+                    Ok::<_, AppError>(())
+                })
+            },
+        )
+        .await;
+        match claimed {
+            Ok((Claim::Acquired, _)) => break,
+            Ok((Claim::Replay { status, body }, _)) => return Err(replay(status, body)),
+            Ok((Claim::Mismatch, _)) => {
                 return Err(conflict(
                     "idempotency_key_reused",
                     "this Idempotency-Key was used with a different request; use a new key",
                 ));
             }
-            Ok(Claim::InProgress) => {
+            Ok((Claim::InProgress, _)) => {
+                if !settled_orphan
+                    && let Some(k) = &idem
+                    && crate::recovery::settle_claim(state, &k.api_key_id, &k.key).await
+                {
+                    settled_orphan = true;
+                    continue;
+                }
                 return Err(conflict(
                     "idempotency_key_in_use",
                     "a request with this Idempotency-Key is still being processed; retry later",
                 ));
             }
-            Err(e) => return Err(AppError::from(e).into_response()),
+            Err(e) => return Err(e.into_response()),
         }
     }
     Ok(Claimed {
@@ -171,6 +234,24 @@ pub async fn claim(
     })
 }
 
+/// The key a call to an external service made for this request carries, known before the
+/// request is claimed ([`Claimed::external_key`]). Without a client key every call is new.
+pub fn external_key(who: &Principal, meta: &RequestMeta, op: &str) -> String {
+    match &meta.idempotency_key {
+        Some(key) => derived_key(&who.key_id, key, op),
+        None => hephaestus_core::ids::new_id("hk"),
+    }
+}
+
+fn derived_key(api_key_id: &str, key: &str, op: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [api_key_id, key, op] {
+        h.update(part.as_bytes());
+        h.update(b"\n");
+    }
+    format!("hk-{}", hex::encode(h.finalize()))
+}
+
 impl Claimed {
     /// A key for an operation at an external service (`op` tells operations of one request
     /// apart). Derived from the client's `Idempotency-Key`, so a retry of the request makes
@@ -178,14 +259,7 @@ impl Claimed {
     /// never charges twice. Without a client key every call is new.
     pub fn external_key(&self, op: &str) -> String {
         match &self.idem {
-            Some(k) => {
-                let mut h = Sha256::new();
-                for part in [k.api_key_id.as_str(), k.key.as_str(), op] {
-                    h.update(part.as_bytes());
-                    h.update(b"\n");
-                }
-                format!("hk-{}", hex::encode(h.finalize()))
-            }
+            Some(k) => derived_key(&k.api_key_id, &k.key, op),
             None => hephaestus_core::ids::new_id("hk"),
         }
     }

@@ -29,7 +29,7 @@ pub struct Attempt {
 
 /// Which stored quote, and which plugin version behind it, priced a payment or a
 /// subscription: carried by their domain events so revenue can be attributed to a plugin.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PricedBy {
     pub quote_id: String,
     /// `plugin` or `default`.

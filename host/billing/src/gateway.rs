@@ -244,6 +244,26 @@ pub trait Gateway: Send + Sync + std::fmt::Debug {
     /// The charge's current state, to reconcile after a missed or out-of-order event.
     fn fetch(&self, charge_id: String) -> BoxFuture<'_, Result<Option<Charge>, GatewayError>>;
 
+    /// The charge that `req` (sent with its idempotency key) made, found without making it:
+    /// `Ok(None)` when the gateway never received it. For recovery of a call whose outcome
+    /// nobody recorded (the process making it died).
+    fn find_charge(
+        &self,
+        req: ChargeRequest,
+    ) -> BoxFuture<'_, Result<Option<Charge>, GatewayError>>;
+
+    /// The refund that `req` made, found without making it; `Ok(None)` when the gateway never
+    /// received it.
+    fn find_refund(
+        &self,
+        req: RefundRequest,
+    ) -> BoxFuture<'_, Result<Option<GatewayRefund>, GatewayError>>;
+
+    /// How long after a call was sent the gateway may still act on it (a request on the wire
+    /// when its sender died): recovery asks about a call only once it is this old, so "never
+    /// received" is final.
+    fn in_flight_for(&self) -> std::time::Duration;
+
     /// Deletes the gateway's own record of a customer, named by its id there, when the
     /// customer is erased. `idempotency_key` is the same on every attempt. A customer the
     /// gateway no longer knows is deleted already: `Ok`. A gateway that keeps no customers

@@ -237,6 +237,21 @@ impl ChargeRow {
     }
 }
 
+/// A charge made with the dispute test method has drawn its dispute by the time it is read.
+fn with_dispute(mut charge: Charge, behaviour: Behaviour) -> Result<Charge, GatewayError> {
+    if behaviour == Behaviour::SucceedThenDispute {
+        charge.dispute = Some(DisputeState {
+            gateway_id: format!("dp_sbx_{}", &charge.id[prefix::SANDBOX_CHARGE.len() + 1..]),
+            amount_minor: charge.amount.minor,
+            reason: Some("fraudulent".into()),
+            status: "needs_response".into(),
+            withdrawn_minor: charge.amount.minor,
+            reinstated_minor: 0,
+        });
+    }
+    Ok(charge)
+}
+
 const CHARGE_COLUMNS: &str = "id, idempotency_key, amount_minor, currency, payment_method, status, \
      decline_code, amount_refunded_minor, created_at";
 
@@ -317,23 +332,7 @@ impl Gateway for SandboxGateway {
                 if same { Ok(existing) } else { Err(()) }
             };
             match row {
-                Ok(row) => {
-                    let mut charge = row.to_charge()?;
-                    if behaviour == Behaviour::SucceedThenDispute {
-                        charge.dispute = Some(DisputeState {
-                            gateway_id: format!(
-                                "dp_sbx_{}",
-                                &charge.id[prefix::SANDBOX_CHARGE.len() + 1..]
-                            ),
-                            amount_minor: charge.amount.minor,
-                            reason: Some("fraudulent".into()),
-                            status: "needs_response".into(),
-                            withdrawn_minor: charge.amount.minor,
-                            reinstated_minor: 0,
-                        });
-                    }
-                    Ok(charge)
-                }
+                Ok(row) => with_dispute(row.to_charge()?, behaviour),
                 Err(()) => Err(GatewayError::InvalidRequest {
                     param: None,
                     message: "this idempotency key was used for a different charge".into(),
@@ -434,6 +433,55 @@ impl Gateway for SandboxGateway {
 
     fn as_sandbox(&self) -> Option<&SandboxGateway> {
         Some(self)
+    }
+
+    fn find_charge(
+        &self,
+        req: ChargeRequest,
+    ) -> BoxFuture<'_, Result<Option<Charge>, GatewayError>> {
+        Box::pin(async move {
+            let sql =
+                format!("SELECT {CHARGE_COLUMNS} FROM sandbox_charges WHERE idempotency_key = $1");
+            let row: Option<ChargeRow> =
+                with_read!(&self.store, |e| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(&req.idempotency_key)
+                    .fetch_optional(e)
+                    .await)
+                .map_err(|e| store_err(e.into()))?;
+            let Some(row) = row else { return Ok(None) };
+            let behaviour = behaviour(&row.payment_method).unwrap_or(Behaviour::Succeed);
+            with_dispute(row.to_charge()?, behaviour).map(Some)
+        })
+    }
+
+    fn find_refund(
+        &self,
+        req: RefundRequest,
+    ) -> BoxFuture<'_, Result<Option<GatewayRefund>, GatewayError>> {
+        Box::pin(async move {
+            let row: Option<(String, String, i64)> = with_read!(&self.store, |e| {
+                sqlx::query_as(
+                "SELECT id, charge_id, amount_minor FROM sandbox_refunds WHERE idempotency_key = $1"
+            )
+            .bind(&req.idempotency_key)
+            .fetch_optional(e)
+            .await
+            })
+            .map_err(|e| store_err(e.into()))?;
+            Ok(row.map(|(id, charge_id, amount_minor)| GatewayRefund {
+                id,
+                charge_id,
+                amount_minor,
+                status: "succeeded".into(),
+            }))
+        })
+    }
+
+    /// The sandbox's ledger is written by the process calling it, before the call returns:
+    /// once that process is dead, nothing of its calls is still on the way. The margin covers
+    /// a write queued for a group commit when its owner was taken for dead.
+    fn in_flight_for(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(2)
     }
 
     fn fetch(&self, charge_id: String) -> BoxFuture<'_, Result<Option<Charge>, GatewayError>> {

@@ -74,9 +74,9 @@ use stripe_core::customer::{CreateCustomer, DeleteCustomer};
 use stripe_core::payment_intent::{
     CreatePaymentIntent, CreatePaymentIntentAutomaticPaymentMethods,
     CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects, CreatePaymentIntentOffSession,
-    RetrievePaymentIntent,
+    ListPaymentIntent, RetrievePaymentIntent,
 };
-use stripe_core::refund::CreateRefund;
+use stripe_core::refund::{CreateRefund, ListRefund};
 
 use crate::gateway::{
     Charge, ChargeRequest, ChargeStatus, Gateway, GatewayError, GatewayRefund, RefundRequest,
@@ -87,6 +87,15 @@ pub const NAME: &str = "stripe";
 
 /// The metadata key under which Stripe objects carry our customer id.
 pub const CUSTOMER_METADATA_KEY: &str = "hephaestus_customer_id";
+
+/// The metadata key under which a PaymentIntent or refund made here carries the idempotency
+/// key it was made with: recovery finds the object of a call whose answer was lost by it.
+pub const ATTEMPT_METADATA_KEY: &str = "hephaestus_attempt_key";
+
+/// How many of a customer's newest PaymentIntents (or a charge's newest refunds) recovery
+/// looks through for a lost call's object: one Stripe list page. Recovery runs within
+/// seconds of the call, so the object is among them unless a customer pays that often.
+const RECOVERY_PAGE: i64 = 100;
 
 /// How long one call to Stripe may take before it counts as unavailable.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -343,10 +352,23 @@ struct LastError {
     message: Option<String>,
 }
 
+/// One page of a Stripe list.
+#[derive(Debug, Deserialize)]
+struct Page<T> {
+    data: Vec<T>,
+}
+
+/// Whether a listed object carries `key` as the idempotency key it was made with.
+fn made_with(metadata: &HashMap<String, String>, key: &str) -> bool {
+    metadata.get(ATTEMPT_METADATA_KEY).map(String::as_str) == Some(key)
+}
+
 #[derive(Debug, Deserialize)]
 struct Intent {
     id: String,
     status: String,
+    #[serde(default)]
+    metadata: HashMap<String, String>,
     amount: i64,
     currency: String,
     #[serde(default)]
@@ -406,6 +428,8 @@ impl Intent {
 struct RefundObject {
     id: String,
     amount: i64,
+    #[serde(default)]
+    metadata: HashMap<String, String>,
     #[serde(default)]
     status: Option<String>,
 }
@@ -473,10 +497,13 @@ impl Gateway for StripeGateway {
                     .payment_method(req.payment_method.clone())
                     .confirm(true)
                     .automatic_payment_methods(automatic)
-                    .metadata(HashMap::from([(
-                        CUSTOMER_METADATA_KEY.to_string(),
-                        req.customer_id.clone(),
-                    )]));
+                    .metadata(HashMap::from([
+                        (CUSTOMER_METADATA_KEY.to_string(), req.customer_id.clone()),
+                        (
+                            ATTEMPT_METADATA_KEY.to_string(),
+                            req.idempotency_key.clone(),
+                        ),
+                    ]));
             if let Some(description) = &req.description {
                 params = params.description(description.clone());
             }
@@ -505,10 +532,15 @@ impl Gateway for StripeGateway {
             } else {
                 CreateRefund::new().charge(req.charge_id.clone())
             };
-            let mut params = refund.amount(to_stripe_amount(Money {
-                minor: req.amount_minor,
-                currency: req.currency,
-            }));
+            let mut params = refund
+                .amount(to_stripe_amount(Money {
+                    minor: req.amount_minor,
+                    currency: req.currency,
+                }))
+                .metadata(HashMap::from([(
+                    ATTEMPT_METADATA_KEY.to_string(),
+                    req.idempotency_key.clone(),
+                )]));
             if let Some(reason) = &req.reason {
                 let reason: stripe_core::refund::CreateRefundReason = reason
                     .parse()
@@ -554,6 +586,62 @@ impl Gateway for StripeGateway {
                 Err(e) => Err(stripe_error(e)),
             }
         })
+    }
+
+    fn find_charge(
+        &self,
+        req: ChargeRequest,
+    ) -> BoxFuture<'_, Result<Option<Charge>, GatewayError>> {
+        Box::pin(async move {
+            // No Stripe customer yet: no PaymentIntent can have been made for ours.
+            let Some(customer) =
+                gateway_ids::find(&self.store, NAME, Mirror::Customer, &req.customer_id).await?
+            else {
+                return Ok(None);
+            };
+            let params = ListPaymentIntent::new()
+                .customer(customer)
+                .limit(RECOVERY_PAGE);
+            let page: Page<Intent> = self.send(&params, None).await.map_err(stripe_error)?;
+            page.data
+                .into_iter()
+                .find(|intent| made_with(&intent.metadata, &req.idempotency_key))
+                .map(|intent| intent.into_charge(req.off_session))
+                .transpose()
+        })
+    }
+
+    fn find_refund(
+        &self,
+        req: RefundRequest,
+    ) -> BoxFuture<'_, Result<Option<GatewayRefund>, GatewayError>> {
+        Box::pin(async move {
+            let params = if req.charge_id.starts_with("pi_") {
+                ListRefund::new().payment_intent(req.charge_id.clone())
+            } else {
+                ListRefund::new().charge(req.charge_id.clone())
+            };
+            let page: Page<RefundObject> = self
+                .send(&params.limit(RECOVERY_PAGE), None)
+                .await
+                .map_err(stripe_error)?;
+            Ok(page
+                .data
+                .into_iter()
+                .find(|r| made_with(&r.metadata, &req.idempotency_key))
+                .map(|refund| GatewayRefund {
+                    id: refund.id,
+                    charge_id: req.charge_id.clone(),
+                    amount_minor: from_stripe_amount(refund.amount, req.currency),
+                    status: refund.status.unwrap_or_else(|| "succeeded".to_string()),
+                }))
+        })
+    }
+
+    /// A call to Stripe is given up after [`TIMEOUT`]; one sent just before its sender died
+    /// has landed (or never will) a little after that.
+    fn in_flight_for(&self) -> Duration {
+        TIMEOUT + Duration::from_secs(5)
     }
 }
 

@@ -52,6 +52,12 @@ pub fn is_well_formed(prefix: &str, id: &str) -> bool {
         })
 }
 
+/// The regular expression (ECMA 262 and Python alike) that [`is_well_formed`] accepts for
+/// this prefix, for the API's description.
+pub fn pattern(prefix: &str) -> String {
+    format!("^{prefix}_[0-9A-Za-z]{{{ENCODED_LEN}}}$")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +71,15 @@ mod tests {
         assert!(is_well_formed("cus", &a));
         assert!(!is_well_formed("evt", &a));
         assert!(a < b, "{a} should sort before {b}");
+    }
+
+    #[test]
+    fn the_pattern_is_the_rule() {
+        assert_eq!(pattern("cus"), "^cus_[0-9A-Za-z]{22}$");
+        let id = new_id("cus");
+        let body = &id["cus_".len()..];
+        assert_eq!(body.len(), 22);
+        assert!(body.bytes().all(|b| b.is_ascii_alphanumeric()));
     }
 
     #[test]

@@ -12,7 +12,8 @@ use crate::catalog::{Interval, Recurring};
 use crate::customer::Metadata;
 use crate::money::Money;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SubscriptionStatus {
     /// In a free trial: nothing is charged until it ends.
     Trialing,
@@ -70,7 +71,7 @@ impl FromStr for SubscriptionStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Subscription {
     pub id: String,
     pub customer_id: String,
@@ -103,7 +104,8 @@ pub struct Subscription {
     pub updated_at: Timestamp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum InvoiceStatus {
     /// Finalized and waiting for payment (or retrying it).
     Open,
@@ -138,7 +140,7 @@ impl FromStr for InvoiceStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Invoice {
     pub id: String,
     pub customer_id: String,
@@ -162,7 +164,7 @@ pub struct Invoice {
     pub lines: Vec<InvoiceLine>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InvoiceLine {
     pub id: String,
     pub description: String,

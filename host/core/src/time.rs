@@ -1,5 +1,5 @@
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Seconds to wait after the `attempts`-th failed try of something retried in the
 /// background: 2, 4, 8, … doubling, never more than `cap_secs`.
@@ -51,9 +51,27 @@ impl Serialize for Timestamp {
     }
 }
 
+/// RFC 3339, as it is shown: what is written is read back to the microsecond.
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let at = DateTime::parse_from_rfc3339(&text).map_err(serde::de::Error::custom)?;
+        Ok(Timestamp::from_micros(
+            at.with_timezone(&Utc).timestamp_micros(),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_back_what_it_writes() {
+        let t = Timestamp::from_micros(1_700_000_000_123_456);
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t);
+    }
 
     #[test]
     fn renders_utc_with_micros() {

@@ -305,6 +305,11 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
     pub quote_ttl_secs: u64,
 
+    /// Fault drills only: abort the process the Nth time it reaches a point of the payment
+    /// path (`before_gateway_call:N` or `after_gateway_call:N`), as `kill -9` would.
+    #[arg(long, env = "HEPHAESTUS_FAULT_ABORT", hide = true)]
+    pub fault_abort: Option<hephaestus_api::recovery::FaultAbort>,
+
     /// Seconds in-flight requests get to finish after SIGTERM before the process exits anyway.
     #[arg(long, env = "HEPHAESTUS_SHUTDOWN_GRACE_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
@@ -398,6 +403,7 @@ impl ServeArgs {
             plugin_dir: Some(self.plugin_dir()),
             plugin_cache_dir: Some(self.storage.data_dir.join("plugin-cache")),
             plugin_limits: self.plugin_limits.host_limits(),
+            fault_abort: self.fault_abort,
             dunning: Dunning {
                 retry_days: self.dunning_retry_days.clone(),
                 final_action: if self.dunning_final_action == "unpaid" {

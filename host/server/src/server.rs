@@ -70,6 +70,11 @@ pub async fn run_with(
     grace: Duration,
     connections: Connections,
 ) -> anyhow::Result<()> {
+    // Registered before the first request: a claim stamped by a process not known to be alive
+    // would be taken for an orphan.
+    if let Err(e) = hephaestus_store::instances::beat(&state.store).await {
+        tracing::warn!(error = %e, "could not register this host; its claims are taken over until it can");
+    }
     let (stop_jobs, jobs_rx) = watch::channel(false);
     let jobs = jobs::spawn(state.clone(), jobs_rx);
     let store = state.store.clone();

@@ -15,6 +15,8 @@ pub(crate) struct Appends {
     pub(crate) payments: Vec<NewPayment>,
     pub(crate) events: Vec<NewEvent>,
     pub(crate) audit: Vec<AuditEntry>,
+    /// Gateway attempts this transaction settles, deleted with its rows.
+    pub(crate) attempts_done: Vec<String>,
 }
 
 /// How much a transaction had buffered at some point, to undo a failed job's share.
@@ -23,11 +25,12 @@ pub(crate) struct Mark {
     payments: usize,
     events: usize,
     audit: usize,
+    attempts_done: usize,
 }
 
 impl Appends {
     pub(crate) fn rows(&self) -> usize {
-        self.payments.len() + self.events.len() + self.audit.len()
+        self.payments.len() + self.events.len() + self.audit.len() + self.attempts_done.len()
     }
 
     pub(crate) fn mark(&self) -> Mark {
@@ -35,6 +38,7 @@ impl Appends {
             payments: self.payments.len(),
             events: self.events.len(),
             audit: self.audit.len(),
+            attempts_done: self.attempts_done.len(),
         }
     }
 
@@ -48,6 +52,7 @@ impl Appends {
         self.payments.truncate(mark.payments);
         self.events.truncate(mark.events);
         self.audit.truncate(mark.audit);
+        self.attempts_done.truncate(mark.attempts_done);
     }
 
     /// The appends of every part as one PostgreSQL statement, `None` when there are none.
@@ -55,10 +60,12 @@ impl Appends {
         let payments = parts.iter().flat_map(|a| &a.payments);
         let events = parts.iter().flat_map(|a| &a.events);
         let entries = parts.iter().flat_map(|a| &a.audit);
+        let settled = parts.iter().flat_map(|a| &a.attempts_done);
         let counts = [
             payments.clone().count(),
             events.clone().count(),
             entries.clone().count(),
+            settled.clone().count(),
         ];
         let total = counts.iter().filter(|n| **n > 0).count();
         if total == 0 {
@@ -89,6 +96,11 @@ impl Appends {
         }
         if counts[2] > 0 {
             part(&mut q, &|q| audit::push_insert(q, entries.clone()));
+        }
+        if counts[3] > 0 {
+            part(&mut q, &|q| {
+                crate::attempts::push_delete(q, settled.clone())
+            });
         }
         Some(q)
     }

@@ -5,6 +5,8 @@
 
 use hephaestus_core::Timestamp;
 
+use futures::future::BoxFuture;
+
 use crate::{Result, Store, StoreError, Tx, with_read, with_tx};
 
 /// How long a key is remembered.
@@ -41,17 +43,73 @@ struct Existing {
     response_body: Option<String>,
 }
 
-/// Tries to take the key; on success `k.claim_token` is this request's proof of ownership. `lock_secs` bounds how long a claim whose request died (a crashed
-/// host) blocks retries: after it, a retry takes the claim over, which is safe because the
-/// dead request's changes were never committed (they commit with the record).
+/// Tries to take the key; on success `k.claim_token` is this request's proof of ownership.
+/// A claim whose request died is taken over as soon as its process is known dead (see
+/// [`crate::instances`]) or, for a claim recorded by no process, after `lock_secs` — unless
+/// the dead request left a gateway attempt: that claim is settled by recovery, which records
+/// what the gateway did, and a retry is answered from that record.
 pub async fn claim(store: &Store, k: &mut IdemKey, lock_secs: i64) -> Result<Claim> {
+    let (claim, _) = claim_with(store, k, lock_secs, |_, _| {
+        Box::pin(async { Ok::<_, StoreError>(()) })
+    })
+    .await?;
+    Ok(claim)
+}
+
+/// [`claim`], and when the key is acquired, `prepare` in the same
+/// transaction: what must exist before the request acts outside the database (its gateway
+/// attempt). An `Err` from `prepare` rolls the claim back with it. `T` is `prepare`'s value,
+/// `None` when the key was not acquired.
+pub async fn claim_with<T, E, F>(
+    store: &Store,
+    k: &mut IdemKey,
+    lock_secs: i64,
+    prepare: F,
+) -> std::result::Result<(Claim, Option<T>), E>
+where
+    F: for<'t> FnOnce(&'t mut Tx, Option<&'t IdemKey>) -> BoxFuture<'t, std::result::Result<T, E>>
+        + Send
+        + 'static,
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    let owner = store.instance().to_string();
+    let alive_cutoff = crate::instances::alive_cutoff(store, Timestamp::now());
+    let mut key = Some(k.clone());
+    let (claim, value, key) = store
+        .write(move |tx| {
+            Box::pin(async move {
+                if let Some(k) = &mut key {
+                    let claim = claim_in(tx, &owner, alive_cutoff, k, lock_secs).await?;
+                    if claim != Claim::Acquired {
+                        return Ok((claim, None, key));
+                    }
+                }
+                let value = prepare(tx, key.as_ref()).await?;
+                Ok::<_, E>((Claim::Acquired, Some(value), key))
+            })
+        })
+        .await?;
+    if let Some(claimed) = key {
+        k.claim_token = claimed.claim_token;
+    }
+    Ok((claim, value))
+}
+
+async fn claim_in(
+    tx: &mut Tx,
+    owner: &str,
+    alive_cutoff: Option<i64>,
+    k: &mut IdemKey,
+    lock_secs: i64,
+) -> Result<Claim> {
     let now = Timestamp::now();
     k.claim_token = hephaestus_core::ids::new_id("clm");
-    let mut tx = store.begin().await?;
-    let inserted = with_tx!(&mut tx, |c| sqlx::query(
+    let inserted = with_tx!(tx, |c| sqlx::query(
         "INSERT INTO idempotency_keys
-             (api_key_id, idem_key, request_hash, state, created_at, locked_until, claim_token)
-         VALUES ($1, $2, $3, 'running', $4, $5, $6)
+             (api_key_id, idem_key, request_hash, state, created_at, locked_until, claim_token,
+              owner)
+         VALUES ($1, $2, $3, 'running', $4, $5, $6, $7)
          ON CONFLICT (api_key_id, idem_key) DO NOTHING"
     )
     .bind(&k.api_key_id)
@@ -60,37 +118,45 @@ pub async fn claim(store: &Store, k: &mut IdemKey, lock_secs: i64) -> Result<Cla
     .bind(now.as_micros())
     .bind(now.add_secs(lock_secs).as_micros())
     .bind(&k.claim_token)
-    .execute(c)
+    .bind(owner)
+    .execute(&mut *c)
     .await
     .map(|r| r.rows_affected()))?;
     if inserted == 1 {
-        tx.commit().await?;
         return Ok(Claim::Acquired);
     }
-    // Take over an expired record, or a claim abandoned by a request that died.
-    let taken = with_tx!(&mut tx, |c| sqlx::query(
+    // Take over an expired record, or a claim abandoned by a request that died, unless that
+    // request left a gateway attempt for recovery to settle.
+    let sql = format!(
         "UPDATE idempotency_keys
             SET request_hash = $3, state = 'running', response_status = NULL,
                 response_body = NULL, resource_id = NULL, created_at = $4, locked_until = $5,
-                claim_token = $7
+                claim_token = $7, owner = $8
           WHERE api_key_id = $1 AND idem_key = $2
-            AND (created_at < $6 OR (state = 'running' AND locked_until < $4))"
-    )
-    .bind(&k.api_key_id)
-    .bind(&k.key)
-    .bind(&k.request_hash)
-    .bind(now.as_micros())
-    .bind(now.add_secs(lock_secs).as_micros())
-    .bind(now.add_secs(-RETENTION_SECS).as_micros())
-    .bind(&k.claim_token)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
+            AND (created_at < $6
+                 OR (state = 'running'
+                     AND (locked_until < $4 OR (owner IS NOT NULL AND {dead}))
+                     AND NOT EXISTS (SELECT 1 FROM gateway_attempts a
+                                      WHERE a.api_key_id = $1 AND a.idem_key = $2)))",
+        dead = crate::instances::dead_sql("idempotency_keys.owner", "$9"),
+    );
+    let taken = with_tx!(tx, |c| sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+        .bind(&k.api_key_id)
+        .bind(&k.key)
+        .bind(&k.request_hash)
+        .bind(now.as_micros())
+        .bind(now.add_secs(lock_secs).as_micros())
+        .bind(now.add_secs(-RETENTION_SECS).as_micros())
+        .bind(&k.claim_token)
+        .bind(owner)
+        .bind(alive_cutoff)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected()))?;
     if taken == 1 {
-        tx.commit().await?;
         return Ok(Claim::Acquired);
     }
-    let existing: Option<Existing> = with_tx!(&mut tx, |c| sqlx::query_as(
+    let existing: Option<Existing> = with_tx!(tx, |c| sqlx::query_as(
         "SELECT request_hash, state, response_status, response_body
            FROM idempotency_keys WHERE api_key_id = $1 AND idem_key = $2"
     )
@@ -98,7 +164,6 @@ pub async fn claim(store: &Store, k: &mut IdemKey, lock_secs: i64) -> Result<Cla
     .bind(&k.key)
     .fetch_optional(c)
     .await)?;
-    tx.commit().await?;
     Ok(match existing {
         // Purged between our insert and select: the caller may simply retry.
         None => Claim::InProgress,
@@ -148,7 +213,13 @@ pub async fn complete(
 /// client's retry runs the request again.
 pub async fn release(store: &Store, k: &IdemKey) -> Result<()> {
     let mut tx = store.begin().await?;
-    with_tx!(&mut tx, |c| sqlx::query(
+    release_in(&mut tx, k).await?;
+    tx.commit().await
+}
+
+/// [`release`], inside a transaction.
+pub async fn release_in(tx: &mut Tx, k: &IdemKey) -> Result<()> {
+    with_tx!(tx, |c| sqlx::query(
         "DELETE FROM idempotency_keys
           WHERE api_key_id = $1 AND idem_key = $2 AND state = 'running' AND claim_token = $3"
     )
@@ -158,7 +229,7 @@ pub async fn release(store: &Store, k: &IdemKey) -> Result<()> {
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
-    tx.commit().await
+    Ok(())
 }
 
 /// Forgets stored responses that name a resource, so an erased customer's data does not

@@ -5,6 +5,8 @@
 //! - [`keys`]: API keys (hashes only) and the first-run admin key.
 //! - [`rate_limit`]: per-key request counters shared by every host using the database.
 //! - [`idempotency`]: claimed `Idempotency-Key`s and the first response stored for replay.
+//! - [`instances`]: the host processes alive on this database, each beating while it lives.
+//! - [`attempts`]: gateway calls about to be made, recorded before the call.
 //! - [`audit`]: who changed what, when, through which request.
 //! - [`disputes`]: chargebacks as gateways report them.
 //! - [`events`]: the append-only domain event log.
@@ -33,6 +35,7 @@
 
 pub mod analytics;
 mod appends;
+pub mod attempts;
 pub mod audit;
 pub mod batch;
 pub mod catalog;
@@ -44,6 +47,7 @@ pub mod exchange_rates;
 pub mod gateway_ids;
 pub mod idempotency;
 pub mod inbox;
+pub mod instances;
 pub mod keys;
 pub mod marketing;
 pub mod payments;
@@ -163,8 +167,15 @@ pub struct Store {
     appends: Option<batch::Batcher<appends::Appends>>,
     /// PostgreSQL's group commit of webhook deliveries into the inbox; `None` on SQLite.
     intake: Option<batch::Batcher<inbox::NewInboxEvent>>,
+    /// PostgreSQL's group commit of gateway attempts recorded without a claim; `None` on
+    /// SQLite.
+    attempts: Option<batch::Batcher<attempts::Attempt>>,
     /// The pool's acquire timeout, which also bounds a readiness check.
     acquire_timeout: Duration,
+    /// This process's id among the hosts using the database (`hst_…`): what it claims is
+    /// stamped with it, so others can tell when its owner died (see [`instances`]).
+    instance: std::sync::Arc<str>,
+    beats: std::sync::Arc<instances::Beats>,
 }
 
 /// Runs `$body` with `$e` bound to a read executor of the store's database.
@@ -349,6 +360,7 @@ impl Tx {
             _ => {
                 payments::insert_all(self, &appends.payments).await?;
                 events::insert_all(self, &appends.events).await?;
+                attempts::delete_all(self, &appends.attempts_done).await?;
                 audit::insert_all(self, &appends.audit).await
             }
         }
@@ -396,10 +408,16 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(redact_url(url)));
         };
-        let (writer, appends, intake) = match &backend {
-            Backend::Sqlite(db) => (Some(writer::Writer::start(db.write.clone())?), None, None),
+        let (writer, appends, intake, attempts) = match &backend {
+            Backend::Sqlite(db) => (
+                Some(writer::Writer::start(db.write.clone())?),
+                None,
+                None,
+                None,
+            ),
             Backend::Postgres(pool) => (
                 None,
+                Some(batch::Batcher::start(pool.clone())),
                 Some(batch::Batcher::start(pool.clone())),
                 Some(batch::Batcher::start(pool.clone())),
             ),
@@ -409,8 +427,20 @@ impl Store {
             writer,
             appends,
             intake,
+            attempts,
             acquire_timeout: settings.acquire_timeout,
+            instance: hephaestus_core::ids::new_id("hst").into(),
+            beats: Default::default(),
         })
+    }
+
+    /// This process's id among the hosts using the database.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    pub(crate) fn beats(&self) -> &instances::Beats {
+        &self.beats
     }
 
     /// Runs `job` in a transaction and commits it. Its changes and everything it records
