@@ -2,7 +2,7 @@
 //! compared in constant time against every `v1` signature in the header, with any of the
 //! configured secrets (two during a rotation), and a timestamp within the tolerance.
 
-use hephaestus_core::secret::Secret;
+use crate::secret::Secret;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
