@@ -17,7 +17,6 @@
 //!   gateway.
 //! - [`subscriptions`]: the billing engine that renews, invoices and dunns subscriptions on
 //!   the business clock for gateways that only move money (the sandbox).
-//! - [`webhook`]: `Stripe-Signature` verification.
 //! - [`stripe_events`]: applying verified gateway events from the inbox to payments,
 //!   subscriptions and invoices.
 
@@ -34,4 +33,3 @@ mod stripe_http;
 pub mod stripe_invoices;
 pub mod stripe_subscriptions;
 pub mod subscriptions;
-pub mod webhook;

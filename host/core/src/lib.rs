@@ -9,6 +9,7 @@
 //! - [`payment`]: one-time payments and refunds.
 //! - [`subscription`]: subscriptions, invoices, the billing calendar and proration.
 //! - [`secret`]: configured secrets that never print.
+//! - [`webhook`]: `Stripe-Signature` signing and verification, pure so it can be fuzzed alone.
 //! - [`event`]: the append-only domain event that analytics, triggers and experiments read.
 //! - [`validation`]: the one error a domain check returns, naming the field to blame.
 
@@ -23,6 +24,7 @@ pub mod secret;
 pub mod subscription;
 pub mod time;
 pub mod validation;
+pub mod webhook;
 
 pub use time::Timestamp;
 pub use validation::ValidationError;

@@ -114,33 +114,38 @@ pub fn parse_major_or_zero(
 ) -> Result<i64, ValidationError> {
     let err = |m: String| ValidationError::new(field, m);
     let text = text.trim();
-    let plain = !text.is_empty()
-        && text.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-        && text.bytes().filter(|b| *b == b'.').count() <= 1
-        && !text.starts_with('.')
-        && !text.ends_with('.');
     if text.starts_with('-') {
         return Err(err("must be positive".into()));
     }
-    if !plain {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(int) || (text.contains('.') && !digits(frac)) {
         return Err(err(format!(
             "`{text}` is not a plain decimal amount like 97.00"
         )));
     }
-    let value = Decimal::from_str_exact(text)
-        .map_err(|_| err(format!("`{text}` is too large")))?
-        .normalize();
+    // Read digit by digit in integers: zeros that do not change the value (`0097.50`,
+    // `1.000…0` USD) cost nothing, where a decimal type's 28 digits would refuse them.
+    let int = int.trim_start_matches('0');
+    let frac = frac.trim_end_matches('0');
     let exponent = currency.exponent();
-    if value.scale() > exponent {
+    if frac.len() > exponent as usize {
         return Err(err(format!(
             "{} allows {exponent} decimal place{}; `{text}` has more",
             currency.code(),
             if exponent == 1 { "" } else { "s" }
         )));
     }
-    let minor = value
-        .checked_mul(Decimal::from(10_i64.pow(exponent)))
-        .and_then(|m| i64::try_from(m).ok())
+    let whole: i64 = match int {
+        "" => 0,
+        // Beyond i64 is beyond MAX_MINOR too.
+        _ => int.parse().unwrap_or(i64::MAX),
+    };
+    // At most four digits (the largest exponent), so only the empty fraction fails to parse.
+    let part: i64 = frac.parse().unwrap_or(0);
+    let minor = whole
+        .checked_mul(10_i64.pow(exponent))
+        .and_then(|m| m.checked_add(part * 10_i64.pow(exponent - frac.len() as u32)))
         .filter(|m| *m <= MAX_MINOR)
         .ok_or_else(|| err(format!("`{text}` is too large")))?;
     if minor > max_minor {
@@ -189,6 +194,10 @@ mod tests {
             ("1000000000000", "JPY", 1_000_000_000_000),
             ("10000000000000.00", "USD", MAX_MINOR),
             ("0.10", "CLF", 1000),
+            ("0097.50", "USD", 9750),
+            // Found by the fuzz target: zeros beyond a decimal type's 28 digits.
+            ("1.00000000000000000000000000000000", "USD", 100),
+            ("00000000000000000000000000000000001", "JPY", 1),
         ];
         for (text, code, minor) in cases {
             assert_eq!(

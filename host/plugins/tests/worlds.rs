@@ -109,9 +109,12 @@ fn recommendations_match_between_rust_and_javascript() {
         point(12_900, 80, 40, 1_032_000),
         point(9_700, 100, 50, 970_000),
     ]);
+    // No evidence: both keep the current price and expect no change, as the host does.
     let rust = t.host.decide_with("volume-pricing", &empty);
-    assert_eq!(rust.value.recommended_price, usd(10_185));
-    assert_eq!(rust.value.revenue_change_basis_points, 500);
+    assert_eq!(plugin_of(&rust), "volume-pricing");
+    assert_eq!(rust.value.recommended_price, usd(9_700));
+    assert_eq!(rust.value.revenue_change_basis_points, 0);
+    assert_eq!(rust.value.conversion_change_basis_points, 0);
     assert_eq!(
         t.host.decide_with("volume-pricing-js", &empty).value,
         rust.value

@@ -124,7 +124,7 @@ function customer(overrides = {}) {
 const PRICING_CONFIGS = [
   {},
   { tier_1_quantity: '5', tier_1_discount_bp: '250', tier_3_quantity: '100', tier_3_discount_bp: '3000' },
-  { loyalty_discount_bp: '0', test_increase_bp: '1234' },
+  { loyalty_discount_bp: '0' },
   { loyalty_segment: 'vip', loyalty_discount_bp: '9000', tier_2_discount_bp: '5000' },
   { tier_1_quantity: ' +7 ', tier_2_quantity: '7' },
   { tier_1_discount_bp: 'ten' },

@@ -108,13 +108,11 @@ function loadSettings(lookup) {
   }
   tiers.sort((a, b) => a.minQuantity - b.minQuantity);
   const loyaltyDiscountBp = parseU32('loyalty_discount_bp', lookup('loyalty_discount_bp'), 500);
-  const testIncreaseBp = parseU32('test_increase_bp', lookup('test_increase_bp'), 500);
   if (loyaltyDiscountBp > 10000) throw 'config `loyalty_discount_bp` must be at most 10000 (100%)';
   return {
     tiers,
     loyaltySegment: lookup('loyalty_segment') ?? 'high_value',
     loyaltyDiscountBp,
-    testIncreaseBp,
   };
 }
 
@@ -163,7 +161,7 @@ function ratioChangeBp(newNum, newDen, baseNum, baseDen) {
   return bp === null ? 0 : Number(clamp(bp, I32_MIN, I32_MAX));
 }
 
-function recommend(request, settings) {
+function recommend(request) {
   const current = request.currentPrice;
   if (current.amountMinor <= 0n) throw 'current price must be positive';
   const usable = request.history.filter(
@@ -172,15 +170,12 @@ function recommend(request, settings) {
   );
 
   if (usable.length === 0) {
-    const increase = percentOf(current.amountMinor, settings.testIncreaseBp);
-    const recommended = clamp(current.amountMinor + increase, -I64_MAX - 1n, I64_MAX);
-    const change = divRoundHalfUp((recommended - current.amountMinor) * BASIS_POINTS, current.amountMinor);
+    // Nothing to learn from: an invented change would be a guess presented as a finding.
     return {
-      recommendedPrice: { amountMinor: recommended, currency: current.currency },
-      // Assumes conversion holds, so revenue moves with the price.
-      revenueChangeBasisPoints: Number(clamp(change, I32_MIN, I32_MAX)),
+      recommendedPrice: { amountMinor: current.amountMinor, currency: current.currency },
+      revenueChangeBasisPoints: 0,
       conversionChangeBasisPoints: 0,
-      reason: 'no evidence yet; small test increase',
+      reason: 'no usable evidence: the current price is kept',
     };
   }
 
@@ -209,6 +204,8 @@ export const pricer = {
     return quote(request, loadSettings(configGet));
   },
   recommend(request) {
-    return recommend(request, loadSettings(configGet));
+    // A broken config fails every call, as it does for quotes.
+    loadSettings(configGet);
+    return recommend(request);
   },
 };

@@ -6,8 +6,9 @@
 //!   percentages add up and are applied once to the list total, in integer minor units,
 //!   rounding half up.
 //! - `recommend`: the price point with the highest revenue per offered customer
-//!   (`revenue / (customers + failed)`), compared as exact fractions. With no usable history,
-//!   the current price raised by 5% ("a small test increase").
+//!   (`revenue / (customers + failed)`), compared as exact fractions. With no usable history
+//!   (none in the price's currency, at a positive price, offered to anyone) it keeps the
+//!   current price and expects no change, as the host does when a product has no evidence.
 //!
 //! The decisions are the plain functions [`quote`] and [`recommend`], tested on the host
 //! target; the [`Guest`] implementation only reads the config and calls them. The
@@ -35,8 +36,6 @@ pub struct Settings {
     /// Customers holding this segment tag get the loyalty discount on top.
     pub loyalty_segment: String,
     pub loyalty_discount_bp: u32,
-    /// Increase recommended when there is no evidence yet.
-    pub test_increase_bp: u32,
 }
 
 /// Highest tier number read from the config (`tier_1_…` to `tier_9_…`).
@@ -82,8 +81,6 @@ impl Settings {
             get("loyalty_discount_bp").as_deref(),
             500,
         )?;
-        let test_increase_bp =
-            config::parse_or::<u32>("test_increase_bp", get("test_increase_bp").as_deref(), 500)?;
         if loyalty_discount_bp > 10_000 {
             return Err("config `loyalty_discount_bp` must be at most 10000 (100%)".into());
         }
@@ -91,7 +88,6 @@ impl Settings {
             tiers,
             loyalty_segment: get("loyalty_segment").unwrap_or_else(|| "high_value".to_owned()),
             loyalty_discount_bp,
-            test_increase_bp,
         })
     }
 }
@@ -183,11 +179,8 @@ fn ratio_change_bp(new_num: i128, new_den: i128, base_num: i128, base_den: i128)
         .unwrap_or(0)
 }
 
-/// Recommends a list price for `request` under `settings`.
-pub fn recommend(
-    request: &RecommendRequest,
-    settings: &Settings,
-) -> Result<Recommendation, String> {
+/// Recommends a list price for `request`. No setting changes it.
+pub fn recommend(request: &RecommendRequest) -> Result<Recommendation, String> {
     let current = &request.current_price;
     if current.amount_minor <= 0 {
         return Err("current price must be positive".into());
@@ -208,25 +201,12 @@ pub fn recommend(
         .copied()
         .reduce(|best, p| if earns_more(p, best) { p } else { best })
     else {
-        let increase = money::percent_of(
-            current.amount_minor,
-            i64::from(settings.test_increase_bp),
-            Rounding::HalfUp,
-        );
-        let recommended = current.amount_minor.saturating_add(increase);
+        // Nothing to learn from: an invented change would be a guess presented as a finding.
         return Ok(Recommendation {
-            recommended_price: Money {
-                amount_minor: recommended,
-                currency: current.currency.clone(),
-            },
-            // Assumes conversion holds, so revenue moves with the price.
-            revenue_change_basis_points: money::change_basis_points(
-                current.amount_minor,
-                recommended,
-            )
-            .unwrap_or(0),
+            recommended_price: current.clone(),
+            revenue_change_basis_points: 0,
             conversion_change_basis_points: 0,
-            reason: "no evidence yet; small test increase".into(),
+            reason: "no usable evidence: the current price is kept".into(),
         });
     };
 
@@ -282,7 +262,9 @@ impl Guest for VolumePricing {
     }
 
     fn recommend(request: RecommendRequest) -> Result<Recommendation, String> {
-        recommend(&request, &Settings::from_lookup(config::get)?)
+        // A broken config fails every call, as it does for quotes.
+        Settings::from_lookup(config::get)?;
+        recommend(&request)
     }
 }
 
@@ -414,17 +396,31 @@ mod tests {
 
     #[test]
     fn recommends_best_revenue_per_offered_customer() {
-        let s = Settings::default();
-        let r = recommend(&rec_request(9700, vec![]), &s).unwrap();
-        assert_eq!(r.recommended_price.amount_minor, 10185);
-        assert_eq!(
-            (
-                r.revenue_change_basis_points,
-                r.conversion_change_basis_points
-            ),
-            (500, 0)
-        );
-        assert_eq!(r.reason, "no evidence yet; small test increase");
+        // No history, or none usable (another currency, a zero price, nobody offered it):
+        // the current price, no expected change.
+        for history in [
+            vec![],
+            vec![point(9700, 0, 0, 0)],
+            vec![PricePoint {
+                unit_price: hephaestus_plugin_sdk::money(12900, "EUR"),
+                ..point(12900, 80, 40, 1_032_000)
+            }],
+            vec![point(0, 3, 1, 100)],
+        ] {
+            let r = recommend(&rec_request(9700, history)).unwrap();
+            assert_eq!(
+                r.recommended_price,
+                hephaestus_plugin_sdk::money(9700, "USD")
+            );
+            assert_eq!(
+                (
+                    r.revenue_change_basis_points,
+                    r.conversion_change_basis_points
+                ),
+                (0, 0)
+            );
+            assert_eq!(r.reason, "no usable evidence: the current price is kept");
+        }
 
         // 9700: 100 paid, 50 failed, 970000 → 6466.67 per offered.
         // 12900: 80 paid, 40 failed, 1032000 → 8600 per offered (best).
@@ -432,7 +428,7 @@ mod tests {
             point(12900, 80, 40, 1_032_000),
             point(9700, 100, 50, 970_000),
         ];
-        let r = recommend(&rec_request(9700, history), &s).unwrap();
+        let r = recommend(&rec_request(9700, history)).unwrap();
         assert_eq!(r.recommended_price.amount_minor, 12900);
         // 8600 / 6466.67 - 1 = +32.99%; conversion 66.67% vs 66.67% → 0.
         assert_eq!(

@@ -2,7 +2,7 @@
 //! compared in constant time against every `v1` signature in the header, with any of the
 //! configured secrets (two during a rotation), and a timestamp within the tolerance.
 
-use hephaestus_core::secret::Secret;
+use crate::secret::Secret;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -37,7 +37,7 @@ pub fn verify(
 ) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::MissingHeader)?;
     let mut timestamp: Option<i64> = None;
-    let mut signatures: Vec<Vec<u8>> = Vec::new();
+    let mut signatures: Vec<&str> = Vec::new();
     for item in header.split(',') {
         let (key, value) = item
             .trim()
@@ -45,12 +45,11 @@ pub fn verify(
             .ok_or(SignatureError::Malformed)?;
         match key {
             "t" => timestamp = Some(value.parse().map_err(|_| SignatureError::Malformed)?),
-            // A signature that is not hex cannot match; skip it rather than fail the others.
             "v1" => {
                 if signatures.len() == MAX_SIGNATURES {
                     return Err(SignatureError::Malformed);
                 }
-                signatures.extend(hex::decode(value).ok());
+                signatures.push(value);
             }
             _ => {}
         }
@@ -59,7 +58,8 @@ pub fn verify(
     if signatures.is_empty() {
         return Err(SignatureError::NoSignature);
     }
-    if (now_secs - timestamp).abs() > tolerance_secs {
+    // abs_diff: `t` is the client's, and `t=-9223372036854775808` must not overflow.
+    if now_secs.abs_diff(timestamp) > tolerance_secs.unsigned_abs() {
         return Err(SignatureError::Stale(tolerance_secs));
     }
     // One MAC per secret, compared against every candidate in constant time; the number of
@@ -70,10 +70,13 @@ pub fn verify(
         mac.update(timestamp.to_string().as_bytes());
         mac.update(b".");
         mac.update(payload);
-        let expected = mac.finalize().into_bytes();
+        // Compared as the lowercase hex Stripe writes, as its own libraries compare it: a
+        // decoded comparison would also accept `B849…` for `b849…`, a header that differs from
+        // the signed one yet verifies.
+        let expected = hex::encode(mac.finalize().into_bytes());
         if signatures
             .iter()
-            .any(|sig| bool::from(expected[..].ct_eq(sig.as_slice())))
+            .any(|sig| bool::from(expected.as_bytes().ct_eq(sig.as_bytes())))
         {
             return Ok(());
         }
@@ -197,6 +200,21 @@ mod tests {
         assert_eq!(
             verify(body, Some(&stuffed), &s, NOW, 300),
             Err(SignatureError::Malformed)
+        );
+        // Found by the fuzz target: a header that differs from the signed one must not verify
+        // (Stripe writes lowercase hex), and no timestamp overflows the tolerance check.
+        let upper = format!(
+            "t={NOW},v1={}",
+            good[good.len() - 64..].to_ascii_uppercase()
+        );
+        assert_eq!(
+            verify(body, Some(&upper), &s, NOW, 300),
+            Err(SignatureError::Mismatch)
+        );
+        let far = format!("t={},v1={}", i64::MIN, "00".repeat(32));
+        assert_eq!(
+            verify(body, Some(&far), &s, i64::MAX, 300),
+            Err(SignatureError::Stale(300))
         );
         let v0 = good.replace("v1=", "v0=");
         assert_eq!(
