@@ -527,7 +527,7 @@ fn overview_view(o: &Overview, fresh: Freshness) -> OverviewView {
 #[utoipa::path(
     get, path = "/api/v1/dashboard/overview", tag = "dashboard", params(RangeParams),
     responses((status = 200, description = "The overview, as JSON or CSV", content((OverviewView = "application/json"), (String = "text/csv"))), (status = 400, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn overview(
     State(state): State<AppState>,
@@ -816,7 +816,7 @@ fn series_view(s: &Series, fresh: Freshness) -> SeriesView {
 #[utoipa::path(
     get, path = "/api/v1/dashboard/revenue-metrics", tag = "dashboard", params(SeriesParams),
     responses((status = 200, description = "The series, as JSON or CSV", content((SeriesView = "application/json"), (String = "text/csv"))), (status = 400, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn revenue_metrics(
     State(state): State<AppState>,
@@ -1083,7 +1083,7 @@ fn customers_view(m: &CustomerMetrics, fresh: Freshness) -> CustomerMetricsView 
 #[utoipa::path(
     get, path = "/api/v1/dashboard/customer-metrics", tag = "dashboard", params(RangeParams),
     responses((status = 200, description = "The customer metrics, as JSON or CSV", content((CustomerMetricsView = "application/json"), (String = "text/csv"))), (status = 400, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn customer_metrics(
     State(state): State<AppState>,
@@ -1307,7 +1307,7 @@ fn marketing_csv(v: &MarketingMetricsView) -> Csv {
 #[utoipa::path(
     get, path = "/api/v1/dashboard/marketing-metrics", tag = "dashboard", params(RangeParams),
     responses((status = 200, description = "The marketing metrics, as JSON or CSV", content((MarketingMetricsView = "application/json"), (String = "text/csv"))), (status = 400, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn marketing_metrics(
     State(state): State<AppState>,

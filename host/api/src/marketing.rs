@@ -153,7 +153,7 @@ fn check(req: &CreateSpend) -> ApiResult<Spend> {
     post, path = "/api/v1/marketing/spend", tag = "dashboard", request_body = CreateSpend,
     params(("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = SpendView), (status = 400, body = crate::openapi::ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = ["write"]))
 )]
 pub async fn create_spend(
     State(state): State<AppState>,
@@ -206,7 +206,7 @@ pub struct SpendParams {
 #[utoipa::path(
     get, path = "/api/v1/marketing/spend", tag = "dashboard", params(SpendParams),
     responses((status = 200, description = "`{object: list, data: [marketing_spend], has_more}`")),
-    security(("api_key" = []))
+    security(("api_key" = ["read"]))
 )]
 pub async fn list_spend(
     State(state): State<AppState>,

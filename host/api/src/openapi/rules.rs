@@ -207,6 +207,17 @@ fn property_rule(schema: &str, name: &str, limits: &Limits) -> Option<Value> {
         ("CreatePayment", "description") => text(1000),
         ("CreatePayment", "amount") => amount(false, limits.max_payment),
         ("CreateRefund", "amount") => amount(false, max_major()),
+        // Above zero; how large a figure the server keeps depends on the currency's decimals.
+        ("CreateSpend", "amount") => json!({
+            "anyOf": [
+                { "type": "number", "format": "decimal", "description": EXACT, "exclusiveMinimum": 0 },
+                { "type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$" },
+            ],
+        }),
+        ("CreateSpend", "channel") => {
+            json!({ "minLength": 1, "maxLength": 64, "pattern": "^[a-z0-9_.-]+$" })
+        }
+        ("PeriodBody", "from" | "to") => json!({ "format": "date" }),
         ("CreatePrice", "unit_amount") => amount(true, max_major()),
         ("OptimizeBody", "current_price") => amount(false, max_major()),
         ("SetRate", "rate") => rate(),
@@ -362,6 +373,9 @@ fn parameter_rule(path: &str, location: &str, name: &str) -> Option<Value> {
         ("query", "product_id") => id(prefix::PRODUCT),
         ("query", "subscription_id") => id(prefix::SUBSCRIPTION),
         ("query", "currency") => currency(),
+        ("query", "format") => one_of(&["json", "csv"]),
+        ("query", "interval") => one_of(&["day", "week", "month"]),
+        ("query", "from" | "to") => json!({ "format": "date" }),
         // Compared with stored addresses, never stored: any text finds what matches.
         ("query", "email") => json!({}),
         ("query", "segment") => segment(),
@@ -430,6 +444,7 @@ fn prefix_of(collection: &str) -> Option<&'static str> {
         "invoices" => prefix::INVOICE,
         "quotes" => prefix::QUOTE,
         "audit" => prefix::AUDIT,
+        "spend" => prefix::MARKETING_SPEND,
         _ => return None,
     })
 }
