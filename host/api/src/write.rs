@@ -167,9 +167,6 @@ async fn claim_inner(
         request_hash: fingerprint(&meta.method, &meta.path, body),
         claim_token: String::new(),
     });
-    // A claim held by a request that died with its gateway call unrecorded is settled by
-    // recovery here and now, and then claimed again: answered from what it recorded.
-    let mut settled_orphan = false;
     if idem.is_none()
         && let Some(row) = attempt.clone()
     {
@@ -178,6 +175,9 @@ async fn claim_inner(
             return Err(AppError::from(e).into_response());
         }
     }
+    // A claim held by a request that died with its gateway call unrecorded is settled by
+    // recovery here and now, and then claimed again: answered from what it recorded.
+    let mut settled_orphan = false;
     while let Some(k) = idem.as_mut() {
         let row = attempt.clone();
         let claimed = idempotency::claim_with(
@@ -187,11 +187,9 @@ async fn claim_inner(
             move |tx, k| {
                 Box::pin(async move {
                     if let Some(mut row) = row {
-                        if let Some(k) = k {
-                            row.api_key_id = Some(k.api_key_id.clone());
-                            row.idem_key = Some(k.key.clone());
-                            row.claim_token = Some(k.claim_token.clone());
-                        }
+                        row.api_key_id = Some(k.api_key_id.clone());
+                        row.idem_key = Some(k.key.clone());
+                        row.claim_token = Some(k.claim_token.clone());
                         attempts::insert(tx, &row).await?;
                     }
                     Ok::<_, AppError>(())

@@ -67,7 +67,7 @@ pub async fn claim_with<T, E, F>(
     prepare: F,
 ) -> std::result::Result<(Claim, Option<T>), E>
 where
-    F: for<'t> FnOnce(&'t mut Tx, Option<&'t IdemKey>) -> BoxFuture<'t, std::result::Result<T, E>>
+    F: for<'t> FnOnce(&'t mut Tx, &'t IdemKey) -> BoxFuture<'t, std::result::Result<T, E>>
         + Send
         + 'static,
     T: Send + 'static,
@@ -75,24 +75,20 @@ where
 {
     let owner = store.instance().to_string();
     let alive_cutoff = crate::instances::alive_cutoff(store, Timestamp::now());
-    let mut key = Some(k.clone());
+    let mut key = k.clone();
     let (claim, value, key) = store
         .write(move |tx| {
             Box::pin(async move {
-                if let Some(k) = &mut key {
-                    let claim = claim_in(tx, &owner, alive_cutoff, k, lock_secs).await?;
-                    if claim != Claim::Acquired {
-                        return Ok((claim, None, key));
-                    }
+                let claim = claim_in(tx, &owner, alive_cutoff, &mut key, lock_secs).await?;
+                if claim != Claim::Acquired {
+                    return Ok((claim, None, key));
                 }
-                let value = prepare(tx, key.as_ref()).await?;
+                let value = prepare(tx, &key).await?;
                 Ok::<_, E>((Claim::Acquired, Some(value), key))
             })
         })
         .await?;
-    if let Some(claimed) = key {
-        k.claim_token = claimed.claim_token;
-    }
+    k.claim_token = key.claim_token;
     Ok((claim, value))
 }
 
